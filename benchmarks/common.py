@@ -1,0 +1,42 @@
+"""Shared by the benchmark scripts: erase one set of concepts, evaluate it, format a table row."""
+
+from __future__ import annotations
+
+import platform
+import time
+
+import torch
+
+from obliviate.eval.run import EvalConfig, evaluate
+from obliviate.methods import get_method
+
+
+def fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def machine_line(images_per_concept: int, seed: int) -> str:
+    return (f"machine: {platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}; "
+            f"eval: full world bench, {images_per_concept} images/concept, seed {seed}")
+
+
+def erase_and_eval(model, detector, method: str, concepts: list[str], images_per_concept: int, seed: int,
+                   **overrides) -> tuple[dict, float, object]:
+    """(eval result, seconds the erasure took, patch)."""
+    m = get_method(method)
+    start = time.time()
+    patch = m.fit(model, concepts, m.make_config(seed=seed, progress=False, **overrides))
+    seconds = time.time() - start
+    cfg = EvalConfig(images_per_concept=images_per_concept, seed=seed, progress=False)
+    return evaluate(model, cfg, detector=detector, patches=[patch]).result, seconds, patch
+
+
+HEADER = ("| method | concept | category | seconds | efficacy | preservation | neighbour pres. | H | frechet | "
+          "mean feat. dist. |\n|---|---|---|---|---|---|---|---|---|---|")
+
+
+def row(method: str, concept: str, category: str, seconds: float, r: dict) -> str:
+    d = r["drift"] or {}
+    return (f"| {method} | {concept} | {category} | {seconds:.1f} | {fmt(r['efficacy'])} | {fmt(r['preservation'])} | "
+            f"{fmt(r['neighbour_preservation'])} | {fmt(r['h'])} | {fmt(d.get('frechet'))} | "
+            f"{fmt(d.get('mean_feature_distance'))} |")

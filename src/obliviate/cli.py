@@ -1,0 +1,270 @@
+"""The ``obliviate`` command: parse arguments, call the library, print results. Logs go to stderr."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from .errors import ObliviateError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------------- world
+
+def cmd_world_build(args: argparse.Namespace) -> int:
+    from .world.recipe import BuildConfig, build
+
+    cfg = BuildConfig(seed=args.seed)
+    if args.quick:  # a smoke run: every stage, a handful of steps
+        cfg.n_images, cfg.vae_steps, cfg.detector_steps, cfg.unet_steps, cfg.n_heldout = 512, 3, 3, 3, 64
+    for name in ("vae_steps", "detector_steps", "unet_steps", "n_images"):
+        if getattr(args, name) is not None:
+            setattr(cfg, name, getattr(args, name))
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ObliviateError(f"--out {out} exists and is not a folder")
+    if not os.access(out.parent if out.parent.exists() else Path("."), os.W_OK):
+        raise ObliviateError(f"cannot write into {out.parent}")
+    info = build(out, cfg, log=_log, bar=not args.no_progress)
+    print(json.dumps({"path": str(out), "seconds": info["build"]["seconds"],
+                      "detector_accuracy": info["detector_accuracy"]}))
+    return 0
+
+
+def cmd_world_info(args: argparse.Namespace) -> int:
+    from .world import world_dir, world_info
+
+    info = world_info()
+    payload = {"path": str(world_dir() / "pipeline"), "concepts": info["concepts"]}
+    if args.json:
+        print(json.dumps(payload, indent=2))
+        return 0
+    print(f"world pipeline: {payload['path']}")
+    for c in info["concepts"]:
+        syn = f" (also: {', '.join(s for s in c['synonyms'] if s != c['name'])})" if len(c["synonyms"]) > 1 else ""
+        print(f"  {c['category']:<7} {c['name']}{syn}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ generate
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .generate import generate, grid, image_seeds, save_png
+    from .io import check_writable
+    from .pipeline import load_model
+
+    if not args.prompt.strip():
+        raise ObliviateError("--prompt is empty")
+    from .patch import Patch, apply_patch
+
+    out = check_writable(args.out)
+    patches = [Patch.load(p) for p in args.patch]
+    model = load_model(args.model)
+    for p in patches:
+        apply_patch(model.pipe, p, force=args.force)
+    start = time.time()
+    images = generate(model, [args.prompt] * args.n, image_seeds(args.seed, args.n), steps=args.steps,
+                      guidance=args.guidance)
+    save_png(grid(images), out, scale=args.scale)
+    _log(f"{args.n} images in {time.time() - start:.1f} s -> {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- eval
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .eval.bench import load_bench
+    from .eval.detectors import make_detector
+    from .eval.report import write_report
+    from .eval.report_grids import report_grids
+    from .eval.run import EvalConfig, evaluate, format_table
+    from .io import check_writable, write_atomic
+    from .patch import Patch
+    from .pipeline import load_model
+
+    for out in (args.json, args.report):
+        if out:
+            check_writable(out)
+    if args.report and not args.report.endswith((".html", ".htm")):
+        raise ObliviateError("--report must name an .html file (the Markdown summary goes beside it)")
+    bench = load_bench(args.bench or ("world" if args.model == "world" else "sd"), args.images_per_concept)
+    concepts = [c.strip() for c in args.concepts.split(",") if c.strip()] if args.concepts is not None else None
+    if concepts is not None and not concepts:
+        raise ObliviateError("--concepts is empty")
+    for name in concepts or []:
+        bench.concept(name)
+    patches = [Patch.load(p) for p in args.patch]
+    detector = make_detector(args.detector, bench, args.clip_path, nudenet_threshold=args.nudenet_threshold)
+    model = load_model(args.model)
+    cfg = EvalConfig(concepts=concepts, images_per_concept=args.images_per_concept, seed=args.seed,
+                     inversion=args.inversion, cache=not args.no_cache, progress=not args.no_progress)
+    run = evaluate(model, cfg, bench=bench, detector=detector, patches=patches, force=args.force)
+    print(format_table(run.result))
+    if args.json:
+        write_atomic(args.json, lambda tmp: tmp.write_text(json.dumps(run.result, indent=2)))
+        _log(f"wrote {args.json}")
+    if args.report:
+        html, md = write_report(run.result, args.report, report_grids(run, bench))
+        _log(f"report: {html} (summary: {md})")
+    return 0
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from .io import check_writable
+    from .methods import get_method
+    from .pipeline import load_model
+
+    method = get_method(args.method)
+    out = check_writable(args.out)
+    if out.suffix != ".safetensors":
+        raise ObliviateError("--out must end in .safetensors")
+    names = {f.name for f in fields(method.config)}
+    overrides = {"steps": args.steps, "lr": args.lr, "batch_size": args.batch_size, "trainable": args.trainable,
+                 "rank": args.rank, "inversion_tokens": args.inversion_tokens, "images": args.images,
+                 "redirect": args.redirect, "include_eot": args.include_eot or None, "seed": args.seed,
+                 "guide": args.guide,
+                 "preserve": tuple(c.strip() for c in args.preserve.split(",") if c.strip())
+                 if args.preserve is not None else None,
+                 "progress": not args.no_progress}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    unsupported = sorted(k for k in given if k not in names and k not in ("seed", "progress"))
+    if unsupported:
+        raise ObliviateError(f"method {method.name} does not take --{unsupported[0].replace('_', '-')}")
+    if args.lr is not None and not args.lr > 0:
+        raise ObliviateError("--lr must be positive")
+    cfg = method.make_config(**{k: v for k, v in given.items() if k in names})
+    model = load_model(args.model)
+    patch = method.fit(model, args.concept, cfg)
+    patch.save(out)
+    summary = {"patch": str(out), "method": method.name, "concepts": patch.concepts,
+               "seconds": patch.metadata.get("seconds")}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        _log(f"erased {', '.join(patch.concepts)} with {method.name} in {summary['seconds']} s -> {out}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="obliviate", description="Erase or hide concepts in text-to-image diffusion models, and measure it.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    world = sub.add_parser("world", help="the embedded world: a tiny Stable Diffusion and its concept domain",
+                           description="The embedded world: build it from scratch or describe the shipped one.")
+    wsub = world.add_subparsers(dest="world_command", required=True, metavar="ACTION")
+    b = wsub.add_parser("build", help="train the world (VAE, text encoder, UNet, detector) from scratch",
+                        description="Train the whole world deterministically (about 25 min on 2 CPU cores).")
+    b.add_argument("--out", required=True, help="folder to write (replaced atomically when done)")
+    b.add_argument("--seed", type=int, default=0, help="random seed (default 0: the shipped world)")
+    b.add_argument("--quick", action="store_true", help="smoke run: every stage with a handful of steps")
+    b.add_argument("--vae-steps", type=_positive_int, help="override the VAE's training steps")
+    b.add_argument("--detector-steps", type=_positive_int, help="override the detector's training steps")
+    b.add_argument("--unet-steps", type=_positive_int, help="override the UNet's training steps")
+    b.add_argument("--n-images", type=_positive_int, help="override the number of rendered training images")
+    b.add_argument("--no-progress", action="store_true", help="no progress bars")
+    b.set_defaults(func=cmd_world_build)
+    i = wsub.add_parser("info", help="where the shipped world is and which concepts it knows",
+                        description="Print the shipped world's pipeline folder and concepts.")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+    i.set_defaults(func=cmd_world_info)
+
+    g = sub.add_parser("generate", help="generate a grid of images from a prompt",
+                       description="Generate N images from one prompt (seeds seed..seed+N-1) into a PNG grid.")
+    g.add_argument("--model", default="world", help="'world' (default), a diffusers folder, or a hub id")
+    g.add_argument("--prompt", required=True, help="the text prompt")
+    g.add_argument("-n", type=_positive_int, default=8, help="number of images (default 8)")
+    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g.add_argument("--out", required=True, help="PNG file to write")
+    g.add_argument("--steps", type=_positive_int, help="sampler steps (default: the model's)")
+    g.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
+    g.add_argument("--scale", type=_positive_int, default=1, help="upscale the grid (nearest) by this factor")
+    g.add_argument("--patch", action="append", default=[], help="patch file to apply first (repeatable)")
+    g.add_argument("--force", action="store_true", help="apply patches made for another base model")
+    g.set_defaults(func=cmd_generate)
+
+    r = sub.add_parser("erase", help="erase concepts from a model and write the edit as a patch file",
+                       description="Erase one or more concepts with the chosen method; the result is a small "
+                                   "safetensors patch that loads onto the unmodified model.")
+    r.add_argument("--model", default="world", help="'world' (default), a diffusers folder, or a hub id")
+    r.add_argument("--method", default="fmn", help="erasure method (default fmn)")
+    r.add_argument("--concept", action="append", required=True, help="concept to erase (repeatable)")
+    r.add_argument("--out", required=True, help="patch file to write (.safetensors)")
+    r.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    r.add_argument("--steps", type=_positive_int, help="training steps (default: the method's)")
+    r.add_argument("--lr", type=float, help="learning rate (default: the method's)")
+    r.add_argument("--batch-size", type=_positive_int, help="batch size (default: the method's)")
+    r.add_argument("--trainable", choices=["attn2", "unet", "lora"], help="what to edit (FMN; default attn2)")
+    r.add_argument("--rank", type=_positive_int, help="LoRA rank with --trainable lora (default 4)")
+    r.add_argument("--inversion-tokens", type=int, help="FMN stage A: learn K tokens first (default 0: off)")
+    r.add_argument("--images", help="images of the concept: 'world', 'generate' or a folder (default: world "
+                                    "renderings on the world, base-model generations elsewhere)")
+    r.add_argument("--redirect", help="FMN concept correction: prompts for the concept now produce this one")
+    r.add_argument("--include-eot", action="store_true", help="FMN: also re-steer the (first) end-of-text token")
+    r.add_argument("--guide", help="UCE: word the concept is mapped onto (default '': the prompt without it)")
+    r.add_argument("--preserve", help="UCE: comma-separated concepts to keep (default: the world's others)")
+    r.add_argument("--json", action="store_true", help="print {patch, method, concepts, seconds} as JSON")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.set_defaults(func=cmd_erase)
+
+    e = sub.add_parser("eval", help="measure per-concept M-Scores (the model's capacity to draw each concept)",
+                       description="Generate images of every bench concept and measure how often the detector "
+                                   "recognises each one (M-Score), per concept and per category.")
+    e.add_argument("--model", default="world", help="'world' (default), a diffusers folder, or a hub id")
+    e.add_argument("--patch", action="append", default=[], help="patch file to apply (repeatable)")
+    e.add_argument("--force", action="store_true", help="apply patches made for another base model")
+    e.add_argument("--bench", help="bench spec: 'world', 'sd' or a YAML file (default: world for the world, "
+                                   "else sd)")
+    e.add_argument("--concepts", help="comma-separated concept names (default: all of the bench)")
+    e.add_argument("--images-per-concept", type=_positive_int, help="images per concept (default: the bench's, "
+                                                                    "16 for world)")
+    e.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    e.add_argument("--inversion", action="store_true",
+                   help="also measure the inversion M-Score (textual inversion on each target's images)")
+    e.add_argument("--detector", choices=["world", "clip", "nudenet"], help="override the bench's detector")
+    e.add_argument("--clip-path", help="local folder of a CLIP model, for benches scored by CLIP")
+    e.add_argument("--nudenet-threshold", type=float, default=0.6, help="NudeNet score threshold (default 0.6)")
+    e.add_argument("--json", help="write the results as JSON to this file")
+    e.add_argument("--report", help="write a self-contained HTML report here (and a Markdown summary beside it)")
+    e.add_argument("--no-cache", action="store_true", help="regenerate base-model images even if cached")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars")
+    e.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ObliviateError as exc:
+        print(f"obliviate: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("obliviate: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

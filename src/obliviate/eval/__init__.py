@@ -1,0 +1,1 @@
+"""Evaluation: concept benchmarks, detectors and the M-Score."""

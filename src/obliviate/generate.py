@@ -1,0 +1,62 @@
+"""Image generation with per-image seeds, so image i is the same whatever the batch it falls in."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .errors import ObliviateError
+from .io import write_atomic
+from .pipeline import Model
+
+
+def image_seeds(seed: int, n: int) -> list[int]:
+    """The seeds of images 0..n-1 of a run with ``seed`` (the same for base and edited models)."""
+    return [seed * 1_000_003 + i for i in range(n)]
+
+
+@torch.no_grad()
+def generate(model: Model, prompts: list[str], seeds: list[int], steps: int | None = None,
+             guidance: float | None = None, batch_size: int = 64, progress: bool = True) -> np.ndarray:
+    """Generate one image per (prompt, seed) pair; returns uint8 (N, H, W, 3)."""
+    if len(prompts) != len(seeds):
+        raise ValueError("one seed per prompt")
+    if any(not p.strip() for p in prompts):
+        raise ObliviateError("empty prompt")
+    device = model.pipe.device
+    out = []
+    starts = range(0, len(prompts), batch_size)
+    for start in tqdm(starts, desc="generate", disable=not progress or len(starts) < 2, leave=False):
+        chunk = slice(start, start + batch_size)
+        gens = [torch.Generator(device).manual_seed(s) for s in seeds[chunk]]
+        images = model.pipe(
+            prompts[chunk], generator=gens, num_inference_steps=steps or model.steps,
+            guidance_scale=model.guidance if guidance is None else guidance, output_type="np",
+        ).images
+        out.append(np.round(np.clip(images, 0, 1) * 255).astype(np.uint8))
+    return np.concatenate(out)
+
+
+def grid(images: np.ndarray, cols: int | None = None, pad: int = 2) -> np.ndarray:
+    """Tile images (N, H, W, 3) into one array, white gutters between them."""
+    n, h, w, _ = images.shape
+    cols = cols or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    canvas = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), 255, dtype=np.uint8)
+    for i, img in enumerate(images):
+        r, c = divmod(i, cols)
+        canvas[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = img
+    return canvas
+
+
+def save_png(image: np.ndarray, path: str | Path, scale: int = 1) -> Path:
+    """Write a PNG atomically, optionally upscaled (nearest) so 32-px images are visible."""
+    pil = Image.fromarray(image)
+    if scale > 1:
+        pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
+    return write_atomic(path, lambda tmp: pil.save(tmp, format="PNG"))

@@ -1,0 +1,155 @@
+"""Learnable-prompt erasure (Bui et al. 2024) and key-locked hiding (Bui et al. 2025).
+
+A prompt memory of ``m`` key/value tokens is appended after the text tokens in attn2. Training alternates:
+(a) without the prompt, the edited UNet subset follows ESD's negative-guidance target (weight 1.0);
+(b) with the concept's prompt, the model reproduces the frozen original on the concept (weight 0.1),
+both in x0-space. The prompt becomes an extra memory that absorbs the concept, so the weight edit can
+remove it with less collateral damage. For hiding (our protocol, see METHODS.md §5) two more terms make
+the prompt a key: (c) with the key, other concepts still match the original; (d) with another concept's
+key, or a random prompt of the same shape, the concept stays erased.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..attention import Attn2Processor, PromptMemory, attn2_processors
+from ..errors import ObliviateError
+from ..patch import Patch
+from ..pipeline import Model
+from .common import config_dict, editing, take_patch
+from .concepts import resolve_target
+from .esd import _encode, _partial_sample
+
+
+@dataclass
+class PromptConfig:
+    steps: int = 120
+    lr: float = 5e-4
+    prompt_lr: float = 5e-3
+    batch_size: int = 4
+    tokens: int = 10
+    placement: str = "all"
+    eta: float = 1.0
+    erase_weight: float = 1.0
+    recall_weight: float = 0.1
+    lock_weight: float = 0.1       # hiding only: (c) and (d)
+    ddim_steps: int = 25
+    start_guidance: float = 3.0
+    trainable: str = "attn2"
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass
+class PromptResult:
+    patch: Patch
+    prompts: dict[str, PromptMemory]  # per concept; never part of the patch
+
+
+def _x0_mse(pred: torch.Tensor, goal: torch.Tensor, x_t: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """MSE of the x0 estimates implied by two noise predictions at the same x_t."""
+    del x_t
+    scale = ((1 - alpha) / alpha).sqrt()
+    return F.mse_loss(pred * scale, goal * scale)
+
+
+def train(model: Model, concepts: list[str], cfg: PromptConfig, hiding: bool, method_name: str) -> PromptResult:
+    start = time.time()
+    if not concepts:
+        raise ObliviateError("no concept given")
+    pipe, unet = model.pipe, model.pipe.unet
+    if pipe.scheduler.config.get("prediction_type", "epsilon") != "epsilon":
+        raise ObliviateError("the learnable-prompt method needs an epsilon-prediction model")
+    targets = [resolve_target(model, c) for c in concepts]
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    frozen = copy.deepcopy(unet).requires_grad_(False)
+    width = pipe.text_encoder.config.hidden_size
+    uncond1 = _encode(model, [""])
+    conds = [_encode(model, list(t.prompts)) for t in targets]
+    others = []
+    if hiding and model.is_world:
+        from ..world import concepts as world_concepts
+
+        others = [p for c in world_concepts() if c.name not in concepts for p in c.prompts[:1]]
+    other_conds = _encode(model, others) if others else None
+    scale = pipe.text_encoder.get_input_embeddings().weight.std().item()
+    memories = {t.name: PromptMemory(torch.randn(cfg.tokens, width, generator=gen) * scale,
+                                     torch.randn(cfg.tokens, width, generator=gen) * scale) for t in targets}
+    for m in memories.values():
+        m.keys.requires_grad_(True)
+        m.values.requires_grad_(True)
+    alphas = pipe.scheduler.alphas_cumprod
+    with editing(model, cfg.trainable) as params:
+        opt = torch.optim.Adam([{"params": params, "lr": cfg.lr},
+                                {"params": [t for m in memories.values() for t in (m.keys, m.values)],
+                                 "lr": cfg.prompt_lr}])
+        processor = Attn2Processor()
+        names = [t.name for t in targets]
+        for step in tqdm(range(cfg.steps), desc=f"{method_name} {', '.join(concepts)}", disable=not cfg.progress):
+            k = step % len(targets)
+            idx = torch.randint(len(conds[k]), (cfg.batch_size,), generator=gen)
+            cond, uncond = conds[k][idx], uncond1.expand(cfg.batch_size, -1, -1)
+            stop = int(torch.randint(0, cfg.ddim_steps - 1, (1,), generator=gen))
+            with attn2_processors(unet, processor, cfg.placement):
+                processor.memory = None
+                x_t, t = _partial_sample(model, cond, uncond, stop, _SamplerView(cfg), gen)
+            a = alphas[t]
+            with torch.no_grad():
+                e0 = frozen(x_t, t, uncond).sample
+                ep = frozen(x_t, t, cond).sample
+            with attn2_processors(unet, processor, cfg.placement):
+                processor.memory = None
+                erased = unet(x_t, t, cond).sample
+                loss = cfg.erase_weight * _x0_mse(erased, e0 - cfg.eta * (ep - e0), x_t, a)
+                processor.memory = memories[names[k]]
+                loss = loss + cfg.recall_weight * _x0_mse(unet(x_t, t, cond).sample, ep, x_t, a)
+                if hiding and other_conds is not None:
+                    j = torch.randint(len(other_conds), (cfg.batch_size,), generator=gen)
+                    with torch.no_grad():
+                        keep_goal = frozen(x_t, t, other_conds[j]).sample
+                    loss = loss + cfg.lock_weight * _x0_mse(unet(x_t, t, other_conds[j]).sample, keep_goal, x_t, a)
+                if hiding:
+                    wrong = [memories[n] for n in names if n != names[k]]
+                    decoy = wrong[step % len(wrong)] if wrong and step % 2 else PromptMemory(
+                        torch.randn(cfg.tokens, width, generator=gen) * scale,
+                        torch.randn(cfg.tokens, width, generator=gen) * scale)
+                    processor.memory = PromptMemory(decoy.keys.detach(), decoy.values.detach())
+                    loss = loss + cfg.lock_weight * _x0_mse(unet(x_t, t, cond).sample, erased.detach(), x_t, a)
+            if not torch.isfinite(loss):
+                raise ObliviateError(f"loss became {loss.item()} at step {step}: lower --lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        meta = {"method": method_name, "concepts": names, "config": config_dict(cfg),
+                "seconds": round(time.time() - start, 2)}
+        patch = take_patch(model, cfg.trainable, meta)
+    prompts = {n: PromptMemory(m.keys.detach().clone(), m.values.detach().clone()) for n, m in memories.items()}
+    return PromptResult(patch, prompts)
+
+
+@dataclass
+class _SamplerView:
+    """The sampler settings :func:`esd._partial_sample` reads."""
+
+    cfg: PromptConfig
+
+    @property
+    def ddim_steps(self) -> int:
+        return self.cfg.ddim_steps
+
+    @property
+    def start_guidance(self) -> float:
+        return self.cfg.start_guidance
+
+
+def fit(model: Model, concepts: list[str], cfg: PromptConfig) -> Patch:
+    """``--method prompt``: erase with a learnable prompt; the released patch is used without it."""
+    return train(model, concepts, cfg, hiding=False, method_name="prompt").patch

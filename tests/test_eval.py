@@ -1,0 +1,109 @@
+"""Evaluation: M-Score on the base world, a damaged model, edit metrics, caching, JSON schema, reports."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from obliviate.eval import run as eval_run
+from obliviate.eval.bench import world_bench
+from obliviate.eval.metrics import efficacy, frechet_distance, harmonic_mean, mean_feature_distance, preservation
+from obliviate.eval.run import EvalConfig, evaluate
+from obliviate.patch import Patch
+
+TOP_KEYS = {"model", "patch", "seed", "concepts", "categories", "targets", "efficacy", "preservation",
+            "neighbour_preservation", "h", "drift", "seconds"}
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("OBLIVIATE_CACHE", str(tmp_path / "cache"))
+
+
+def _zero_values_patch(model, concepts):
+    """The 'damaged model': every attn2 value projection zeroed, so the text no longer steers anything."""
+    tensors = {f"delta.unet.{n}": -p.detach().clone() for n, p in model.pipe.unet.named_parameters()
+               if "attn2.to_v.weight" in n}
+    return Patch(tensors, {"method": "zero-attn2-values", "concepts": concepts,
+                           "base_fingerprint": model.fingerprint})
+
+
+def test_metric_formulas():
+    assert efficacy(0.8, 0.2) == pytest.approx(0.75)
+    assert efficacy(0.8, 0.9) == 0.0 and efficacy(0.0, 0.5) is None
+    assert preservation([(1.0, 0.5), (0.5, 1.0), (0.0, 0.3)]) == pytest.approx(0.75)
+    assert harmonic_mean(1.0, 0.5) == pytest.approx(2 / 3) and harmonic_mean(None, 1.0) is None
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(200, 8))
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(a, a + 3.0) == pytest.approx(72.0, rel=1e-3)  # |shift|^2 = 8 * 9
+    assert mean_feature_distance(a, a + np.eye(8)[0]) == pytest.approx(1.0)
+
+
+def test_base_world_scores_high_on_every_concept(world_model, detector):
+    result = evaluate(world_model, EvalConfig(images_per_concept=16, progress=False), detector=detector).result
+    assert set(result) >= TOP_KEYS
+    assert result["patch"] is None and result["efficacy"] is None and result["drift"] is None
+    assert len(result["concepts"]) == len(world_bench().concepts)
+    for row in result["concepts"]:
+        assert set(row) >= {"name", "category", "m_base", "m", "n_images"}
+        assert row["m"] >= 0.9, row
+    assert set(result["categories"]) == {"object", "style", "id", "color", "unsafe"}
+    json.dumps(result)  # serialisable as is
+
+
+def test_damaged_model_scores_low_and_edit_metrics_are_filled(world_model, detector):
+    concepts = ["circle", "square", "striped", "zorvik"]
+    patch = _zero_values_patch(world_model, ["circle"])
+    before = {k: v.clone() for k, v in world_model.pipe.unet.state_dict().items()}
+    result = evaluate(world_model, EvalConfig(concepts=concepts, images_per_concept=8, progress=False),
+                      detector=detector, patches=[patch]).result
+    after = world_model.pipe.unet.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the patch was removed again
+    rows = {r["name"]: r for r in result["concepts"]}
+    assert rows["circle"]["m_base"] >= 0.9 and rows["circle"]["m"] <= 0.4
+    assert np.mean([r["m"] for r in result["concepts"]]) <= 0.4
+    assert result["targets"] == ["circle"] and result["efficacy"] >= 0.6
+    assert result["preservation"] <= 0.5 and result["neighbour_preservation"] is not None
+    assert result["drift"]["frechet"] > 0 and result["drift"]["mean_feature_distance"] > 0
+    assert result["patch"]["method"] == "zero-attn2-values"
+
+
+def test_base_results_are_cached(world_model, detector, monkeypatch):
+    cfg = EvalConfig(concepts=["heart"], images_per_concept=4, progress=False)
+    first = evaluate(world_model, cfg, detector=detector).result
+
+    def boom(*a, **k):
+        raise AssertionError("base images regenerated")
+
+    monkeypatch.setattr(eval_run, "_measure", boom)
+    second = evaluate(world_model, cfg, detector=detector).result
+    assert second["concepts"] == first["concepts"]
+
+
+def test_cli_eval_writes_json_and_report(tmp_path):
+    from obliviate.cli import main
+
+    js, html = tmp_path / "e.json", tmp_path / "r.html"
+    assert main(["eval", "--concepts", "circle,red", "--images-per-concept", "4", "--json", str(js),
+                 "--report", str(html), "--no-progress"]) == 0
+    data = json.loads(js.read_text())
+    assert set(data) >= TOP_KEYS and [c["name"] for c in data["concepts"]] == ["circle", "red"]
+    assert html.is_file() and html.with_suffix(".md").is_file()
+    assert "data:image/png;base64," in html.read_text()
+
+
+def test_cli_eval_refuses_foreign_patch_and_bad_spec(tmp_path, world_model):
+    from obliviate.cli import main
+
+    patch = _zero_values_patch(world_model, ["circle"])
+    patch.metadata["base_fingerprint"] = "ffffffffffffffff"
+    p = patch.save(tmp_path / "foreign.safetensors")
+    js = tmp_path / "e.json"
+    assert main(["eval", "--patch", str(p), "--concepts", "circle", "--json", str(js), "--no-progress"]) == 2
+    assert not js.exists()
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("name: x\nconcepts: [1, 2\n")
+    assert main(["eval", "--bench", str(spec), "--json", str(js)]) == 2
+    assert not js.exists()

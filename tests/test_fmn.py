@@ -1,0 +1,95 @@
+"""Forget-Me-Not on the world (real thresholds, small eval) and on tiny SD 1.5 / 2.1 architectures."""
+
+import json
+
+import pytest
+import torch
+
+from obliviate.attention import token_positions
+from obliviate.errors import ObliviateError
+from obliviate.eval.run import EvalConfig, evaluate
+from obliviate.methods.fmn import FMNConfig, fit
+from obliviate.patch import Patch, apply_patch, remove_patch, save_diffusers_lora
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("OBLIVIATE_CACHE", str(tmp_path_factory.getbasetemp() / "eval-cache"))
+
+
+def _measure(model, detector, patch, concepts, n=8):
+    return evaluate(model, EvalConfig(concepts=concepts, images_per_concept=n, progress=False),
+                    detector=detector, patches=[patch]).result
+
+
+def test_fmn_erases_one_object_and_preserves_the_rest(world_model, detector):
+    patch = fit(world_model, ["circle"], FMNConfig(progress=False))
+    assert patch.metadata["method"] == "fmn" and patch.concepts == ["circle"]
+    assert patch.metadata["base_fingerprint"] == world_model.fingerprint
+    assert all(k.startswith("delta.unet.") and ".attn2." in k for k in patch.tensors)
+    r = _measure(world_model, detector, patch, ["circle", "square", "star", "heart", "striped", "red", "zorvik"])
+    assert r["efficacy"] >= 0.9, r
+    assert r["preservation"] >= 0.9 and r["neighbour_preservation"] >= 0.85, r
+
+
+def test_fmn_leaves_weights_untouched_after_fit(world_model):
+    before = {k: v.clone() for k, v in world_model.pipe.unet.state_dict().items()}
+    fit(world_model, ["star"], FMNConfig(steps=3, progress=False))
+    after = world_model.pipe.unet.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_lora_patch_exports_to_diffusers_and_gives_the_same_images(world_model, tmp_path):
+    from obliviate.generate import generate
+    from obliviate.pipeline import load_model
+
+    patch = fit(world_model, ["heart"], FMNConfig(steps=5, trainable="lora", rank=2, progress=False))
+    assert any(k.startswith("lora_down.") for k in patch.tensors)
+    handle = apply_patch(world_model.pipe, patch)
+    ours = generate(world_model, ["a photo of a heart"] * 2, [0, 1], progress=False)
+    remove_patch(world_model.pipe, handle)
+    lora = save_diffusers_lora(patch, tmp_path / "pytorch_lora_weights.safetensors")
+    fresh = load_model("world")
+    fresh.pipe.load_lora_weights(str(tmp_path), weight_name=lora.name)
+    theirs = generate(fresh, ["a photo of a heart"] * 2, [0, 1], progress=False)
+    assert abs(ours.astype(int) - theirs.astype(int)).max() <= 2
+
+
+def test_missing_concept_word_and_empty_folder_write_no_patch(world_model, tmp_path):
+    from obliviate.cli import main
+
+    out = tmp_path / "p.safetensors"
+    assert main(["erase", "--concept", "unicorn", "--out", str(out), "--no-progress"]) == 2
+    (tmp_path / "empty").mkdir()
+    assert main(["erase", "--concept", "circle", "--images", str(tmp_path / "empty"), "--out", str(out),
+                 "--no-progress"]) == 2
+    assert main(["erase", "--concept", "circle", "--lr", "1e30", "--steps", "5", "--out", str(out),
+                 "--no-progress"]) == 2  # the loss blows up: a clear error, not a broken patch
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+
+
+def test_cli_erase_json(tmp_path, capsys):
+    from obliviate.cli import main
+
+    out = tmp_path / "p.safetensors"
+    assert main(["erase", "--concept", "moon", "--steps", "3", "--out", str(out), "--json", "--no-progress"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data) == {"patch", "method", "concepts", "seconds"} and data["concepts"] == ["moon"]
+    assert Patch.load(out).metadata["config"]["steps"] == 3
+
+
+@pytest.mark.parametrize("version", ["1.5", "2.1"])
+def test_fmn_code_path_on_tiny_sd_architectures(tmp_path, version):
+    from tiny_sd import make_tiny_sd
+
+    from obliviate.attention import attn2_names
+    from obliviate.pipeline import load_model
+
+    model = load_model(str(make_tiny_sd(tmp_path, version)))
+    assert len(attn2_names(model.pipe.unet)) == 16  # SD's 6 down + 1 mid + 9 up cross-attention layers
+    patch = fit(model, ["church"], FMNConfig(steps=2, batch_size=2, n_images=2, progress=False))
+    assert patch.tensors and patch.concepts == ["church"]
+    handle = apply_patch(model.pipe, patch)
+    remove_patch(model.pipe, handle)
+    with pytest.raises(ObliviateError, match="cannot find"):
+        token_positions(model.pipe.tokenizer, ["a photo of a dog"], ["church"])

@@ -1,0 +1,115 @@
+"""The embedded world: domain, tokenizer, shipped pipeline, detector, base-model quality, build recipe."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from obliviate.world import domain, world_dir, world_info
+from obliviate.world.recipe import BuildConfig, build
+
+
+def test_domain_has_the_required_categories():
+    by_cat: dict[str, list] = {}
+    for c in domain.concepts():
+        by_cat.setdefault(c.category, []).append(c)
+    assert len(by_cat["object"]) >= 6 and len(by_cat["style"]) >= 4
+    assert len(by_cat["id"]) >= 4 and len(by_cat["color"]) >= 4
+    assert len(by_cat["unsafe"]) == 1 and len(by_cat["unsafe"][0].synonyms) >= 3
+
+
+def test_rendering_is_deterministic_and_labelled():
+    scenes, a = domain.sample_dataset(8, seed=3)
+    _, b = domain.sample_dataset(8, seed=3)
+    assert a.shape == (8, 32, 32, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b)
+    assert all(set(s.labels()) == set(domain.CATEGORY_CLASSES) for s in scenes)
+
+
+def test_tokenizer_knows_every_caption_word(world_model):
+    tok = world_model.pipe.tokenizer
+    for word in domain.vocabulary():
+        assert len(tok.tokenize(word)) == 1, word
+    assert len(tok.tokenize("xylophone")) > 1  # unknown words fall back to characters, as CLIP's do
+    assert tok.pad_token == tok.eos_token == "<|endoftext|>"  # SD 1.x padding convention
+
+
+def test_loads_with_plain_diffusers_and_no_obliviate():
+    """A separate interpreter that never imports obliviate loads and runs the shipped folder."""
+    code = (
+        "import sys, torch\n"
+        "from diffusers import StableDiffusionPipeline\n"
+        f"p = StableDiffusionPipeline.from_pretrained({str(world_dir() / 'pipeline')!r}, torch_dtype=torch.float32)\n"
+        "img = p('a red circle', num_inference_steps=5, generator=torch.Generator().manual_seed(0),"
+        " output_type='np').images\n"
+        "assert img.shape == (1, 32, 32, 3), img.shape\n"
+        "assert not any(m.startswith('obliviate') for m in sys.modules)\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("ok")
+
+
+def test_shipped_weights_are_small_fp16_safetensors():
+    files = [p for p in world_dir().rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= 25 * 2**20
+    weights = [p for p in files if p.suffix in (".safetensors", ".bin", ".pt", ".ckpt")]
+    assert weights and all(p.suffix == ".safetensors" for p in weights)
+    from safetensors import safe_open
+
+    for p in weights:
+        with safe_open(str(p), "pt") as f:
+            assert all(f.get_slice(k).get_dtype() == "F16" for k in f.keys()), p  # noqa: SIM118
+
+
+def test_generation_is_deterministic_under_a_seed(world_model):
+    from obliviate.generate import generate
+
+    a = generate(world_model, ["a blue star"] * 3, [1, 2, 3], progress=False)
+    b = generate(world_model, ["a blue star"] * 3, [1, 2, 3], progress=False)
+    c = generate(world_model, ["a blue star"] * 3, [4, 5, 6], progress=False)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+    # image i does not depend on the batch it is generated in
+    d = generate(world_model, ["a blue star"], [2], progress=False)
+    assert np.abs(d[0].astype(int) - a[1].astype(int)).max() <= 2
+
+
+def test_detector_is_accurate_on_held_out_renderings(detector):
+    rng = np.random.default_rng(12345)  # not a seed the build used
+    scenes = [domain.random_scene(rng) for _ in range(1500)]
+    images = domain.render_batch(scenes)
+    pred = detector.predict(images)
+    for cat, classes in domain.CATEGORY_CLASSES.items():
+        truth = np.array([classes[s.labels()[cat]] for s in scenes])
+        acc = float(np.mean(pred[cat] == truth))
+        assert acc >= 0.98, f"{cat}: {acc:.3f}"
+
+
+@pytest.mark.parametrize("name", ["circle", "striped", "zorvik", "red", "gore"])
+def test_base_world_draws_its_concepts(world_model, detector, name):
+    from obliviate.eval.bench import world_bench
+    from obliviate.eval.mscore import generate_concepts, m_scores
+
+    concept = world_bench().concept(name)
+    scores = m_scores(detector, generate_concepts(world_model, [concept], 16, seed=0, progress=False))
+    assert scores[name] >= 0.9
+
+
+def test_world_info_lists_concepts_with_prompts():
+    info = world_info()
+    assert {c["category"] for c in info["concepts"]} == {"object", "style", "id", "color", "unsafe"}
+    assert all(c["prompts"] and c["synonyms"] for c in info["concepts"])
+
+
+def test_world_build_smoke(tmp_path):
+    cfg = BuildConfig(n_images=512, vae_steps=2, detector_steps=2, unet_steps=2, n_heldout=32)
+    info = build(tmp_path / "w", cfg, log=lambda _: None, bar=False)
+    assert (tmp_path / "w" / "pipeline" / "model_index.json").is_file()
+    assert (tmp_path / "w" / "detector.safetensors").is_file()
+    assert json.loads((tmp_path / "w" / "world.json").read_text())["build"]["unet_steps"] == 2
+    assert set(info["detector_accuracy"]) == set(domain.CATEGORY_CLASSES)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".world-")]  # no temporary left behind
