@@ -72,16 +72,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     if not args.prompt.strip():
         raise ObliviateError("--prompt is empty")
+    from .hiding import load_keys
+    from .keys import unlocked
     from .patch import Patch, apply_patch
 
     out = check_writable(args.out)
     patches = [Patch.load(p) for p in args.patch]
+    keys = load_keys(args.key, patches, _passphrase(args))
     model = load_model(args.model)
     for p in patches:
         apply_patch(model.pipe, p, force=args.force)
     start = time.time()
-    images = generate(model, [args.prompt] * args.n, image_seeds(args.seed, args.n), steps=args.steps,
-                      guidance=args.guidance)
+    with unlocked(model, keys):
+        images = generate(model, [args.prompt] * args.n, image_seeds(args.seed, args.n), steps=args.steps,
+                          guidance=args.guidance)
     save_png(grid(images), out, scale=args.scale)
     _log(f"{args.n} images in {time.time() - start:.1f} s -> {out}")
     return 0
@@ -95,7 +99,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .eval.report import write_report
     from .eval.report_grids import report_grids
     from .eval.run import EvalConfig, evaluate, format_table
+    from .hiding import load_keys
     from .io import check_writable, write_atomic
+    from .keys import unlocked
     from .patch import Patch
     from .pipeline import load_model
 
@@ -111,11 +117,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for name in concepts or []:
         bench.concept(name)
     patches = [Patch.load(p) for p in args.patch]
+    keys = load_keys(args.key, patches, _passphrase(args))
     detector = make_detector(args.detector, bench, args.clip_path, nudenet_threshold=args.nudenet_threshold)
     model = load_model(args.model)
     cfg = EvalConfig(concepts=concepts, images_per_concept=args.images_per_concept, seed=args.seed,
                      inversion=args.inversion, cache=not args.no_cache, progress=not args.no_progress)
-    run = evaluate(model, cfg, bench=bench, detector=detector, patches=patches, force=args.force)
+    run = evaluate(model, cfg, bench=bench, detector=detector, patches=patches, force=args.force,
+                   unlock=(lambda m: unlocked(m, keys)) if keys else None)
+    if keys:
+        run.result["keys"] = [k.concept for k in keys]
     print(format_table(run.result))
     if args.json:
         write_atomic(args.json, lambda tmp: tmp.write_text(json.dumps(run.result, indent=2)))
@@ -164,6 +174,56 @@ def cmd_erase(args: argparse.Namespace) -> int:
     return 0
 
 
+def _passphrase(args: argparse.Namespace) -> str | None:
+    """The passphrase from the environment variable named by ``--passphrase-env`` (never from argv)."""
+    var = getattr(args, "passphrase_env", None)
+    if var is None:
+        return None
+    value = os.environ.get(var)
+    if not value:
+        raise ObliviateError(f"--passphrase-env {var}: the environment variable is not set or empty")
+    return value
+
+
+def cmd_hide(args: argparse.Namespace) -> int:
+    from .hiding import hide, key_filename
+    from .io import check_writable
+    from .methods.prompt import PromptConfig
+    from .pipeline import load_model
+
+    out = check_writable(args.out)
+    if out.suffix != ".safetensors":
+        raise ObliviateError("--out must end in .safetensors")
+    key_dir = Path(args.key_out)
+    if key_dir.exists() and not key_dir.is_dir():
+        raise ObliviateError(f"--key-out {key_dir} exists and is not a folder")
+    passphrase = _passphrase(args)
+    overrides = {"steps": args.steps, "lr": args.lr, "batch_size": args.batch_size, "tokens": args.tokens,
+                 "placement": args.placement}
+    cfg = PromptConfig(seed=args.seed, progress=not args.no_progress,
+                       **{k: v for k, v in overrides.items() if v is not None})
+    if not cfg.lr > 0:
+        raise ObliviateError("--lr must be positive")
+    model = load_model(args.model)
+    hidden = hide(model, args.concept, cfg)
+    key_dir.mkdir(parents=True, exist_ok=True)
+    key_paths = {name: key_dir / key_filename(name) for name in hidden.keys}
+    for path in key_paths.values():
+        check_writable(path)
+    hidden.patch.save(out)
+    for name, key in hidden.keys.items():
+        key.save(key_paths[name], passphrase)
+    summary = {"patch": str(out), "method": "hide", "concepts": hidden.patch.concepts,
+               "keys": {n: str(p) for n, p in key_paths.items()}, "sealed": passphrase is not None,
+               "seconds": hidden.patch.metadata.get("seconds")}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        _log(f"hid {', '.join(hidden.patch.concepts)} in {summary['seconds']} s -> public patch {out}; keys: "
+             + ", ".join(str(p) for p in key_paths.values()))
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--scale", type=_positive_int, default=1, help="upscale the grid (nearest) by this factor")
     g.add_argument("--patch", action="append", default=[], help="patch file to apply first (repeatable)")
     g.add_argument("--force", action="store_true", help="apply patches made for another base model")
+    _key_arguments(g)
     g.set_defaults(func=cmd_generate)
 
     r = sub.add_parser("erase", help="erase concepts from a model and write the edit as a patch file",
@@ -234,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", default="world", help="'world' (default), a diffusers folder, or a hub id")
     e.add_argument("--patch", action="append", default=[], help="patch file to apply (repeatable)")
     e.add_argument("--force", action="store_true", help="apply patches made for another base model")
+    _key_arguments(e)
     e.add_argument("--bench", help="bench spec: 'world', 'sd' or a YAML file (default: world for the world, "
                                    "else sd)")
     e.add_argument("--concepts", help="comma-separated concept names (default: all of the bench)")
@@ -250,7 +312,33 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-cache", action="store_true", help="regenerate base-model images even if cached")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_eval)
+
+    h = sub.add_parser("hide", help="hide concepts behind secret keys: a public patch and one key per concept",
+                       description="Erase concepts from the public model with a learnable prompt that becomes a "
+                                   "secret key: the public patch cannot draw them, each key brings one back.")
+    h.add_argument("--model", default="world", help="'world' (default), a diffusers folder, or a hub id")
+    h.add_argument("--concept", action="append", required=True, help="concept to hide (repeatable)")
+    h.add_argument("--out", required=True, help="public patch to write (.safetensors)")
+    h.add_argument("--key-out", required=True, help="folder for the key files (one per concept)")
+    h.add_argument("--passphrase-env", metavar="VAR",
+                   help="seal the keys with the passphrase in environment variable VAR (AES-256-GCM)")
+    h.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    h.add_argument("--steps", type=_positive_int, help="training steps (default: the method's)")
+    h.add_argument("--lr", type=float, help="learning rate of the weight edit (default: the method's)")
+    h.add_argument("--batch-size", type=_positive_int, help="batch size (default: the method's)")
+    h.add_argument("--tokens", type=_positive_int, help="prompt-memory tokens per key (default 10)")
+    h.add_argument("--placement", choices=["mid", "mid+up", "all"], help="blocks that get the prompt memory")
+    h.add_argument("--json", action="store_true", help="print {patch, method, concepts, keys, seconds} as JSON")
+    h.add_argument("--no-progress", action="store_true", help="no progress bars")
+    h.set_defaults(func=cmd_hide)
     return parser
+
+
+def _key_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--key", action="append", default=[], help="key file that unlocks a hidden concept of "
+                                                                   "the given --patch (repeatable)")
+    parser.add_argument("--passphrase-env", metavar="VAR", help="passphrase of sealed keys, from environment "
+                                                                "variable VAR")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import ObliviateError
-from . import esd, fmn, uce
+from . import esd, fmn, prompt, uce
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,8 @@ METHODS: dict[str, Method] = {
     "esd-u": Method("esd-u", esd.ESDConfig, esd.fit, "ESD negative guidance, everything but cross-attention",
                     {"trainable": "non-attn2"}),
     "uce": Method("uce", uce.UCEConfig, uce.fit, "UCE closed-form edit of attn2 keys and values"),
+    "prompt": Method("prompt", prompt.PromptConfig, prompt.fit,
+                     "learnable-prompt erasure: a prompt memory absorbs the concept, the release drops it"),
 }
 
 
