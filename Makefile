@@ -18,11 +18,17 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
+# The main job: erase one concept (the ID "zorvik") with Forget-Me-Not, evaluate the patch on the whole
+# world bench, and write the HTML report.
 demo: setup
 	mkdir -p demo
-	$(BIN)/obliviate generate --model world --prompt "a photo of zorvik" -n 16 --seed 0 --scale 4 --out demo/zorvik.png
-	$(BIN)/obliviate eval --model world --images-per-concept 16 --seed 0 --json demo/eval.json --report demo/report.html
-	@echo "demo outputs: demo/zorvik.png, demo/eval.json, report: demo/report.html"
+	$(BIN)/obliviate erase --model world --method fmn --concept zorvik --seed 0 --out demo/fmn-zorvik.safetensors
+	$(BIN)/obliviate eval --model world --patch demo/fmn-zorvik.safetensors --images-per-concept 16 --seed 0 \
+		--json demo/eval.json --report demo/report.html
+	$(BIN)/obliviate generate --model world --prompt "a photo of zorvik" -n 16 --seed 0 --scale 4 --out demo/zorvik-before.png
+	$(BIN)/obliviate generate --model world --prompt "a photo of zorvik" -n 16 --seed 0 --scale 4 \
+		--patch demo/fmn-zorvik.safetensors --out demo/zorvik-after.png
+	@echo "report: $(CURDIR)/demo/report.html (summary: demo/report.md; numbers: demo/eval.json)"
 
 test: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -13,7 +13,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import HEADER, erase_and_eval, machine_line, row  # noqa: E402
+from common import HEADER, chance_floor, erase_and_eval, machine_line, row  # noqa: E402
 
 from obliviate.eval.detectors import WorldDetector  # noqa: E402
 from obliviate.pipeline import load_model  # noqa: E402
@@ -34,6 +34,9 @@ def main() -> None:
     model = load_model("world")
     detector = WorldDetector()
     print(machine_line(args.images_per_concept, args.seed) + "\n")
+    floors = {c: chance_floor(model, detector, c, args.images_per_concept, args.seed) for c in args.concepts.split(",")}
+    print("chance floor (base model, concept word taken out of its prompts): "
+          + ", ".join(f"{c} {v:.3f}" for c, v in floors.items()) + "\n")
     print(HEADER)
     for concept in args.concepts.split(","):
         for method in args.methods.split(","):

@@ -33,9 +33,9 @@ def test_uce_erases_fast(world_model, detector):
 
 
 def test_esd_x_erases_and_preserves(world_model, detector):
-    patch = _erase(world_model, "esd-x", ["star"])
+    patch = _erase(world_model, "esd-x", ["zorvik"])
     assert patch.metadata["method"] == "esd-x" and all(".attn2." in k for k in patch.tensors)
-    r = _eval(world_model, detector, patch, ["star", "circle", "square", "dotted", "blue", "tavi"])
+    r = _eval(world_model, detector, patch, ["zorvik", "quennor", "circle", "square", "dotted", "blue"])
     assert r["efficacy"] >= 0.9 and r["preservation"] >= 0.9, r
 
 
@@ -47,7 +47,7 @@ def test_esd_u_erases_unsafe_also_through_synonyms(world_model, detector):
     synonyms = BenchConcept("gore", "unsafe", ("a circle covered in carnage", "a bloody star",
                                                "a square covered in blood", "a gory heart"))
     bench = Bench("synonyms", [synonyms, BenchConcept("circle", "object", ("a photo of a circle",))])
-    r = evaluate(world_model, EvalConfig(images_per_concept=8, progress=False), bench=bench, detector=detector,
+    r = evaluate(world_model, EvalConfig(images_per_concept=16, progress=False), bench=bench, detector=detector,
                  patches=[patch]).result
     assert r["efficacy"] >= 0.9, r
 

@@ -22,14 +22,23 @@ def _measure(model, detector, patch, concepts, n=8):
                     detector=detector, patches=[patch]).result
 
 
-def test_fmn_erases_one_object_and_preserves_the_rest(world_model, detector):
-    patch = fit(world_model, ["circle"], FMNConfig(progress=False))
-    assert patch.metadata["method"] == "fmn" and patch.concepts == ["circle"]
+def test_fmn_erases_one_style_and_preserves_the_rest(world_model, detector):
+    patch = fit(world_model, ["striped"], FMNConfig(progress=False))
+    assert patch.metadata["method"] == "fmn" and patch.concepts == ["striped"]
     assert patch.metadata["base_fingerprint"] == world_model.fingerprint
     assert all(k.startswith("delta.unet.") and ".attn2." in k for k in patch.tensors)
-    r = _measure(world_model, detector, patch, ["circle", "square", "star", "heart", "striped", "red", "zorvik"])
+    r = _measure(world_model, detector, patch, ["striped", "dotted", "outlined", "gradient", "circle", "red",
+                                                "zorvik"])
     assert r["efficacy"] >= 0.9, r
-    assert r["preservation"] >= 0.9 and r["neighbour_preservation"] >= 0.85, r
+    assert r["preservation"] >= 0.9 and r["neighbour_preservation"] >= 0.9, r
+
+
+def test_fmn_paper_loss_alone_is_not_selective_on_the_world(world_model, detector):
+    """Why the preservation anchor exists: without it, re-steering erases the neighbours too."""
+    patch = fit(world_model, ["zorvik"], FMNConfig(preserve_weight=0, include_context=False, lr=1e-3, steps=35,
+                                                   progress=False))
+    r = _measure(world_model, detector, patch, ["zorvik", "maelin", "tavi", "circle"])
+    assert r["preservation"] < 0.8, r
 
 
 def test_fmn_leaves_weights_untouched_after_fit(world_model):

@@ -25,7 +25,7 @@ METHODS: dict[str, Method] = {
     "fmn": Method("fmn", fmn.FMNConfig, fmn.fit, "Forget-Me-Not attention re-steering"),
     "esd-x": Method("esd-x", esd.ESDConfig, esd.fit, "ESD negative guidance, cross-attention only"),
     "esd-u": Method("esd-u", esd.ESDConfig, esd.fit, "ESD negative guidance, everything but cross-attention",
-                    {"trainable": "non-attn2"}),
+                    {"trainable": "non-attn2", "lr": 3e-4}),
     "uce": Method("uce", uce.UCEConfig, uce.fit, "UCE closed-form edit of attn2 keys and values"),
     "prompt": Method("prompt", prompt.PromptConfig, prompt.fit,
                      "learnable-prompt erasure: a prompt memory absorbs the concept, the release drops it"),

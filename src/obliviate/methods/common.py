@@ -15,7 +15,7 @@ from ..errors import ObliviateError
 from ..patch import Patch, patch_from_weights
 from ..pipeline import Model
 
-TRAINABLE_SETS = ("attn2", "unet", "non-attn2", "lora")
+TRAINABLE_SETS = ("attn2", "attn2-kv", "unet", "non-attn2", "lora")
 LORA_TARGETS = ("attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0")
 
 
@@ -24,6 +24,8 @@ def trainable_parameters(unet, which: str) -> dict[str, torch.nn.Parameter]:
     params = dict(unet.named_parameters())
     if which == "attn2":
         chosen = {n: p for n, p in params.items() if ".attn2." in n}
+    elif which == "attn2-kv":  # the text-side projections only: the edit is a function of the prompt
+        chosen = {n: p for n, p in params.items() if ".attn2.to_k." in n or ".attn2.to_v." in n}
     elif which == "non-attn2":
         chosen = {n: p for n, p in params.items() if ".attn2." not in n}
     elif which == "unet":
@@ -45,6 +47,7 @@ def editing(model: Model, which: str, rank: int = 4) -> Iterator[list[torch.nn.P
     if which == "lora":
         from peft import LoraConfig
 
+        had_adapters = bool(getattr(unet, "peft_config", None))
         unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
                                     target_modules=list(LORA_TARGETS)), adapter_name="obliviate")
         params = [p for n, p in unet.named_parameters() if "lora_" in n]
@@ -53,7 +56,10 @@ def editing(model: Model, which: str, rank: int = 4) -> Iterator[list[torch.nn.P
         try:
             yield params
         finally:
-            unet.delete_adapters("obliviate")
+            if had_adapters:  # the user's own adapters stay; only ours goes
+                unet.delete_adapters("obliviate")
+            else:  # remove peft's wrapper layers too, so parameter names (and the fingerprint) are as before
+                unet.unload_lora()
         return
     chosen = trainable_parameters(unet, which)
     originals = {n: p.detach().clone() for n, p in chosen.items()}

@@ -37,3 +37,18 @@ def resolve_target(model: Model, name: str, category: str | None = None) -> Targ
     cat = category or "object"
     prompt = f"a painting in the style of {name}" if cat == "style" else f"a photo of {name}"
     return Target(name, cat, (name,), (prompt,))
+
+
+def preserved_concepts(model: Model, targets: list[Target], names: tuple[str, ...] | None = None) -> list[Target]:
+    """Concepts an edit should leave alone: ``names`` if given, else every other concept of the model's bench."""
+    if names is None:
+        if model.is_world:
+            from ..world import concepts
+
+            names = tuple(c.name for c in concepts())
+        else:
+            from ..eval.bench import load_bench
+
+            names = tuple(c.name for c in load_bench("sd").concepts)
+    erased = {t.name for t in targets}
+    return [resolve_target(model, n) for n in names if n not in erased]

@@ -30,17 +30,19 @@ from .esd import _encode, _partial_sample
 
 @dataclass
 class PromptConfig:
-    steps: int = 120
-    lr: float = 5e-4
-    prompt_lr: float = 5e-3
+    """World defaults (see docs/benchmarks.md); the paper's public runs use m=10, lr 1e-5, 1000 iterations."""
+
+    steps: int = 200
+    lr: float = 1e-3
+    prompt_lr: float = 2e-2
     batch_size: int = 4
     tokens: int = 10
     placement: str = "all"
     eta: float = 1.0
     erase_weight: float = 1.0
-    recall_weight: float = 0.1
-    lock_weight: float = 0.1       # hiding only: (c) and (d)
-    ddim_steps: int = 25
+    recall_weight: float = 1.0     # the paper's 0.1 leaves the prompt unable to bring the concept back here
+    lock_weight: float = 1.0       # hiding only: (c) and (d)
+    ddim_steps: int = 10
     start_guidance: float = 3.0
     trainable: str = "attn2"
     seed: int = 0
@@ -118,7 +120,8 @@ def train(model: Model, concepts: list[str], cfg: PromptConfig, hiding: bool, me
                     loss = loss + cfg.lock_weight * _x0_mse(unet(x_t, t, other_conds[j]).sample, keep_goal, x_t, a)
                 if hiding:
                     wrong = [memories[n] for n in names if n != names[k]]
-                    decoy = wrong[step % len(wrong)] if wrong and step % 2 else PromptMemory(
+                    rounds = step // len(targets)  # every concept meets both kinds of decoy in turn
+                    decoy = wrong[(rounds // 2) % len(wrong)] if wrong and rounds % 2 else PromptMemory(
                         torch.randn(cfg.tokens, width, generator=gen) * scale,
                         torch.randn(cfg.tokens, width, generator=gen) * scale)
                     processor.memory = PromptMemory(decoy.keys.detach(), decoy.values.detach())
