@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,12 +77,21 @@ def _resolve(model: str) -> tuple[str, Path | str]:
 def load_model(model: str = "world", device: str = "cpu") -> Model:
     """Load ``model`` ('world', a diffusers folder or a hub id) in float32 on ``device``."""
     name, source = _resolve(model)
+    from diffusers.utils import logging as diffusers_logging
+
+    bars = diffusers_logging.is_progress_bar_enabled()
+    diffusers_logging.disable_progress_bar()  # loading a pipeline is instant; its bars are noise
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(
-            source, torch_dtype=torch.float32, safety_checker=None, requires_safety_checker=False,
-        )
+        with warnings.catch_warnings():  # newer diffusers renamed torch_dtype; older ones only know it
+            warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+            pipe = StableDiffusionPipeline.from_pretrained(
+                source, torch_dtype=torch.float32, safety_checker=None, requires_safety_checker=False,
+            )
     except (OSError, ValueError) as exc:
         raise ObliviateError(f"cannot load model {model!r}: {str(exc).splitlines()[0]}") from exc
+    finally:
+        if bars:
+            diffusers_logging.enable_progress_bar()
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     for module in (pipe.unet, pipe.text_encoder, pipe.vae):

@@ -94,6 +94,15 @@ def take_patch(model: Model, which: str, metadata: dict) -> Patch:
     return patch_from_weights(model.pipe, {("unet", n): t for n, t in originals.items()}, meta)
 
 
+def encode_prompts(model: Model, prompts: list[str]) -> torch.Tensor:
+    """Text-encoder outputs (B, L, d) of ``prompts``, padded to the tokenizer's length, without gradients."""
+    tok = model.pipe.tokenizer
+    ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
+              return_tensors="pt").input_ids.to(model.pipe.device)
+    with torch.no_grad():
+        return model.pipe.text_encoder(ids).last_hidden_state
+
+
 def config_dict(cfg) -> dict:
     return {k: v for k, v in asdict(cfg).items() if k not in ("progress",)}
 

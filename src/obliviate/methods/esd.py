@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from ..errors import ObliviateError
 from ..patch import Patch
 from ..pipeline import Model
-from .common import config_dict, editing, take_patch
+from .common import config_dict, editing, encode_prompts, take_patch
 from .concepts import Target, resolve_target
 
 
@@ -39,14 +39,6 @@ class ESDConfig:
     trainable: str = "attn2"  # esd-x; esd-u uses "non-attn2"
     seed: int = 0
     progress: bool = True
-
-
-def _encode(model: Model, prompts: list[str]) -> torch.Tensor:
-    tok = model.pipe.tokenizer
-    ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
-              return_tensors="pt").input_ids.to(model.pipe.device)
-    with torch.no_grad():
-        return model.pipe.text_encoder(ids).last_hidden_state
 
 
 @torch.no_grad()
@@ -86,9 +78,9 @@ def fit(model: Model, concepts: list[str], cfg: ESDConfig, method_name: str | No
     if pipe.scheduler.config.get("prediction_type", "epsilon") != "epsilon":
         raise ObliviateError("ESD as specified needs an epsilon-prediction model (this one predicts "
                              f"{pipe.scheduler.config.prediction_type})")
-    uncond1 = _encode(model, [""])
+    uncond1 = encode_prompts(model, [""])
     prompts = [p for t in targets for p in training_prompts(t)]
-    conds = _encode(model, prompts)
+    conds = encode_prompts(model, prompts)
     with editing(model, cfg.trainable) as params:
         opt = torch.optim.Adam(params, lr=cfg.lr)
         name = method_name or ("esd-x" if cfg.trainable == "attn2" else "esd-u")

@@ -35,7 +35,7 @@ from ..errors import ObliviateError
 from ..inversion import InversionConfig, images_to_latents, installed, invert
 from ..patch import Patch
 from ..pipeline import Model
-from .common import concept_images, config_dict, editing, fmn_prompt, take_patch
+from .common import concept_images, config_dict, editing, encode_prompts, fmn_prompt, take_patch
 from .concepts import Target, preserved_concepts, resolve_target
 
 
@@ -89,10 +89,7 @@ def _prepare(model: Model, target: Target, cfg: FMNConfig, stack: ExitStack) -> 
                            cfg.include_eot)
     if cfg.include_context:
         mask = _and_following(mask)
-    ids = pipe.tokenizer([prompt], padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                         truncation=True, return_tensors="pt").input_ids.to(pipe.device)
-    with torch.no_grad():
-        cond = pipe.text_encoder(ids).last_hidden_state
+    cond = encode_prompts(model, [prompt])
     return _Job(target, latents, cond, mask)
 
 
@@ -100,14 +97,6 @@ def _and_following(mask: torch.Tensor) -> torch.Tensor:
     """Extend each row's mask from its first concept token to the end (end-of-text and pads)."""
     first = mask.float().argmax(1, keepdim=True)
     return torch.arange(mask.shape[1]).unsqueeze(0) >= first
-
-
-def _encode(model: Model, prompt: str) -> torch.Tensor:
-    tok = model.pipe.tokenizer
-    ids = tok([prompt], padding="max_length", max_length=tok.model_max_length, truncation=True,
-              return_tensors="pt").input_ids.to(model.pipe.device)
-    with torch.no_grad():
-        return model.pipe.text_encoder(ids).last_hidden_state
 
 
 def _redirect_bank(model: Model, job: _Job, to: Target, cfg: FMNConfig, gen: torch.Generator) -> tuple:
@@ -119,7 +108,7 @@ def _redirect_bank(model: Model, job: _Job, to: Target, cfg: FMNConfig, gen: tor
     t = torch.randint(0, sched.config.num_train_timesteps, (len(z0),), generator=gen)
     a = sched.alphas_cumprod[t].view(-1, 1, 1, 1)
     zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
-    cond_y = _encode(model, fmn_prompt(to.category, to.name)).expand(len(z0), -1, -1)
+    cond_y = encode_prompts(model, [fmn_prompt(to.category, to.name)]).expand(len(z0), -1, -1)
     with torch.no_grad():
         target = model.pipe.unet(zt, t, cond_y).sample
     return zt, t, target
@@ -143,11 +132,7 @@ def _preserve_bank(model: Model, erased: list[Target], cfg: FMNConfig) -> _KeepB
     if not pairs:
         return None
     prompts = [p for _, p in pairs]
-    tok = model.pipe.tokenizer
-    ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
-              return_tensors="pt").input_ids.to(model.pipe.device)
-    with torch.no_grad():
-        cond = model.pipe.text_encoder(ids).last_hidden_state
+    cond = encode_prompts(model, prompts)
     latents = None
     if model.is_world:  # renderings are free on the world; elsewhere generating them would cost minutes
         images = {k.name: concept_images(model, k.name, list(k.prompts), "world", len(k.prompts), cfg.seed + 7)

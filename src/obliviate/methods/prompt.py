@@ -23,9 +23,9 @@ from ..attention import Attn2Processor, PromptMemory, attn2_processors
 from ..errors import ObliviateError
 from ..patch import Patch
 from ..pipeline import Model
-from .common import config_dict, editing, take_patch
+from .common import config_dict, editing, encode_prompts, take_patch
 from .concepts import resolve_target
-from .esd import _encode, _partial_sample
+from .esd import _partial_sample
 
 
 @dataclass
@@ -74,14 +74,14 @@ def train(model: Model, concepts: list[str], cfg: PromptConfig, hiding: bool, me
     torch.manual_seed(cfg.seed)
     frozen = copy.deepcopy(unet).requires_grad_(False)
     width = pipe.text_encoder.config.hidden_size
-    uncond1 = _encode(model, [""])
-    conds = [_encode(model, list(t.prompts)) for t in targets]
+    uncond1 = encode_prompts(model, [""])
+    conds = [encode_prompts(model, list(t.prompts)) for t in targets]
     others = []
     if hiding and model.is_world:
         from ..world import concepts as world_concepts
 
         others = [p for c in world_concepts() if c.name not in concepts for p in c.prompts[:1]]
-    other_conds = _encode(model, others) if others else None
+    other_conds = encode_prompts(model, others) if others else None
     scale = pipe.text_encoder.get_input_embeddings().weight.std().item()
     memories = {t.name: PromptMemory(torch.randn(cfg.tokens, width, generator=gen) * scale,
                                      torch.randn(cfg.tokens, width, generator=gen) * scale) for t in targets}
@@ -118,14 +118,15 @@ def train(model: Model, concepts: list[str], cfg: PromptConfig, hiding: bool, me
                     with torch.no_grad():
                         keep_goal = frozen(x_t, t, other_conds[j]).sample
                     loss = loss + cfg.lock_weight * _x0_mse(unet(x_t, t, other_conds[j]).sample, keep_goal, x_t, a)
-                if hiding:
+                if hiding:  # (d): another concept's key, and a random prompt, leave this concept erased
                     wrong = [memories[n] for n in names if n != names[k]]
-                    rounds = step // len(targets)  # every concept meets both kinds of decoy in turn
-                    decoy = wrong[(rounds // 2) % len(wrong)] if wrong and rounds % 2 else PromptMemory(
-                        torch.randn(cfg.tokens, width, generator=gen) * scale,
-                        torch.randn(cfg.tokens, width, generator=gen) * scale)
-                    processor.memory = PromptMemory(decoy.keys.detach(), decoy.values.detach())
-                    loss = loss + cfg.lock_weight * _x0_mse(unet(x_t, t, cond).sample, erased.detach(), x_t, a)
+                    decoys = [PromptMemory(torch.randn(cfg.tokens, width, generator=gen) * scale,
+                                           torch.randn(cfg.tokens, width, generator=gen) * scale)]
+                    if wrong:  # not detached: the other key itself learns to open nothing but its own concept
+                        decoys.append(wrong[(step // len(targets)) % len(wrong)])
+                    for decoy in decoys:
+                        processor.memory = decoy
+                        loss = loss + cfg.lock_weight * _x0_mse(unet(x_t, t, cond).sample, erased.detach(), x_t, a)
             if not torch.isfinite(loss):
                 raise ObliviateError(f"loss became {loss.item()} at step {step}: lower --lr")
             opt.zero_grad(set_to_none=True)

@@ -21,7 +21,7 @@ from ..attention import token_positions
 from ..errors import ObliviateError
 from ..patch import Patch
 from ..pipeline import Model
-from .common import config_dict
+from .common import config_dict, encode_prompts
 from .concepts import Target, resolve_target
 
 
@@ -36,14 +36,6 @@ class UCEConfig:
     progress: bool = True
 
 
-def _states(model: Model, prompts: list[str]) -> torch.Tensor:
-    tok = model.pipe.tokenizer
-    ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
-              return_tensors="pt").input_ids.to(model.pipe.device)
-    with torch.no_grad():
-        return model.pipe.text_encoder(ids).last_hidden_state.float()
-
-
 def _replace(prompt: str, target: Target, guide: str) -> str:
     for word in sorted(target.words, key=len, reverse=True):
         if word in prompt:
@@ -56,7 +48,7 @@ def _pairs(model: Model, target: Target, guide: str) -> tuple[torch.Tensor, torc
     tok = model.pipe.tokenizer
     prompts = list(target.prompts)
     guides = [_replace(p, target, guide) for p in prompts]
-    concept_states, guide_states = _states(model, prompts), _states(model, guides)
+    concept_states, guide_states = encode_prompts(model, prompts).float(), encode_prompts(model, guides).float()
     mask = token_positions(tok, prompts, list(target.words))
     src, dst = [], []
     length = concept_states.shape[1]
@@ -81,7 +73,7 @@ def _preserve_vectors(model: Model, targets: list[Target], names: tuple[str, ...
     rows = []
     for name in names:
         keep = resolve_target(model, name)
-        states = _states(model, list(keep.prompts))
+        states = encode_prompts(model, list(keep.prompts)).float()
         mask = token_positions(model.pipe.tokenizer, list(keep.prompts), list(keep.words))
         for b in range(len(keep.prompts)):
             start = int(mask[b].nonzero()[0])
