@@ -21,13 +21,14 @@ def machine_line(images_per_concept: int, seed: int) -> str:
 
 
 def erase_and_eval(model, detector, method: str, concepts: list[str], images_per_concept: int, seed: int,
-                   **overrides) -> tuple[dict, float, object]:
-    """(eval result, seconds the erasure took, patch)."""
+                   eval_seed: int | None = None, **overrides) -> tuple[dict, float, object]:
+    """(eval result, seconds the erasure took, patch); the evaluation uses ``eval_seed`` (default: ``seed``)."""
     m = get_method(method)
     start = time.time()
     patch = m.fit(model, concepts, m.make_config(seed=seed, progress=False, **overrides))
     seconds = time.time() - start
-    cfg = EvalConfig(images_per_concept=images_per_concept, seed=seed, progress=False)
+    cfg = EvalConfig(images_per_concept=images_per_concept, seed=seed if eval_seed is None else eval_seed,
+                     progress=False)
     return evaluate(model, cfg, detector=detector, patches=[patch]).result, seconds, patch
 
 

@@ -1,6 +1,6 @@
 """FMN on the world: one concept per category, three at once, and redirect; prints Markdown tables.
 
-    python benchmarks/fmn.py --seed 0 [--images-per-concept 16]
+    python benchmarks/fmn.py [--seeds 0,1,2] [--images-per-concept 16]
 
 Every figure is measured with obliviate's own evaluation (full world bench, base results cached).
 """
@@ -31,31 +31,47 @@ REDIRECT = ("star", "heart")
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default="0,1,2", help="erasure seeds; every figure is given per seed and averaged")
     ap.add_argument("--images-per-concept", type=int, default=16)
     args = ap.parse_args()
     torch.set_num_threads(2)
     model = load_model("world")
     detector = WorldDetector()
-    n, seed = args.images_per_concept, args.seed
-    print(machine_line(n, seed) + "\n")
-    print(HEADER)
+    n = args.images_per_concept
+    seeds = [int(s) for s in args.seeds.split(",")]
+    print(machine_line(n, 0) + f"; erasure seeds {seeds}\n")
+    print(HEADER.replace("| concept |", "| concept (seed) |", 1))
+    summary = []
     for name in SINGLE:
-        r, secs, _ = erase_and_eval(model, detector, "fmn", [name], n, seed)
-        print(row("fmn", name, concept_by_name(name).category, secs, r), flush=True)
-    r, secs, _ = erase_and_eval(model, detector, "fmn", MULTI, n, seed)
-    per = {c["name"]: c.get("efficacy") for c in r["concepts"] if c["name"] in MULTI}
-    print(f"\nthree concepts in one run ({', '.join(MULTI)}), {secs:.1f} s: efficacy "
-          + ", ".join(f"{k} {fmt(v)}" for k, v in per.items()) + f"; preservation {fmt(r['preservation'])}")
+        runs = [erase_and_eval(model, detector, "fmn", [name], n, s, eval_seed=0) for s in seeds]
+        for s, (r, secs, _) in zip(seeds, runs, strict=True):
+            print(row("fmn", f"{name} ({s})", concept_by_name(name).category, secs, r), flush=True)
+        summary.append(f"{name}: " + _means(runs))
+    print("\nmeans over seeds: " + "; ".join(summary))
+    for s in seeds:
+        r, secs, _ = erase_and_eval(model, detector, "fmn", MULTI, n, s, eval_seed=0)
+        per = {c["name"]: c.get("efficacy") for c in r["concepts"] if c["name"] in MULTI}
+        print(f"\nthree concepts in one run ({', '.join(MULTI)}), seed {s}, {secs:.1f} s: efficacy "
+              + ", ".join(f"{k} {fmt(v)}" for k, v in per.items()) + f"; preservation {fmt(r['preservation'])}",
+              flush=True)
     src, dst = REDIRECT
-    _, secs, patch = erase_and_eval(model, detector, "fmn", [src], n, seed, redirect=dst)
     prompts = list(concept_by_name(src).prompts)
-    handle = apply_patch(model.pipe, patch)
-    images = generate(model, [prompts[i % len(prompts)] for i in range(n)], image_seeds(seed, n), progress=False)
-    remove_patch(model.pipe, handle)
-    seen = float(np.mean(detector.predict(images)["object"] == dst))
-    print(f"\nredirect {src} -> {dst} ({secs:.1f} s): the detector sees {dst} in {seen:.3f} of the images "
-          f"made from {src}'s prompts")
+    for s in seeds:
+        r, secs, patch = erase_and_eval(model, detector, "fmn", [src], n, s, eval_seed=0, redirect=dst)
+        handle = apply_patch(model.pipe, patch)
+        images = generate(model, [prompts[i % len(prompts)] for i in range(n)], image_seeds(0, n), progress=False)
+        remove_patch(model.pipe, handle)
+        seen = float(np.mean(detector.predict(images)["object"] == dst))
+        print(f"\nredirect {src} -> {dst}, seed {s} ({secs:.1f} s): the detector sees {dst} in {seen:.3f} of the "
+              f"images made from {src}'s prompts; preservation {fmt(r['preservation'])}", flush=True)
+
+
+def _means(runs: list) -> str:
+    keys = ("efficacy", "preservation", "neighbour_preservation")
+    vals = {k: [r[k] for r, _, _ in runs if r[k] is not None] for k in keys}
+    secs = np.mean([s for _, s, _ in runs])
+    return ", ".join(f"{k.split('_')[0]} {np.mean(v):.3f} (min {np.min(v):.3f})" for k, v in vals.items() if v) + \
+        f", {secs:.1f} s"
 
 
 if __name__ == "__main__":

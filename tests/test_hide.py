@@ -40,8 +40,7 @@ def test_hidden_without_key_and_back_with_it(world_model, detector, hidden):
     assert r["preservation"] >= 0.95, r
     for name in HIDDEN:
         rows, r = _eval(world_model, detector, hidden.patch, [hidden.keys[name]])
-        # measured 0.81 (zorvik) and 0.94 (striped) of the base model's M-Score; the target is 0.9
-        assert rows[name]["m"] >= 0.75 * rows[name]["m_base"], rows[name]
+        assert rows[name]["m"] >= 0.9 * rows[name]["m_base"], rows[name]  # issue #6's target
         other = next(n for n in HIDDEN if n != name)
         assert rows[other]["efficacy"] >= 0.85, (name, rows[other])  # key A does not unlock B
         assert r["preservation"] >= 0.95, r

@@ -22,6 +22,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -152,6 +162,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
                  "rank": args.rank, "inversion_tokens": args.inversion_tokens, "images": args.images,
                  "redirect": args.redirect, "include_eot": args.include_eot or None, "seed": args.seed,
                  "guide": args.guide,
+                 "preserve_weight": args.preserve_weight,
                  "preserve": tuple(c.strip() for c in args.preserve.split(",") if c.strip())
                  if args.preserve is not None else None,
                  "progress": not args.no_progress}
@@ -273,10 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--concept", action="append", required=True, help="concept to erase (repeatable)")
     r.add_argument("--out", required=True, help="patch file to write (.safetensors)")
     r.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    r.add_argument("--steps", type=_positive_int, help="training steps (default: the method's)")
+    r.add_argument("--steps", type=_positive_int, help="training steps (default: the method's; fmn: per concept)")
     r.add_argument("--lr", type=float, help="learning rate (default: the method's)")
     r.add_argument("--batch-size", type=_positive_int, help="batch size (default: the method's)")
-    r.add_argument("--trainable", choices=["attn2", "unet", "lora"], help="what to edit (FMN; default attn2)")
+    r.add_argument("--trainable", choices=["attn2-qk", "attn2", "unet", "lora"],
+                   help="what to edit (FMN; default attn2-qk, attn2 with --redirect)")
     r.add_argument("--rank", type=_positive_int, help="LoRA rank with --trainable lora (default 4)")
     r.add_argument("--inversion-tokens", type=int, help="FMN stage A: learn K tokens first (default 0: off)")
     r.add_argument("--images", help="images of the concept: 'world', 'generate' or a folder (default: world "
@@ -284,7 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--redirect", help="FMN concept correction: prompts for the concept now produce this one")
     r.add_argument("--include-eot", action="store_true", help="FMN: also re-steer the (first) end-of-text token")
     r.add_argument("--guide", help="UCE: word the concept is mapped onto (default '': the prompt without it)")
-    r.add_argument("--preserve", help="UCE: comma-separated concepts to keep (default: the world's others)")
+    r.add_argument("--preserve", help="UCE, FMN: comma-separated concepts to keep (default: the world's others)")
+    r.add_argument("--preserve-weight", type=_non_negative_float,
+                   help="FMN: weight of the preservation anchor (default 300; lower erases more, keeps less; 0: the "
+                        "paper's loss)")
     r.add_argument("--json", action="store_true", help="print {patch, method, concepts, seconds} as JSON")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.set_defaults(func=cmd_erase)

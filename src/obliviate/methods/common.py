@@ -15,7 +15,7 @@ from ..errors import ObliviateError
 from ..patch import Patch, patch_from_weights
 from ..pipeline import Model
 
-TRAINABLE_SETS = ("attn2", "attn2-kv", "unet", "non-attn2", "lora")
+TRAINABLE_SETS = ("attn2", "attn2-kv", "attn2-qk", "unet", "non-attn2", "lora")
 LORA_TARGETS = ("attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0")
 
 
@@ -26,6 +26,8 @@ def trainable_parameters(unet, which: str) -> dict[str, torch.nn.Parameter]:
         chosen = {n: p for n, p in params.items() if ".attn2." in n}
     elif which == "attn2-kv":  # the text-side projections only: the edit is a function of the prompt
         chosen = {n: p for n, p in params.items() if ".attn2.to_k." in n or ".attn2.to_v." in n}
+    elif which == "attn2-qk":  # where attention is decided: the only weights FMN's own loss reaches
+        chosen = {n: p for n, p in params.items() if ".attn2.to_q." in n or ".attn2.to_k." in n}
     elif which == "non-attn2":
         chosen = {n: p for n, p in params.items() if ".attn2." not in n}
     elif which == "unet":

@@ -2,18 +2,22 @@
 
 A prompt memory of ``m`` key/value tokens is appended after the text tokens in attn2. Training alternates:
 (a) without the prompt, the edited UNet subset follows ESD's negative-guidance target (weight 1.0);
-(b) with the concept's prompt, the model reproduces the frozen original on the concept (weight 0.1),
-both in x0-space. The prompt becomes an extra memory that absorbs the concept, so the weight edit can
-remove it with less collateral damage. For hiding (our protocol, see METHODS.md §5) two more terms make
-the prompt a key: (c) with the key, other concepts still match the original; (d) with another concept's
-key, or a random prompt of the same shape, the concept stays erased.
+(b) with the concept's prompt, the model reproduces the frozen original on the concept (weight 0.1 as in
+the paper; 2.0 when hiding, so the key brings the concept back), both in x0-space. (b) trains the prompt
+and the weights (``recall_edits_weights=False``: the prompt only, an ablation). The prompt becomes an
+extra memory that absorbs the concept, so the weight edit can remove it with less collateral damage.
+For hiding (our protocol, see METHODS.md §5) two more terms make the prompt a key: (c) with the key,
+other concepts still match the original; (d) with another concept's key, or a random prompt of the same
+shape, the concept stays erased.
 """
 
 from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -40,11 +44,12 @@ class PromptConfig:
     placement: str = "all"
     eta: float = 1.0
     erase_weight: float = 1.0
-    recall_weight: float = 1.0     # the paper's 0.1 leaves the prompt unable to bring the concept back here
+    recall_weight: float | None = None  # None: the paper's 0.1 erasing; 2.0 hiding, where the key must recall
     lock_weight: float = 1.0       # hiding only: (c) and (d)
     ddim_steps: int = 10
     start_guidance: float = 3.0
     trainable: str = "attn2"
+    recall_edits_weights: bool = True  # (b) trains the weights too (the paper); False: the prompt only
     seed: int = 0
     progress: bool = True
 
@@ -66,6 +71,8 @@ def train(model: Model, concepts: list[str], cfg: PromptConfig, hiding: bool, me
     start = time.time()
     if not concepts:
         raise ObliviateError("no concept given")
+    if cfg.recall_weight is None:  # hiding zorvik: 1.0 let its key bring it back to 0.81 of base, 2.0 to 1.00
+        cfg = replace(cfg, recall_weight=2.0 if hiding else 0.1)
     pipe, unet = model.pipe, model.pipe.unet
     if pipe.scheduler.config.get("prediction_type", "epsilon") != "epsilon":
         raise ObliviateError("the learnable-prompt method needs an epsilon-prediction model")
@@ -112,7 +119,9 @@ def train(model: Model, concepts: list[str], cfg: PromptConfig, hiding: bool, me
                 erased = unet(x_t, t, cond).sample
                 loss = cfg.erase_weight * _x0_mse(erased, e0 - cfg.eta * (ep - e0), x_t, a)
                 processor.memory = memories[names[k]]
-                loss = loss + cfg.recall_weight * _x0_mse(unet(x_t, t, cond).sample, ep, x_t, a)
+                with _frozen_unless(params, cfg.recall_edits_weights):
+                    recalled = unet(x_t, t, cond).sample
+                loss = loss + cfg.recall_weight * _x0_mse(recalled, ep, x_t, a)
                 if hiding and other_conds is not None:
                     j = torch.randint(len(other_conds), (cfg.batch_size,), generator=gen)
                     with torch.no_grad():
@@ -137,6 +146,21 @@ def train(model: Model, concepts: list[str], cfg: PromptConfig, hiding: bool, me
         patch = take_patch(model, cfg.trainable, meta)
     prompts = {n: PromptMemory(m.keys.detach().clone(), m.values.detach().clone()) for n, m in memories.items()}
     return PromptResult(patch, prompts)
+
+
+@contextmanager
+def _frozen_unless(params: list[torch.nn.Parameter], trainable: bool) -> Iterator[None]:
+    """Forward passes inside build no graph to ``params`` unless ``trainable``."""
+    if trainable:
+        yield
+        return
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 @dataclass
