@@ -42,12 +42,17 @@ def main() -> None:
     print(machine_line(n, 0) + f"; erasure seeds {seeds}\n")
     print(HEADER.replace("| concept |", "| concept (seed) |", 1))
     summary = []
+    by_prompt = []
     for name in SINGLE:
         runs = [erase_and_eval(model, detector, "fmn", [name], n, s, eval_seed=0) for s in seeds]
         for s, (r, secs, _) in zip(seeds, runs, strict=True):
             print(row("fmn", f"{name} ({s})", concept_by_name(name).category, secs, r), flush=True)
+            target = next(c for c in r["concepts"] if c["name"] == name)
+            by_prompt.append(f"{name} ({s}): " + ", ".join(f"'{p['prompt']}' {p['m_base']:.2f}->{p['m']:.2f}"
+                                                       for p in target["prompts"]))
         summary.append(f"{name}: " + _means(runs))
     print("\nmeans over seeds: " + "; ".join(summary))
+    print("\nM-Score per prompt, base -> edited:\n" + "\n".join(by_prompt))
     for s in seeds:
         r, secs, _ = erase_and_eval(model, detector, "fmn", MULTI, n, s, eval_seed=0)
         per = {c["name"]: c.get("efficacy") for c in r["concepts"] if c["name"] in MULTI}

@@ -63,6 +63,10 @@ def test_damaged_model_scores_low_and_edit_metrics_are_filled(world_model, detec
     assert all(torch.equal(before[k], after[k]) for k in before)  # the patch was removed again
     rows = {r["name"]: r for r in result["concepts"]}
     assert rows["circle"]["m_base"] >= 0.9 and rows["circle"]["m"] <= 0.4
+    by_prompt = rows["circle"]["prompts"]  # 8 images over the 4 prompts: each prompt's own M-Score
+    assert [p["prompt"] for p in by_prompt] == list(world_bench().concept("circle").prompts)
+    assert np.mean([p["m"] for p in by_prompt]) == pytest.approx(rows["circle"]["m"])
+    assert np.mean([p["m_base"] for p in by_prompt]) == pytest.approx(rows["circle"]["m_base"])
     assert np.mean([r["m"] for r in result["concepts"]]) <= 0.4
     assert result["targets"] == ["circle"] and result["efficacy"] >= 0.6
     assert result["preservation"] <= 0.5 and result["neighbour_preservation"] is not None

@@ -49,10 +49,10 @@ def test_fmn_redirect_makes_the_concept_prompts_draw_another(world_model, detect
     assert patch.metadata["config"]["trainable"] == "attn2" and patch.metadata["config"]["include_context"] is False
     prompts = list(concept_by_name("star").prompts)
     handle = apply_patch(world_model.pipe, patch)
-    images = generate(world_model, [prompts[i % 4] for i in range(8)], image_seeds(0, 8), progress=False)
+    images = generate(world_model, [prompts[i % 4] for i in range(16)], image_seeds(0, 16), progress=False)
     remove_patch(world_model.pipe, handle)
-    # issue #4 asks 0.8: met at this seed (1.0 on 16 images) but not at seeds 1 and 2 (0.375, 0.75; docs)
-    assert (detector.predict(images)["object"] == "heart").mean() >= 0.5
+    # issue #4 asks 0.8; measured 0.86-0.92 over erasure seeds 0-2 (docs/benchmarks.md)
+    assert (detector.predict(images)["object"] == "heart").mean() >= 0.8
 
 
 def test_fmn_several_concepts_in_one_run(world_model):

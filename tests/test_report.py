@@ -41,6 +41,8 @@ def make_result(patched: bool = True, names: list[tuple[str, str]] | None = None
     }
     if patched:
         result["inversion"] = {names[0][0]: 0.4}
+        rows[0]["prompts"] = [{"prompt": f"a photo of a {names[0][0]}", "m_base": 1.0, "m": 0.0625},
+                              {"prompt": names[0][0], "m_base": 1.0, "m": 0.75}]
     return result
 
 
@@ -67,6 +69,8 @@ def test_writes_self_contained_html_and_markdown(tmp_path):
     for text in ("world", "abc123", "uce", "0.800", "0.950", "0.900", "0.870", "1.250"):
         assert text in page and text in md
     assert "data:image" not in md
+    for text in ("Targets by prompt", "a photo of a circle", "0.062", "0.750"):  # where the erasure fails
+        assert text in page and text in md
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "report.md"]
 
 

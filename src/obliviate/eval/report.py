@@ -183,6 +183,12 @@ def render_markdown(result: dict) -> str:
                              f"| {_signed(_change(mean.get('m_base'), mean.get('m')))} |")
             else:
                 lines.append(f"| *mean* | | {_num(mean.get('m'))} |")
+    by_prompt = _target_prompts(result, targets)
+    if by_prompt:
+        lines += ["", "## Targets by prompt", "", BY_PROMPT_NOTE, "",
+                  "| target | prompt | M base | M edited |", "|---|---|---:|---:|"]
+        lines += [f"| {_md(name)} | {_md(p['prompt'])} | {_num(p.get('m_base'))} | {_num(p.get('m'))} |"
+                  for name, p in by_prompt]
     inversion = result.get("inversion")
     if inversion:
         lines += ["", "## Inversion attack", "", INVERSION_NOTE, "",
@@ -245,6 +251,13 @@ def render_html(result: dict, grids: list[ReportGrid] | None = None) -> str:
                   for label, value, note in headline]
         parts.append("</div>")
     parts.append(_html_tables(result, set(targets)))
+    by_prompt = _target_prompts(result, set(targets))
+    if by_prompt:
+        parts.append(f"<h2>Targets by prompt</h2><p>{_e(BY_PROMPT_NOTE)}</p>")
+        parts.append("<table><tr><th>target</th><th>prompt</th><th>M base</th><th>M edited</th><th>change</th></tr>")
+        parts += [f"<tr><td>{_e(name)}</td><td>{_e(p['prompt'])}</td>"
+                  + "".join(_m_cells(p.get("m_base"), p.get("m"), True, True)) + "</tr>" for name, p in by_prompt]
+        parts.append("</table>")
     inversion = result.get("inversion")
     if inversion:
         parts.append(f"<h2>Inversion attack</h2><p>{_e(INVERSION_NOTE)}</p>")
@@ -259,6 +272,18 @@ def render_html(result: dict, grids: list[ReportGrid] | None = None) -> str:
         parts += [_html_grid(g) for g in grids]
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+BY_PROMPT_NOTE = ("M-Score of each prompt on its own. An erasure that holds for one phrasing and not for another "
+                  "(often the shortest prompt) shows up here, not in the mean.")
+
+
+def _target_prompts(result: dict, targets: set[str]) -> list[tuple[str, dict]]:
+    """(target, prompt row) pairs of an edited result's targets, in bench order."""
+    if not _has_patch(result):
+        return []
+    return [(str(r["name"]), p) for r in result.get("concepts") or [] if r.get("name") in targets
+            for p in r.get("prompts") or []]
 
 
 def _html_tables(result: dict, targets: set[str]) -> str:

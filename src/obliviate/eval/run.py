@@ -51,16 +51,27 @@ class Pass:
     features: dict[str, np.ndarray]
     thumbs: dict[str, np.ndarray]
     prompts: dict[str, list[str]] = field(default_factory=dict)
+    by_prompt: dict[str, dict[str, float]] = field(default_factory=dict)  # concept -> prompt -> M-Score
+
+
+def _per_prompt(prompts: list[str], hits: np.ndarray) -> dict[str, float]:
+    """M-Score of each prompt on its own: erasure often holds for one phrasing and not another."""
+    by: dict[str, list[float]] = {}
+    for prompt, hit in zip(prompts, hits, strict=True):
+        by.setdefault(prompt, []).append(float(hit))
+    return {p: float(np.mean(h)) for p, h in by.items()}
 
 
 def _measure(model: Model, concepts: list[BenchConcept], n: int, seed: int, detector, keep: int,
              progress: bool) -> Pass:
     sets: list[ConceptImages] = generate_concepts(model, concepts, n, seed, progress)
+    hits = {s.concept.name: detector.hits(s.images, s.concept) for s in sets}
     return Pass(
-        scores={s.concept.name: float(np.mean(detector.hits(s.images, s.concept))) for s in sets},
+        scores={name: float(np.mean(h)) for name, h in hits.items()},
         features={s.concept.name: detector.features(s.images) for s in sets},
         thumbs={s.concept.name: s.images[:keep] for s in sets},
         prompts={s.concept.name: s.prompts[:keep] for s in sets},
+        by_prompt={s.concept.name: _per_prompt(s.prompts, hits[s.concept.name]) for s in sets},
     )
 
 
@@ -77,15 +88,17 @@ def _base_pass(model: Model, bench: Bench, concepts: list[BenchConcept], n: int,
     if cfg.cache and path.is_file():
         data = np.load(path, allow_pickle=False)
         meta = json.loads(str(data["meta"]))
-        return Pass(meta["scores"], {c.name: data[f"f_{i}"] for i, c in enumerate(concepts)},
-                    {c.name: data[f"t_{i}"] for i, c in enumerate(concepts)}, meta["prompts"])
+        if "by_prompt" in meta:  # caches written before per-prompt scores are measured again
+            return Pass(meta["scores"], {c.name: data[f"f_{i}"] for i, c in enumerate(concepts)},
+                        {c.name: data[f"t_{i}"] for i, c in enumerate(concepts)}, meta["prompts"], meta["by_prompt"])
     result = _measure(model, concepts, n, cfg.seed, detector, cfg.grid_images, cfg.progress)
     if cfg.cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {f"f_{i}": result.features[c.name] for i, c in enumerate(concepts)}
         arrays |= {f"t_{i}": result.thumbs[c.name] for i, c in enumerate(concepts)}
         tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, meta=json.dumps({"scores": result.scores, "prompts": result.prompts}), **arrays)
+        meta = {"scores": result.scores, "prompts": result.prompts, "by_prompt": result.by_prompt}
+        np.savez(tmp, meta=json.dumps(meta), **arrays)
         os.replace(tmp, path)
     return result
 
@@ -158,7 +171,7 @@ def evaluate(model: Model, cfg: EvalConfig, bench: Bench | None = None, detector
 
     after = edited or base
     rows = [{"name": c.name, "category": c.category, "m_base": base.scores[c.name], "m": after.scores[c.name],
-             "n_images": n} for c in concepts]
+             "n_images": n, "prompts": _prompt_rows(base, after, c.name)} for c in concepts]
     categories = {cat: {"m_base": float(np.mean([r["m_base"] for r in rows if r["category"] == cat])),
                         "m": float(np.mean([r["m"] for r in rows if r["category"] == cat]))}
                   for cat in dict.fromkeys(r["category"] for r in rows)}
@@ -178,6 +191,10 @@ def evaluate(model: Model, cfg: EvalConfig, bench: Bench | None = None, detector
         result["inversion"] = inversion
     result["seconds"] = round(time.time() - start, 2)
     return EvalRun(result, base, edited)
+
+
+def _prompt_rows(base: Pass, after: Pass, name: str) -> list[dict]:
+    return [{"prompt": p, "m_base": m, "m": after.by_prompt[name][p]} for p, m in base.by_prompt[name].items()]
 
 
 def _patch_summary(patches: list[Patch]) -> dict | None:
@@ -241,6 +258,10 @@ def format_table(result: dict) -> str:
         if result["drift"]:
             lines.append(f"drift: frechet {result['drift']['frechet']:.3f}  "
                          f"mean feature distance {result['drift']['mean_feature_distance']:.3f}")
+        for r in result["concepts"]:
+            if r["name"] in targets and r.get("prompts"):
+                lines.append(f"{r['name']} by prompt (M base -> M): " + ", ".join(
+                    f"'{p['prompt']}' {p['m_base']:.2f} -> {p['m']:.2f}" for p in r["prompts"]))
     if result.get("inversion"):
         lines.append("inversion M-Score: " + ", ".join(f"{k} {v:.3f}" for k, v in result["inversion"].items()))
     return "\n".join(lines)
