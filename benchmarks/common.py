@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 
 import torch
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # as the CLI: no "torchvision is absent" notices
 
 from obliviate.eval.run import EvalConfig, evaluate
 from obliviate.methods import get_method

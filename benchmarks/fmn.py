@@ -1,6 +1,6 @@
 """FMN on the world: one concept per category, three at once, and redirect; prints Markdown tables.
 
-    python benchmarks/fmn.py [--seeds 0,1,2] [--images-per-concept 16]
+    python benchmarks/fmn.py [--seeds 0,1,2] [--images-per-concept 16] [--parts single,multi,redirect]
 
 Every figure is measured with obliviate's own evaluation (full world bench, base results cached).
 """
@@ -26,20 +26,34 @@ from obliviate.world import concept_by_name  # noqa: E402
 
 SINGLE = ["circle", "striped", "zorvik", "gore"]
 MULTI = ["square", "dotted", "maelin"]
-REDIRECT = ("star", "heart")
+REDIRECT = [("star", "heart"), ("circle", "square"), ("zorvik", "maelin"), ("striped", "dotted")]
+PARTS = ("single", "multi", "redirect")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="0,1,2", help="erasure seeds; every figure is given per seed and averaged")
     ap.add_argument("--images-per-concept", type=int, default=16)
+    ap.add_argument("--parts", default=",".join(PARTS), help="which tables to make (default: all)")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
+    if parts - set(PARTS):
+        ap.error(f"--parts: choose from {', '.join(PARTS)}")
     torch.set_num_threads(2)
     model = load_model("world")
     detector = WorldDetector()
     n = args.images_per_concept
     seeds = [int(s) for s in args.seeds.split(",")]
     print(machine_line(n, 0) + f"; erasure seeds {seeds}\n")
+    if "single" in parts:
+        _single(model, detector, n, seeds)
+    if "multi" in parts:
+        _multi(model, detector, n, seeds)
+    if "redirect" in parts:
+        _redirect(model, detector, n, seeds)
+
+
+def _single(model, detector, n: int, seeds: list[int]) -> None:
     print(HEADER.replace("| concept |", "| concept (seed) |", 1))
     summary = []
     by_prompt = []
@@ -53,22 +67,32 @@ def main() -> None:
         summary.append(f"{name}: " + _means(runs))
     print("\nmeans over seeds: " + "; ".join(summary))
     print("\nM-Score per prompt, base -> edited:\n" + "\n".join(by_prompt))
+
+
+def _multi(model, detector, n: int, seeds: list[int]) -> None:
     for s in seeds:
         r, secs, _ = erase_and_eval(model, detector, "fmn", MULTI, n, s, eval_seed=0)
         per = {c["name"]: c.get("efficacy") for c in r["concepts"] if c["name"] in MULTI}
         print(f"\nthree concepts in one run ({', '.join(MULTI)}), seed {s}, {secs:.1f} s: efficacy "
               + ", ".join(f"{k} {fmt(v)}" for k, v in per.items()) + f"; preservation {fmt(r['preservation'])}",
               flush=True)
-    src, dst = REDIRECT
-    prompts = list(concept_by_name(src).prompts)
-    for s in seeds:
-        r, secs, patch = erase_and_eval(model, detector, "fmn", [src], n, s, eval_seed=0, redirect=dst)
-        handle = apply_patch(model.pipe, patch)
-        images = generate(model, [prompts[i % len(prompts)] for i in range(n)], image_seeds(0, n), progress=False)
-        remove_patch(model.pipe, handle)
-        seen = float(np.mean(detector.predict(images)["object"] == dst))
-        print(f"\nredirect {src} -> {dst}, seed {s} ({secs:.1f} s): the detector sees {dst} in {seen:.3f} of the "
-              f"images made from {src}'s prompts; preservation {fmt(r['preservation'])}", flush=True)
+
+
+def _redirect(model, detector, n: int, seeds: list[int]) -> None:
+    print("\n| redirect (seed) | seconds | Y seen on X's prompts | X seen | preservation | neighbour pres. |")
+    print("|---|---|---|---|---|---|")
+    for src, dst in REDIRECT:
+        concept = concept_by_name(src)
+        prompts = list(concept.prompts)
+        for s in seeds:
+            r, secs, patch = erase_and_eval(model, detector, "fmn", [src], n, s, eval_seed=0, redirect=dst)
+            handle = apply_patch(model.pipe, patch)
+            images = generate(model, [prompts[i % len(prompts)] for i in range(n)], image_seeds(0, n),
+                              progress=False)
+            remove_patch(model.pipe, handle)
+            drawn = detector.predict(images)[concept.category]
+            print(f"| {src} -> {dst} ({s}) | {secs:.1f} | {np.mean(drawn == dst):.3f} | {np.mean(drawn == src):.3f} "
+                  f"| {fmt(r['preservation'])} | {fmt(r['neighbour_preservation'])} |", flush=True)
 
 
 def _means(runs: list) -> str:

@@ -46,13 +46,17 @@ def test_fmn_redirect_makes_the_concept_prompts_draw_another(world_model, detect
     from obliviate.world import concept_by_name
 
     patch = fit(world_model, ["star"], FMNConfig(redirect="heart", progress=False))
-    assert patch.metadata["config"]["trainable"] == "attn2" and patch.metadata["config"]["include_context"] is False
+    config = patch.metadata["config"]
+    assert config["trainable"] == "attn2" and config["attention_weight"] == 0 and config["steps"] == 60
     prompts = list(concept_by_name("star").prompts)
     handle = apply_patch(world_model.pipe, patch)
     images = generate(world_model, [prompts[i % 4] for i in range(16)], image_seeds(0, 16), progress=False)
     remove_patch(world_model.pipe, handle)
-    # issue #4 asks 0.8; measured 0.86-0.92 over erasure seeds 0-2 (docs/benchmarks.md)
-    assert (detector.predict(images)["object"] == "heart").mean() >= 0.8
+    # issue #4 asks 0.8; measured 1.00 over erasure seeds 0-2 and four pairs (docs/benchmarks.md)
+    drawn = detector.predict(images)["object"]
+    assert (drawn == "heart").mean() >= 0.9 and (drawn == "star").mean() <= 0.1
+    with pytest.raises(ObliviateError, match="attention-weight"):
+        fit(world_model, ["star"], FMNConfig(attention_weight=0, steps=1, progress=False))
 
 
 def test_fmn_several_concepts_in_one_run(world_model):

@@ -162,7 +162,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
                  "rank": args.rank, "inversion_tokens": args.inversion_tokens, "images": args.images,
                  "redirect": args.redirect, "include_eot": args.include_eot or None, "seed": args.seed,
                  "guide": args.guide,
-                 "preserve_weight": args.preserve_weight,
+                 "preserve_weight": args.preserve_weight, "attention_weight": args.attention_weight,
                  "preserve": tuple(c.strip() for c in args.preserve.split(",") if c.strip())
                  if args.preserve is not None else None,
                  "progress": not args.no_progress}
@@ -300,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--preserve-weight", type=_non_negative_float,
                    help="FMN: weight of the preservation anchor (default 300; lower erases more, keeps less; 0: the "
                         "paper's loss)")
+    r.add_argument("--attention-weight", type=_non_negative_float,
+                   help="FMN: weight of the attention re-steering loss (default 1; 0 with --redirect, where it "
+                        "lowered the redirect rate)")
     r.add_argument("--json", action="store_true", help="print {patch, method, concepts, seconds} as JSON")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.set_defaults(func=cmd_erase)

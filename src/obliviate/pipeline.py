@@ -78,9 +78,11 @@ def load_model(model: str = "world", device: str = "cpu") -> Model:
     """Load ``model`` ('world', a diffusers folder or a hub id) in float32 on ``device``."""
     name, source = _resolve(model)
     from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
 
-    bars = diffusers_logging.is_progress_bar_enabled()
+    bars = diffusers_logging.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled()
     diffusers_logging.disable_progress_bar()  # loading a pipeline is instant; its bars are noise
+    transformers_logging.disable_progress_bar()
     try:
         with warnings.catch_warnings():  # newer diffusers renamed torch_dtype; older ones only know it
             warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
@@ -90,8 +92,10 @@ def load_model(model: str = "world", device: str = "cpu") -> Model:
     except (OSError, ValueError) as exc:
         raise ObliviateError(f"cannot load model {model!r}: {str(exc).splitlines()[0]}") from exc
     finally:
-        if bars:
+        if bars[0]:
             diffusers_logging.enable_progress_bar()
+        if bars[1]:
+            transformers_logging.enable_progress_bar()
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     for module in (pipe.unet, pipe.text_encoder, pipe.vae):
