@@ -97,6 +97,8 @@ def test_missing_concept_word_and_empty_folder_write_no_patch(world_model, tmp_p
                  "--no-progress"]) == 2
     assert main(["erase", "--concept", "circle", "--lr", "1e30", "--steps", "5", "--out", str(out),
                  "--no-progress"]) == 2  # the loss blows up: a clear error, not a broken patch
+    assert main(["erase", "--concept", "circle", "--attention-weight", "0", "--out", str(out),
+                 "--no-progress"]) == 2  # nothing would erase it
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
 
 
