@@ -1,6 +1,7 @@
 """FMN on the world: one concept per category, three at once, and redirect; prints Markdown tables.
 
     python benchmarks/fmn.py [--seeds 0,1,2] [--images-per-concept 16] [--parts single,multi,redirect]
+        [--concepts circle,striped,zorvik,gore]
 
 Every figure is measured with obliviate's own evaluation (full world bench, base results cached).
 """
@@ -35,6 +36,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2", help="erasure seeds; every figure is given per seed and averaged")
     ap.add_argument("--images-per-concept", type=int, default=16)
     ap.add_argument("--parts", default=",".join(PARTS), help="which tables to make (default: all)")
+    ap.add_argument("--concepts", default=",".join(SINGLE), help="concepts of the single-concept table")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
     if parts - set(PARTS):
@@ -46,18 +48,18 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     print(machine_line(n, 0) + f"; erasure seeds {seeds}\n")
     if "single" in parts:
-        _single(model, detector, n, seeds)
+        _single(model, detector, n, seeds, args.concepts.split(","))
     if "multi" in parts:
         _multi(model, detector, n, seeds)
     if "redirect" in parts:
         _redirect(model, detector, n, seeds)
 
 
-def _single(model, detector, n: int, seeds: list[int]) -> None:
+def _single(model, detector, n: int, seeds: list[int], names: list[str]) -> None:
     print(HEADER.replace("| concept |", "| concept (seed) |", 1))
     summary = []
     by_prompt = []
-    for name in SINGLE:
+    for name in names:
         runs = [erase_and_eval(model, detector, "fmn", [name], n, s, eval_seed=0) for s in seeds]
         for s, (r, secs, _) in zip(seeds, runs, strict=True):
             print(row("fmn", f"{name} ({s})", concept_by_name(name).category, secs, r), flush=True)
