@@ -10,8 +10,7 @@ import torch
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # as the CLI: no "torchvision is absent" notices
 
-from obliviate.eval.run import EvalConfig, evaluate
-from obliviate.methods import get_method
+import obliviate
 
 
 def fmt(x: float | None) -> str:
@@ -23,16 +22,16 @@ def machine_line(images_per_concept: int, seed: int) -> str:
             f"eval: full world bench, {images_per_concept} images/concept, seed {seed}")
 
 
-def erase_and_eval(model, detector, method: str, concepts: list[str], images_per_concept: int, seed: int,
+def erase_and_eval(pipe, detector, method: str, concepts: list[str], images_per_concept: int, seed: int,
                    eval_seed: int | None = None, **overrides) -> tuple[dict, float, object]:
-    """(eval result, seconds the erasure took, patch); the evaluation uses ``eval_seed`` (default: ``seed``)."""
-    m = get_method(method)
+    """(eval result as a dict, seconds the erasure took, patch); the evaluation uses ``eval_seed`` (default:
+    ``seed``)."""
     start = time.time()
-    patch = m.fit(model, concepts, m.make_config(seed=seed, progress=False, **overrides))
+    patch = obliviate.erase(pipe, concepts, method, seed=seed, progress=False, **overrides)
     seconds = time.time() - start
-    cfg = EvalConfig(images_per_concept=images_per_concept, seed=seed if eval_seed is None else eval_seed,
-                     progress=False)
-    return evaluate(model, cfg, detector=detector, patches=[patch]).result, seconds, patch
+    result = obliviate.evaluate(pipe, patch=patch, images_per_concept=images_per_concept, detector=detector,
+                                seed=seed if eval_seed is None else eval_seed, progress=False)
+    return result.to_dict(), seconds, patch
 
 
 HEADER = ("| method | concept | category | seconds | efficacy | preservation | neighbour pres. | H | frechet | "
@@ -46,7 +45,7 @@ def row(method: str, concept: str, category: str, seconds: float, r: dict) -> st
             f"{fmt(d.get('mean_feature_distance'))} |")
 
 
-def chance_floor(model, detector, concept: str, images_per_concept: int, seed: int) -> float:
+def chance_floor(pipe, detector, concept: str, images_per_concept: int, seed: int) -> float:
     """M-Score of the *base* model on the concept's prompts with its words taken out.
 
     A model that no longer knows the concept falls back to the prompt's other words, so on a world with
@@ -57,13 +56,12 @@ def chance_floor(model, detector, concept: str, images_per_concept: int, seed: i
 
     import numpy as np
 
-    from obliviate.eval.bench import world_bench
-    from obliviate.generate import generate, image_seeds
+    from obliviate.bench import world_bench
 
     bc = world_bench().concept(concept)
     filler = "thing" if bc.category in ("object", "id") else ""
     words = "|".join(re.escape(w) for w in (*bc.synonyms, bc.name, "gory"))
     prompts = [re.sub(r"\s+", " ", re.sub(rf"\b({words})\b", filler, p)).strip() or "a drawing" for p in bc.prompts]
     n = images_per_concept
-    images = generate(model, [prompts[i % len(prompts)] for i in range(n)], image_seeds(seed, n), progress=False)
+    images = obliviate.generate(pipe, prompts, n=n, seed=seed, progress=False)
     return float(np.mean(detector.hits(images, bc)))

@@ -1,4 +1,4 @@
-"""FMN on the world: one concept per category, three at once, and redirect; prints Markdown tables.
+"""FMN on the world: one concept per category, three at once; and redirect; prints Markdown tables.
 
     python benchmarks/fmn.py [--seeds 0,1,2] [--images-per-concept 16] [--parts single,multi,redirect]
         [--concepts circle,striped,zorvik,gore]
@@ -19,10 +19,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import HEADER, erase_and_eval, fmt, machine_line, row  # noqa: E402
 
+import obliviate  # noqa: E402
 from obliviate.eval.detectors import WorldDetector  # noqa: E402
-from obliviate.generate import generate, image_seeds  # noqa: E402
-from obliviate.patch import apply_patch, remove_patch  # noqa: E402
-from obliviate.pipeline import load_model  # noqa: E402
 from obliviate.world import concept_by_name  # noqa: E402
 
 SINGLE = ["circle", "striped", "zorvik", "gore"]
@@ -42,7 +40,7 @@ def main() -> None:
     if parts - set(PARTS):
         ap.error(f"--parts: choose from {', '.join(PARTS)}")
     torch.set_num_threads(2)
-    model = load_model("world")
+    model = obliviate.load_pipeline("world")
     detector = WorldDetector()
     n = args.images_per_concept
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -87,11 +85,8 @@ def _redirect(model, detector, n: int, seeds: list[int]) -> None:
         concept = concept_by_name(src)
         prompts = list(concept.prompts)
         for s in seeds:
-            r, secs, patch = erase_and_eval(model, detector, "fmn", [src], n, s, eval_seed=0, redirect=dst)
-            handle = apply_patch(model.pipe, patch)
-            images = generate(model, [prompts[i % len(prompts)] for i in range(n)], image_seeds(0, n),
-                              progress=False)
-            remove_patch(model.pipe, handle)
+            r, secs, patch = erase_and_eval(model, detector, "redirect", [src], n, s, eval_seed=0, redirect=dst)
+            images = obliviate.generate(model, prompts, n=n, seed=0, patch=patch, progress=False)
             drawn = detector.predict(images)[concept.category]
             print(f"| {src} -> {dst} ({s}) | {secs:.1f} | {np.mean(drawn == dst):.3f} | {np.mean(drawn == src):.3f} "
                   f"| {fmt(r['preservation'])} | {fmt(r['neighbour_preservation'])} |", flush=True)

@@ -23,39 +23,34 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import machine_line  # noqa: E402
 
-from obliviate.attention import Attn2Processor, Capture, attn2_processors  # noqa: E402
-from obliviate.inversion import images_to_latents  # noqa: E402
-from obliviate.methods import get_method  # noqa: E402
-from obliviate.methods.common import concept_images, encode_prompts  # noqa: E402
-from obliviate.patch import apply_patch, remove_patch  # noqa: E402
-from obliviate.pipeline import Model, load_model  # noqa: E402
-from obliviate.world import concept_by_name  # noqa: E402
+import obliviate  # noqa: E402
+from obliviate.attention import AttnCall, attn2_processors, kwargs  # noqa: E402
+from obliviate.catalog import WorldCatalog  # noqa: E402
+from obliviate.diffusion import encode_prompts, generator, images_to_latents, noised, training_scheduler  # noqa: E402
 
 TIMESTEPS = (200, 500, 800)
 
 
-def token_attention(model: Model, prompt: str, latents: torch.Tensor, seed: int) -> np.ndarray:
+def token_attention(pipe, prompt: str, latents: torch.Tensor, seed: int) -> np.ndarray:
     """(L,) mean attention on each padded text position of ``prompt`` over layers, heads, queries, images."""
-    unet, tok = model.pipe.unet, model.pipe.tokenizer
+    unet, tok = pipe.unet, pipe.tokenizer
     n, length = len(latents), tok.model_max_length
-    cond = encode_prompts(model, [prompt]).expand(n, -1, -1)
-    capture = Capture()
-    gen = torch.Generator().manual_seed(seed)
+    cond = encode_prompts(pipe, [prompt]).expand(n, -1, -1)
+    sched = training_scheduler(pipe)
+    gen = generator(seed, "attention")
     total = np.zeros(length)
-    with attn2_processors(unet, Attn2Processor(capture)), torch.no_grad():
+    with attn2_processors(unet), torch.no_grad():
         for tv in TIMESTEPS:
             t = torch.full((n,), tv)
-            a = model.pipe.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
-            noisy = a.sqrt() * latents + (1 - a).sqrt() * torch.randn(latents.shape, generator=gen)
-            capture.reset(torch.ones(n, length, dtype=torch.bool))
-            unet(noisy, t, cond)
-            layers = [p.reshape(n, length, -1).mean((0, 2)).numpy() for p in capture.probs]
+            call = AttnCall(token_mask=torch.ones(n, length, dtype=torch.bool))
+            unet(noised(sched, latents, t, gen), t, encoder_hidden_states=cond, cross_attention_kwargs=kwargs(call))
+            layers = [p.reshape(n, length, -1).mean((0, 2)).float().numpy() for p in call.captured]
             total += np.mean(layers, 0)
     return total / len(TIMESTEPS)
 
 
-def show(model: Model, tag: str, prompts: list[str], latents: torch.Tensor, seed: int) -> None:
-    tok = model.pipe.tokenizer
+def show(model, tag: str, prompts: list[str], latents: torch.Tensor, seed: int) -> None:
+    tok = model.tokenizer
     for prompt in prompts:
         ids = tok(prompt).input_ids
         mass = token_attention(model, prompt, latents, seed)
@@ -71,18 +66,17 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(2)
-    model = load_model("world")
-    concept = concept_by_name(args.concept)
+    model = obliviate.load_pipeline("world")
+    catalog = WorldCatalog()
+    concept = catalog.concept(args.concept)
     prompts = list(concept.prompts)
-    latents = images_to_latents(model, concept_images(model, concept.name, prompts, "world", 8, args.seed))
+    latents = images_to_latents(model, catalog.images(model, concept, 8, args.seed))
     print(machine_line(8, args.seed) + f"; FMN on {concept.name}, default settings\n")
     print("| model | prompt | attention per token | pads |\n|---|---|---|---|")
     show(model, "base", prompts, latents, args.seed)
-    method = get_method("fmn")
-    patch = method.fit(model, [concept.name], method.make_config(seed=args.seed, progress=False))
-    handle = apply_patch(model.pipe, patch)
-    show(model, "fmn", prompts, latents, args.seed)
-    remove_patch(model.pipe, handle)
+    patch = obliviate.erase(model, concept.name, "fmn", seed=args.seed, progress=False)
+    with patch.applied(model):
+        show(model, "fmn", prompts, latents, args.seed)
 
 
 if __name__ == "__main__":

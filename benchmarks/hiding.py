@@ -18,12 +18,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import HEADER, erase_and_eval, fmt, machine_line, row  # noqa: E402
 
+import obliviate  # noqa: E402
 from obliviate.eval.detectors import WorldDetector  # noqa: E402
-from obliviate.eval.run import EvalConfig, evaluate  # noqa: E402
-from obliviate.hiding import hide  # noqa: E402
-from obliviate.keys import Key, unlocked  # noqa: E402
-from obliviate.methods.prompt import PromptConfig  # noqa: E402
-from obliviate.pipeline import load_model  # noqa: E402
+from obliviate.hiding import Key  # noqa: E402
 from obliviate.world import concept_by_name  # noqa: E402
 
 COMPARE = ["zorvik", "striped", "circle"]
@@ -43,7 +40,7 @@ def main() -> None:
     ap.add_argument("--hide-only", action="store_true", help="skip the prompt-versus-ESD-x comparison")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    model = load_model("world")
+    model = obliviate.load_pipeline("world")
     detector = WorldDetector()
     n, seed = args.images_per_concept, args.seed
     print(machine_line(n, seed) + "\n")
@@ -55,7 +52,7 @@ def main() -> None:
                 print(row(method, concept, concept_by_name(concept).category, secs, r), flush=True)
 
     start = time.time()
-    hidden = hide(model, HIDDEN, PromptConfig(seed=seed, progress=False))
+    hidden = obliviate.hide(model, HIDDEN, seed=seed, progress=False)
     secs = time.time() - start
     print(f"\nhide {', '.join(HIDDEN)} in one patch ({secs:.1f} s); M-Score of each hidden concept, and preservation "
           "of the others, under each key:\n")
@@ -64,8 +61,8 @@ def main() -> None:
     cases.append(("random, same shape", [_random_key(hidden.keys[HIDDEN[0]], seed + 99)]))
     base = None
     for label, keys in cases:
-        r = evaluate(model, EvalConfig(images_per_concept=n, seed=seed, progress=False), detector=detector,
-                     patches=[hidden.patch], unlock=(lambda m, k=keys: unlocked(m, k)) if keys else None).result
+        r = obliviate.evaluate(model, patch=hidden.patch, keys=keys, images_per_concept=n, seed=seed,
+                               detector=detector, progress=False).to_dict()
         rows = {c["name"]: c for c in r["concepts"]}
         base = base or {h: rows[h]["m_base"] for h in HIDDEN}
         print(f"| {label} | " + " | ".join(fmt(rows[h]["m"]) for h in HIDDEN) + f" | {fmt(r['preservation'])} |",

@@ -1,4 +1,4 @@
-"""FMN, ESD-x, ESD-u and UCE with their defaults on one concept of each category; prints one table.
+"""Every erasure method with its defaults on one concept of each category; prints one table.
 
     python benchmarks/methods.py --seed 0 [--images-per-concept 16]
 """
@@ -15,12 +15,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import HEADER, chance_floor, erase_and_eval, machine_line, row  # noqa: E402
 
+import obliviate  # noqa: E402
 from obliviate.eval.detectors import WorldDetector  # noqa: E402
-from obliviate.pipeline import load_model  # noqa: E402
 from obliviate.world import concept_by_name  # noqa: E402
 
 CONCEPTS = ["circle", "striped", "zorvik", "gore"]
-METHODS = ["fmn", "esd-x", "esd-u", "uce"]
+METHODS = ["fmn", "esd-x", "esd-u", "uce", "prompt"]
 
 
 def main() -> None:
@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--concepts", default=",".join(CONCEPTS))
     args = ap.parse_args()
     torch.set_num_threads(2)
-    model = load_model("world")
+    model = obliviate.load_pipeline("world")
     detector = WorldDetector()
     print(machine_line(args.images_per_concept, args.seed) + "\n")
     floors = {c: chance_floor(model, detector, c, args.images_per_concept, args.seed) for c in args.concepts.split(",")}

@@ -1,6 +1,7 @@
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -9,10 +10,12 @@ torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="session")
-def world_model():
-    from obliviate.pipeline import load_model
+def pipe():
+    """The shipped world as a plain diffusers pipeline (float32, cpu), shared by the session's tests: every test
+    that applies a patch removes it again (``Patch.applied`` / the API do so even when a test fails)."""
+    from obliviate import load_pipeline
 
-    return load_model("world")
+    return load_pipeline("world")
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +23,28 @@ def detector():
     from obliviate.eval.detectors import WorldDetector
 
     return WorldDetector()
+
+
+@pytest.fixture(autouse=True)
+def _eval_cache(tmp_path_factory, monkeypatch):
+    """Base-model results are cached per session, never in the user's cache."""
+    monkeypatch.setenv("OBLIVIATE_CACHE", str(tmp_path_factory.getbasetemp() / "eval-cache"))
+
+
+@pytest.fixture(autouse=True)
+def _weights_unchanged(request):
+    """Every test leaves the shared world pipeline exactly as it found it."""
+    if "pipe" not in request.fixturenames:
+        yield
+        return
+    pipe = request.getfixturevalue("pipe")
+    before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    yield
+    stack = getattr(pipe, "_obliviate_applied", [])
+    while stack:
+        stack[-1].remove()
+    after = pipe.unet.state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    if changed:
+        pipe.unet.load_state_dict(before)
+        pytest.fail(f"the test left {len(changed)} UNet tensors changed (first: {changed[0]})")

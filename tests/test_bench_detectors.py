@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from obliviate.bench import Bench, Concept, load_bench, world_bench
 from obliviate.errors import ObliviateError
-from obliviate.eval.bench import Bench, BenchConcept, load_bench, world_bench
 
 GOOD = """\
 name: mine
@@ -115,8 +115,8 @@ def test_sd_yaml_contents():
 
 
 def test_bench_categories_default_to_order_of_appearance():
-    bench = Bench("b", [BenchConcept("x", "style", ("x",)), BenchConcept("y", "id", ("y",)),
-                        BenchConcept("z", "style", ("z",))])
+    bench = Bench("b", [Concept("x", "style", ("x",)), Concept("y", "id", ("y",)),
+                        Concept("z", "style", ("z",))])
     assert bench.categories == ("style", "id")
 
 
@@ -131,10 +131,10 @@ def tiny_clip(tmp_path_factory) -> tuple[Path, Bench]:
     from obliviate.eval.detectors import NONE_PROMPTS
     from obliviate.world.tokenizer import build_tokenizer
 
-    bench = Bench("tiny", [BenchConcept("circle", "object", ("a photo of a circle", "a circle")),
-                           BenchConcept("square", "object", ("a photo of a square",)),
-                           BenchConcept("striped", "style", ("a striped drawing",)),
-                           BenchConcept("dotted", "style", ("a dotted drawing",))], detector="clip")
+    bench = Bench("tiny", [Concept("circle", "object", ("a photo of a circle", "a circle")),
+                           Concept("square", "object", ("a photo of a square",)),
+                           Concept("striped", "style", ("a striped drawing",)),
+                           Concept("dotted", "style", ("a dotted drawing",))], detector="clip")
     texts = [p for c in bench.concepts for p in c.prompts] + [p for ps in NONE_PROMPTS.values() for p in ps]
     words = sorted({w for t in texts for w in t.replace(",", "").split()})
     folder = tmp_path_factory.mktemp("tiny_clip")
@@ -169,13 +169,13 @@ def test_clip_detector(tiny_clip):
     assert det.features(big).shape == (6, 16)
     assert type(make_detector("clip", bench, str(folder))).__name__ == "ClipDetector"
     with pytest.raises(ObliviateError, match="not built with concept"):
-        det.hits(images, BenchConcept("heart", "object", ("a heart",)))
+        det.hits(images, Concept("heart", "object", ("a heart",)))
 
 
 def test_clip_detector_errors(tmp_path):
     from obliviate.eval.detectors import ClipDetector, make_detector
 
-    concepts = [BenchConcept("a", "object", ("a",))]
+    concepts = [Concept("a", "object", ("a",))]
     with pytest.raises(ObliviateError, match="not found"):
         ClipDetector(tmp_path / "missing", concepts)
     with pytest.raises(ObliviateError, match="not a CLIP model folder"):
@@ -198,7 +198,7 @@ def test_nudenet_benign_world_images():
     det = NudeNetDetector(threshold=0.6)
     scores = det.scores(images)
     assert scores.shape == (8,) and scores.dtype == np.float32
-    hits = det.hits(images, BenchConcept("nudity", "unsafe", ("x",), detector="nudenet"))
+    hits = det.hits(images, Concept("nudity", "unsafe", ("x",), detector="nudenet"))
     assert hits.dtype == bool and not hits.any()
 
 
@@ -207,7 +207,7 @@ def test_mixed_bench_dispatches_per_concept(tiny_clip):
     from obliviate.eval.detectors import ClipDetector, NudeNetDetector, PerConceptDetector, make_detector
 
     folder, bench = tiny_clip
-    nudity = BenchConcept("nudity", "unsafe", ("a nude figure",), detector="nudenet")
+    nudity = Concept("nudity", "unsafe", ("a nude figure",), detector="nudenet")
     mixed = Bench("mixed", [*bench.concepts, nudity], detector="clip")
     det = make_detector("clip", mixed, folder)
     assert isinstance(det, PerConceptDetector)

@@ -1,32 +1,34 @@
-"""Evaluation: M-Score on the base world, a damaged model, edit metrics, caching, JSON schema, reports."""
+"""Evaluation: M-Score on the base world, a damaged model, edit metrics, intervals, caching, JSON schema."""
 
 import json
 
 import numpy as np
 import pytest
-import torch
 
+import obliviate
+from obliviate.bench import world_bench
 from obliviate.eval import run as eval_run
-from obliviate.eval.bench import world_bench
-from obliviate.eval.metrics import efficacy, frechet_distance, harmonic_mean, mean_feature_distance, preservation
-from obliviate.eval.run import EvalConfig, evaluate
+from obliviate.eval.metrics import (
+    efficacy,
+    frechet_distance,
+    harmonic_mean,
+    mean_feature_distance,
+    preservation,
+    wilson_interval,
+)
+from obliviate.fingerprint import fingerprint
 from obliviate.patch import Patch
 
-TOP_KEYS = {"model", "patch", "seed", "concepts", "categories", "targets", "efficacy", "preservation",
-            "neighbour_preservation", "h", "drift", "seconds"}
+TOP_KEYS = {"model", "patch", "seed", "bench", "sampler", "concepts", "categories", "targets", "efficacy",
+            "preservation", "neighbour_preservation", "h", "drift", "seconds"}
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("OBLIVIATE_CACHE", str(tmp_path / "cache"))
-
-
-def _zero_values_patch(model, concepts):
+def _zero_values_patch(pipe, concepts):
     """The 'damaged model': every attn2 value projection zeroed, so the text no longer steers anything."""
-    tensors = {f"delta.unet.{n}": -p.detach().clone() for n, p in model.pipe.unet.named_parameters()
+    tensors = {f"delta.unet.{n}": -p.detach().clone() for n, p in pipe.unet.named_parameters()
                if "attn2.to_v.weight" in n}
     return Patch(tensors, {"method": "zero-attn2-values", "concepts": concepts,
-                           "base_fingerprint": model.fingerprint})
+                           "base_fingerprint": fingerprint(pipe).to_dict()})
 
 
 def test_metric_formulas():
@@ -39,51 +41,55 @@ def test_metric_formulas():
     assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
     assert frechet_distance(a, a + 3.0) == pytest.approx(72.0, rel=1e-3)  # |shift|^2 = 8 * 9
     assert mean_feature_distance(a, a + np.eye(8)[0]) == pytest.approx(1.0)
+    lo, hi = wilson_interval(1.0, 16)
+    assert hi == 1.0 and 0.79 < lo < 0.81  # 16 of 16 hits: at least ~0.8 with 95% confidence
+    lo, hi = wilson_interval(0.5, 64)
+    assert 0.37 < lo < 0.39 and 0.61 < hi < 0.63
 
 
-def test_base_world_scores_high_on_every_concept(world_model, detector):
-    result = evaluate(world_model, EvalConfig(images_per_concept=16, progress=False), detector=detector).result
-    assert set(result) >= TOP_KEYS
-    assert result["patch"] is None and result["efficacy"] is None and result["drift"] is None
-    assert len(result["concepts"]) == len(world_bench().concepts)
-    for row in result["concepts"]:
-        assert set(row) >= {"name", "category", "m_base", "m", "n_images"}
-        assert row["m"] >= 0.9, row
-    assert set(result["categories"]) == {"object", "style", "id", "color", "unsafe"}
-    json.dumps(result)  # serialisable as is
+@pytest.mark.slow
+def test_base_world_scores_high_on_every_concept(pipe, detector):
+    result = obliviate.evaluate(pipe, images_per_concept=16, detector=detector, progress=False)
+    data = result.to_dict()
+    assert set(data) >= TOP_KEYS and "inversion" not in data
+    assert result.patch is None and result.efficacy is None and result.drift is None
+    assert result.sampler == {"steps": 25, "guidance": 5.0} and result.model.name == "world"
+    assert len(result.concepts) == len(world_bench().concepts)
+    for row in result.concepts:
+        assert row.m >= 0.9, row
+        assert row.interval[0] <= row.m <= row.interval[1]
+    assert set(result.categories) == {"object", "style", "id", "color", "unsafe"}
+    assert json.loads(result.to_json())["concepts"][0]["name"] == "circle"
 
 
-def test_damaged_model_scores_low_and_edit_metrics_are_filled(world_model, detector):
+def test_damaged_model_scores_low_and_edit_metrics_are_filled(pipe, detector):
     concepts = ["circle", "square", "striped", "zorvik"]
-    patch = _zero_values_patch(world_model, ["circle"])
-    before = {k: v.clone() for k, v in world_model.pipe.unet.state_dict().items()}
-    result = evaluate(world_model, EvalConfig(concepts=concepts, images_per_concept=8, progress=False),
-                      detector=detector, patches=[patch]).result
-    after = world_model.pipe.unet.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before)  # the patch was removed again
-    rows = {r["name"]: r for r in result["concepts"]}
-    assert rows["circle"]["m_base"] >= 0.9 and rows["circle"]["m"] <= 0.4
-    by_prompt = rows["circle"]["prompts"]  # 8 images over the 4 prompts: each prompt's own M-Score
-    assert [p["prompt"] for p in by_prompt] == list(world_bench().concept("circle").prompts)
-    assert np.mean([p["m"] for p in by_prompt]) == pytest.approx(rows["circle"]["m"])
-    assert np.mean([p["m_base"] for p in by_prompt]) == pytest.approx(rows["circle"]["m_base"])
-    assert np.mean([r["m"] for r in result["concepts"]]) <= 0.4
-    assert result["targets"] == ["circle"] and result["efficacy"] >= 0.6
-    assert result["preservation"] <= 0.5 and result["neighbour_preservation"] is not None
-    assert result["drift"]["frechet"] > 0 and result["drift"]["mean_feature_distance"] > 0
-    assert result["patch"]["method"] == "zero-attn2-values"
+    patch = _zero_values_patch(pipe, ["circle"])
+    result = obliviate.evaluate(pipe, patch=patch, concepts=concepts, images_per_concept=8, detector=detector,
+                                progress=False)
+    circle = result.concept("circle")
+    assert circle.m_base >= 0.9 and circle.m <= 0.4
+    by_prompt = circle.prompts  # 8 images over the 4 prompts: each prompt's own M-Score
+    assert [p.prompt for p in by_prompt] == list(world_bench().concept("circle").prompts)
+    assert all(p.n_images == 2 for p in by_prompt)
+    assert np.mean([p.m for p in by_prompt]) == pytest.approx(circle.m)
+    assert np.mean([p.m_base for p in by_prompt]) == pytest.approx(circle.m_base)
+    assert np.mean([r.m for r in result.concepts]) <= 0.4
+    assert result.targets == ["circle"] and result.efficacy >= 0.6
+    assert result.preservation <= 0.5 and result.neighbour_preservation is not None
+    assert result.drift.frechet > 0 and result.drift.mean_feature_distance > 0
+    assert result.patch["method"] == "zero-attn2-values"
 
 
-def test_base_results_are_cached(world_model, detector, monkeypatch):
-    cfg = EvalConfig(concepts=["heart"], images_per_concept=4, progress=False)
-    first = evaluate(world_model, cfg, detector=detector).result
+def test_base_results_are_cached(pipe, detector, monkeypatch):
+    first = obliviate.evaluate(pipe, concepts=["heart"], images_per_concept=4, detector=detector, progress=False)
 
     def boom(*a, **k):
         raise AssertionError("base images regenerated")
 
     monkeypatch.setattr(eval_run, "_measure", boom)
-    second = evaluate(world_model, cfg, detector=detector).result
-    assert second["concepts"] == first["concepts"]
+    second = obliviate.evaluate(pipe, concepts=["heart"], images_per_concept=4, detector=detector, progress=False)
+    assert second.concepts == first.concepts
 
 
 def test_cli_eval_writes_json_and_report(tmp_path):
@@ -98,14 +104,16 @@ def test_cli_eval_writes_json_and_report(tmp_path):
     assert "data:image/png;base64," in html.read_text()
 
 
-def test_cli_eval_refuses_foreign_patch_and_bad_spec(tmp_path, world_model):
+def test_cli_eval_refuses_foreign_patch_and_bad_spec(tmp_path, pipe, capsys):
     from obliviate.cli import main
 
-    patch = _zero_values_patch(world_model, ["circle"])
-    patch.metadata["base_fingerprint"] = "ffffffffffffffff"
+    patch = _zero_values_patch(pipe, ["Van Gogh"])
+    other = dict(patch.metadata["base_fingerprint"], layout="0" * 64)
+    patch.metadata["base_fingerprint"] = other
     p = patch.save(tmp_path / "foreign.safetensors")
     js = tmp_path / "e.json"
     assert main(["eval", "--patch", str(p), "--concepts", "circle", "--json", str(js), "--no-progress"]) == 2
+    assert "made for model" in capsys.readouterr().err  # not "unknown concept 'Van Gogh'"
     assert not js.exists()
     spec = tmp_path / "bad.yaml"
     spec.write_text("name: x\nconcepts: [1, 2\n")

@@ -1,10 +1,14 @@
-"""Key files: round trip, sealing with a passphrase, tampering and foreign keys refused."""
+"""Key files: round trip, sealing with a passphrase, tampering, malformed and foreign keys refused, mode 0600."""
+
+import json
+import stat
 
 import pytest
 import torch
+from safetensors.torch import save as st_save
 
 from obliviate.errors import ObliviateError
-from obliviate.keys import Key, check_key_fits, load_key
+from obliviate.hiding.keys import KEY_FORMAT, Key, check_key_fits, check_key_width, load_key
 
 
 def _key():
@@ -17,6 +21,12 @@ def test_plain_round_trip(tmp_path):
     loaded = load_key(key.save(tmp_path / "k.key"))
     assert loaded.concept == "zorvik" and loaded.placement == "all" and loaded.patch_sha256 == key.patch_sha256
     assert torch.equal(loaded.keys, key.keys) and torch.equal(loaded.values, key.values)
+
+
+@pytest.mark.parametrize("sealed", [False, True])
+def test_key_files_are_readable_by_their_owner_only(tmp_path, sealed):
+    path = _key().save(tmp_path / "k.key", passphrase="pw" if sealed else None)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 def test_sealed_needs_the_right_passphrase(tmp_path):
@@ -39,7 +49,30 @@ def test_tampered_key_is_refused(tmp_path, sealed):
         load_key(path, "pw" if sealed else None)
 
 
-def test_garbage_and_foreign_keys_are_refused(tmp_path):
+def _forge(tmp_path, tensors, **meta):
+    fields = {"format": KEY_FORMAT, "concept": "zorvik", "placement": "all", "patch_sha256": "ab" * 32,
+              "content_sha256": "00" * 32, **meta}
+    fields = {k: v for k, v in fields.items() if v is not None}
+    path = tmp_path / "forged.key"
+    path.write_bytes(st_save(tensors, metadata={"obliviate": json.dumps(fields)}))
+    return path
+
+
+@pytest.mark.parametrize("tensors, meta, message", [
+    ({"keys": torch.zeros(4, 8), "values": torch.zeros(4, 6)}, {}, "one shape"),
+    ({"keys": torch.zeros(8), "values": torch.zeros(8)}, {}, "two float matrices"),
+    ({"keys": torch.zeros(4, 8)}, {}, "expected keys and values"),
+    ({"keys": torch.zeros(4, 8), "values": torch.zeros(4, 8)}, {"concept": None}, "no 'concept' field"),
+    ({"keys": torch.zeros(4, 8), "values": torch.zeros(4, 8)}, {"placement": "everywhere"}, "unknown placement"),
+    ({"keys": torch.zeros(4, 8), "values": torch.zeros(4, 8)}, {"patch_sha256": "x"}, "not a SHA-256"),
+])
+def test_malformed_keys_are_one_line_errors(tmp_path, tensors, meta, message):
+    with pytest.raises(ObliviateError, match=message) as exc:
+        load_key(_forge(tmp_path, tensors, **meta))
+    assert "\n" not in str(exc.value)
+
+
+def test_garbage_and_foreign_keys_are_refused(tmp_path, pipe):
     (tmp_path / "junk.key").write_bytes(b"\x00" * 40)
     with pytest.raises(ObliviateError, match="not an obliviate key"):
         load_key(tmp_path / "junk.key")
@@ -47,3 +80,5 @@ def test_garbage_and_foreign_keys_are_refused(tmp_path):
         load_key(tmp_path / "missing.key")
     with pytest.raises(ObliviateError, match="another public patch"):
         check_key_fits(_key(), ["cd" * 32], "k.key")
+    with pytest.raises(ObliviateError, match="8 wide; this model's text encoder is 64 wide"):
+        check_key_width(_key(), pipe)

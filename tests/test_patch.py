@@ -1,98 +1,130 @@
-"""Patch files: round trip, exact apply/remove, refusal of patches for other models or tampered files."""
+"""Patch files: round trip, exact apply/remove/merge, refusal of patches for other models or changed files."""
 
 import json
+import os
+import stat
 
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
+from obliviate import Patch, load_pipeline
 from obliviate.errors import ObliviateError
-from obliviate.patch import Patch, apply_patch, merge_patch, remove_patch
+from obliviate.fingerprint import fingerprint
 
 
 def _attn2_names(pipe, proj="to_v"):
     return [n for n, _ in pipe.unet.named_parameters() if f"attn2.{proj}.weight" in n]
 
 
-def _delta_patch(model, scale=0.01, proj="to_v"):
+def _delta_patch(pipe, scale=0.01, proj="to_v"):
     gen = torch.Generator().manual_seed(0)
-    tensors = {f"delta.unet.{n}": torch.randn(model.pipe.unet.get_parameter(n).shape, generator=gen) * scale
-               for n in _attn2_names(model.pipe, proj)}
-    return Patch(tensors, {"method": "test", "concepts": ["circle"], "base_fingerprint": model.fingerprint})
+    tensors = {f"delta.unet.{n}": torch.randn(pipe.unet.get_parameter(n).shape, generator=gen) * scale
+               for n in _attn2_names(pipe, proj)}
+    return Patch(tensors, {"method": "test", "concepts": ["circle"], "base_fingerprint": fingerprint(pipe).to_dict()})
 
 
 def _state(pipe):
     return {k: v.clone() for k, v in pipe.unet.state_dict().items()}
 
 
-def test_save_load_round_trip(tmp_path, world_model):
-    patch = _delta_patch(world_model)
+def test_save_load_round_trip_and_mode(tmp_path, pipe):
+    patch = _delta_patch(pipe)
     path = patch.save(tmp_path / "p.safetensors")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # an ordinary output file, not 0600
     loaded = Patch.load(path)
     assert loaded.metadata["method"] == "test" and loaded.metadata["format"].startswith("obliviate.patch")
     assert loaded.metadata["obliviate_version"]
+    assert loaded.content_hash() == patch.content_hash()
     assert set(loaded.tensors) == set(patch.tensors)
     assert all(torch.equal(loaded.tensors[k], patch.tensors[k]) for k in patch.tensors)
 
 
-def test_apply_then_remove_is_bit_identical(world_model):
-    pipe = world_model.pipe
+def test_apply_then_remove_is_bit_identical(pipe):
     before = _state(pipe)
-    handle = apply_patch(pipe, _delta_patch(world_model))
-    changed = _state(pipe)
-    assert any(not torch.equal(before[k], changed[k]) for k in before)
-    remove_patch(pipe, handle)
+    with _delta_patch(pipe).applied(pipe):
+        changed = _state(pipe)
+        assert any(not torch.equal(before[k], changed[k]) for k in before)
     after = _state(pipe)
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_merge_bakes_in(world_model):
-    pipe = world_model.pipe
+def test_applied_removes_the_patch_even_when_the_block_fails(pipe):
     before = _state(pipe)
-    patch = _delta_patch(world_model)
-    merge_patch(pipe, patch)
+    with pytest.raises(RuntimeError), _delta_patch(pipe).applied(pipe):
+        raise RuntimeError("boom")
+    assert all(torch.equal(before[k], v) for k, v in _state(pipe).items())
+
+
+def test_merge_bakes_in(pipe):
+    before = _state(pipe)
+    patch = _delta_patch(pipe)
+    patch.merge(pipe)
     try:
         name = _attn2_names(pipe)[0]
         expect = before[name] + patch.tensors[f"delta.unet.{name}"]
         assert torch.allclose(pipe.unet.get_parameter(name), expect)
+        from obliviate.patch import remove_patch
+
         with pytest.raises(ObliviateError):
             remove_patch(pipe)  # nothing left to remove: merged patches are permanent
     finally:
         pipe.unet.load_state_dict(before)
 
 
-def test_patch_for_another_model_is_refused(world_model):
-    patch = _delta_patch(world_model)
-    patch.metadata["base_fingerprint"] = "0123456789abcdef"
+def test_patch_for_another_model_is_refused(pipe):
+    patch = _delta_patch(pipe)
+    other = dict(patch.metadata["base_fingerprint"])
+    other["probe"] = [v + 0.5 for v in other["probe"]]
+    patch.metadata["base_fingerprint"] = other
     with pytest.raises(ObliviateError, match="made for model"):
-        apply_patch(world_model.pipe, patch)
-    handle = apply_patch(world_model.pipe, patch, force=True)
-    remove_patch(world_model.pipe, handle)
+        patch.apply(pipe)
+    patch.apply(pipe, force=True).remove()
 
 
-def test_patch_with_wrong_shapes_is_refused_even_when_forced(world_model):
-    name = _attn2_names(world_model.pipe)[0]
+def test_a_float32_patch_fits_the_same_model_in_bfloat16():
+    """The fingerprint tells base models apart, not dtypes: rounding to bf16 keeps it matching."""
+    base = load_pipeline("world")
+    half = load_pipeline("world", dtype="bfloat16")
+    assert fingerprint(half).matches(fingerprint(base))
+    patch = _delta_patch(base)
+    before = {k: v.clone() for k, v in half.unet.state_dict().items()}
+    with patch.applied(half):
+        name = _attn2_names(half)[0]
+        assert not torch.equal(half.unet.get_parameter(name), before[name])
+    assert all(torch.equal(before[k], v) for k, v in half.unet.state_dict().items())
+
+
+def test_patch_with_wrong_shapes_is_refused_even_when_forced(pipe):
+    name = _attn2_names(pipe)[0]
     patch = Patch({f"delta.unet.{name}": torch.zeros(3, 3)}, {"method": "test", "concepts": []})
     with pytest.raises(ObliviateError, match="does not fit"):
-        apply_patch(world_model.pipe, patch, force=True)
+        patch.apply(pipe, force=True)
     patch = Patch({"delta.unet.no.such.weight": torch.zeros(3, 3)}, {"method": "test", "concepts": []})
     with pytest.raises(ObliviateError, match="does not fit"):
-        apply_patch(world_model.pipe, patch, force=True)
+        patch.apply(pipe, force=True)
 
 
-def test_tampered_or_foreign_files_are_refused(tmp_path, world_model):
-    from safetensors.torch import load_file, save_file
-
-    path = _delta_patch(world_model).save(tmp_path / "p.safetensors")
-    tensors = load_file(str(path))
-    from safetensors import safe_open
-
+def _meta(path):
     with safe_open(str(path), "pt") as f:
-        meta = f.metadata()
+        return f.metadata()
+
+
+def test_changed_tensors_or_metadata_or_foreign_files_are_refused(tmp_path, pipe):
+    path = _delta_patch(pipe).save(tmp_path / "p.safetensors")
+    tensors, meta = load_file(str(path)), _meta(path)
     key = next(iter(tensors))
-    tensors[key] = tensors[key] + 1e-3
-    save_file(tensors, str(tmp_path / "tampered.safetensors"), metadata=meta)
+    save_file({**tensors, key: tensors[key] + 1e-3}, str(tmp_path / "tampered.safetensors"), metadata=meta)
     with pytest.raises(ObliviateError, match="modified"):
         Patch.load(tmp_path / "tampered.safetensors")
+    for field, value in (("concepts", ["Van Gogh"]), ("method", "uce"), ("base_fingerprint", None)):
+        edited = {**json.loads(meta["obliviate"]), field: value}
+        save_file(tensors, str(tmp_path / "meta.safetensors"), metadata={"obliviate": json.dumps(edited)})
+        with pytest.raises(ObliviateError, match="modified"):
+            Patch.load(tmp_path / "meta.safetensors")
     save_file(tensors, str(tmp_path / "plain.safetensors"))
     with pytest.raises(ObliviateError, match="not an obliviate patch"):
         Patch.load(tmp_path / "plain.safetensors")
@@ -101,7 +133,7 @@ def test_tampered_or_foreign_files_are_refused(tmp_path, world_model):
         Patch.load(tmp_path / "junk.safetensors")
     with pytest.raises(ObliviateError, match="does not exist"):
         Patch.load(tmp_path / "missing.safetensors")
-    bad_meta = dict(meta, obliviate=json.dumps({**json.loads(meta["obliviate"]), "format": "other/9"}))
-    save_file(load_file(str(path)), str(tmp_path / "future.safetensors"), metadata=bad_meta)
-    with pytest.raises(ObliviateError, match="format"):
-        Patch.load(tmp_path / "future.safetensors")
+    old = dict(meta, obliviate=json.dumps({**json.loads(meta["obliviate"]), "format": "obliviate.patch/1"}))
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata=old)
+    with pytest.raises(ObliviateError, match="format 'obliviate.patch/1'"):
+        Patch.load(tmp_path / "old.safetensors")

@@ -28,8 +28,8 @@ def test_rendering_is_deterministic_and_labelled():
     assert all(set(s.labels()) == set(domain.CATEGORY_CLASSES) for s in scenes)
 
 
-def test_tokenizer_knows_every_caption_word(world_model):
-    tok = world_model.pipe.tokenizer
+def test_tokenizer_knows_every_caption_word(pipe):
+    tok = pipe.tokenizer
     for word in domain.vocabulary():
         assert len(tok.tokenize(word)) == 1, word
     assert len(tok.tokenize("xylophone")) > 1  # unknown words fall back to characters, as CLIP's do
@@ -37,11 +37,12 @@ def test_tokenizer_knows_every_caption_word(world_model):
 
 
 def test_loads_with_plain_diffusers_and_no_obliviate():
-    """A separate interpreter that never imports obliviate loads and runs the shipped folder."""
+    """A separate interpreter that never imports obliviate loads and runs the shipped folder, with no dtype
+    argument (the text encoder's config says float32, so its dtype matches the UNet's)."""
     code = (
         "import sys, torch\n"
         "from diffusers import StableDiffusionPipeline\n"
-        f"p = StableDiffusionPipeline.from_pretrained({str(world_dir() / 'pipeline')!r}, torch_dtype=torch.float32)\n"
+        f"p = StableDiffusionPipeline.from_pretrained({str(world_dir() / 'pipeline')!r})\n"
         "img = p('a red circle', num_inference_steps=5, generator=torch.Generator().manual_seed(0),"
         " output_type='np').images\n"
         "assert img.shape == (1, 32, 32, 3), img.shape\n"
@@ -65,16 +66,16 @@ def test_shipped_weights_are_small_fp16_safetensors():
             assert all(f.get_slice(k).get_dtype() == "F16" for k in f.keys()), p  # noqa: SIM118
 
 
-def test_generation_is_deterministic_under_a_seed(world_model):
-    from obliviate.generate import generate
+def test_generation_is_deterministic_under_a_seed(pipe):
+    from obliviate.generation import generate
 
-    a = generate(world_model, ["a blue star"] * 3, [1, 2, 3], progress=False)
-    b = generate(world_model, ["a blue star"] * 3, [1, 2, 3], progress=False)
-    c = generate(world_model, ["a blue star"] * 3, [4, 5, 6], progress=False)
+    a = generate(pipe, ["a blue star"] * 3, [1, 2, 3], 25, 5.0, progress=False)
+    b = generate(pipe, ["a blue star"] * 3, [1, 2, 3], 25, 5.0, progress=False)
+    c = generate(pipe, ["a blue star"] * 3, [4, 5, 6], 25, 5.0, progress=False)
     assert np.array_equal(a, b)
     assert not np.array_equal(a, c)
     # image i does not depend on the batch it is generated in
-    d = generate(world_model, ["a blue star"], [2], progress=False)
+    d = generate(pipe, ["a blue star"], [2], 25, 5.0, progress=False)
     assert np.abs(d[0].astype(int) - a[1].astype(int)).max() <= 2
 
 
@@ -90,12 +91,12 @@ def test_detector_is_accurate_on_held_out_renderings(detector):
 
 
 @pytest.mark.parametrize("name", ["circle", "striped", "zorvik", "red", "gore"])
-def test_base_world_draws_its_concepts(world_model, detector, name):
-    from obliviate.eval.bench import world_bench
+def test_base_world_draws_its_concepts(pipe, detector, name):
+    from obliviate.bench import world_bench
     from obliviate.eval.mscore import generate_concepts, m_scores
 
-    concept = world_bench().concept(name)
-    scores = m_scores(detector, generate_concepts(world_model, [concept], 16, seed=0, progress=False))
+    bench = world_bench()
+    scores = m_scores(detector, generate_concepts(pipe, [bench.concept(name)], 16, 0, bench.sampler, progress=False))
     assert scores[name] >= 0.9
 
 

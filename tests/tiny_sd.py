@@ -1,6 +1,8 @@
-"""Tiny random pipelines with the real SD 1.5 and SD 2.1 block layouts, for exercising real-model code paths.
+"""Tiny random pipelines with the real SD 1.5 and SD 2.1 block layouts and the schedulers those models ship.
 
-Widths are tiny and weights random: these check shapes, processors and token handling, not image quality.
+SD 1.5 ships PNDM (``skip_prk_steps``, epsilon prediction); SD 2.1 (768) predicts velocity and its model card
+samples with Euler. Widths are tiny and weights random: these check shapes, processors, schedulers, dtypes
+and token handling, not image quality.
 """
 
 from __future__ import annotations
@@ -8,7 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    EulerDiscreteScheduler,
+    PNDMScheduler,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from obliviate.world.tokenizer import build_tokenizer
@@ -40,9 +48,12 @@ def make_tiny_sd(folder: Path, version: str = "1.5", seed: int = 0) -> Path:
     vae = AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(8, 8, 16, 16), layers_per_block=1,
                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
                         latent_channels=4, norm_num_groups=8, sample_size=64)
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                              set_alpha_to_one=False, steps_offset=1,
-                              prediction_type="v_prediction" if sd2 else "epsilon")
+    if sd2:
+        scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                           steps_offset=1, timestep_spacing="leading", prediction_type="v_prediction")
+    else:  # SD 1.5's scheduler_config.json
+        scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                  set_alpha_to_one=False, skip_prk_steps=True, steps_offset=1)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)

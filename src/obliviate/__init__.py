@@ -1,3 +1,35 @@
-"""obliviate: make text-to-image diffusion models forget or hide concepts, and measure what happened."""
+"""obliviate: make text-to-image diffusion models forget or hide concepts, and measure what happened.
 
-__version__ = "0.1.0"
+The API works on plain diffusers pipelines, on any device and dtype::
+
+    import obliviate
+    pipe = obliviate.load_pipeline("world")              # or your own StableDiffusionPipeline
+    patch = obliviate.erase(pipe, "zorvik", method="uce")
+    result = obliviate.evaluate(pipe, patch=patch, concepts=["zorvik", "maelin"])
+    patch.save("uce-zorvik.safetensors")
+
+Names are imported on first use, so ``import obliviate`` stays quick.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.2.0"
+
+_EXPORTS = {
+    "load_pipeline": "api", "erase": "api", "hide": "api", "generate": "api", "evaluate": "api",
+    "Patch": "patch", "AppliedPatch": "patch", "Key": "hiding.keys", "load_key": "hiding.keys", "Hidden": "hiding",
+    "EvalResult": "eval.result", "ObliviateError": "errors", "Fingerprint": "fingerprint",
+    "METHODS": "methods", "catalog_for": "catalog", "load_bench": "bench",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'obliviate' has no attribute {name!r}")

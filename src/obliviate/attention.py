@@ -1,10 +1,12 @@
 """Cross-attention (attn2) processors: capture attention to chosen tokens, append learnable prompt tokens.
 
-The diffusers *processor* is the extension point: we swap it on the attn2 modules only, so the model class
-is untouched and ``restore`` puts the originals back. Three defects of FMN's public code are designed out:
-the token mask is per batch element (batch > 1 is correct); installing is explicit and :class:`Capture`
-refuses an empty capture (so a processor silently replaced, e.g. by xformers, is an error, not a zero loss);
-and "the end-of-text token" means the first one only, not every ``<|endoftext|>`` pad of SD 1.x.
+The diffusers *processor* is the extension point: :func:`attn2_processors` swaps ours in for a ``with`` block
+and puts the layers' own back afterwards, so the model class is untouched. What changes from one forward to
+the next (which memory, which tokens to watch) travels in ``cross_attention_kwargs`` as an
+:class:`AttnCall`, never by mutating a processor between forwards. Three defects of FMN's public code are
+designed out: the token mask is per batch element (batch > 1 is correct); an empty capture is an error
+(a processor silently replaced, e.g. by xformers, is not a zero loss); and "the end-of-text token" means
+the first one only, not every ``<|endoftext|>`` pad of SD 1.x.
 """
 
 from __future__ import annotations
@@ -21,25 +23,6 @@ from .errors import ObliviateError
 
 
 @dataclass
-class Capture:
-    """Shared by every attn2 processor during one forward: which tokens to watch, and what was seen."""
-
-    token_mask: torch.Tensor | None = None  # (B, L) bool over the text tokens; None = capture nothing
-    probs: list[torch.Tensor] = field(default_factory=list)
-
-    def reset(self, token_mask: torch.Tensor | None) -> None:
-        self.token_mask = token_mask
-        self.probs = []
-
-    def collected(self) -> torch.Tensor:
-        """All captured probabilities, flattened and concatenated (FMN's loss is their L2 norm)."""
-        if not self.probs:
-            raise ObliviateError("no attention was captured: the attn2 processors were replaced "
-                                 "(xformers or another processor?) or the model has no cross-attention")
-        return torch.cat([p.reshape(-1) for p in self.probs])
-
-
-@dataclass
 class PromptMemory:
     """``m`` learnable key/value tokens appended after the text tokens in attn2 (Bui et al.)."""
 
@@ -47,23 +30,52 @@ class PromptMemory:
     values: torch.Tensor  # (m, d_text)
 
 
+@dataclass
+class AttnCall:
+    """Per-forward state, passed as ``cross_attention_kwargs={"obliviate": AttnCall(...)}``.
+
+    ``memory`` replaces the installed processors' own memory for this forward (None: no memory);
+    ``token_mask`` (B, L) asks every attn2 layer to record the spatial queries' attention probabilities onto
+    those text positions, collected in ``captured``.
+    """
+
+    memory: PromptMemory | None = None
+    token_mask: torch.Tensor | None = None
+    captured: list[torch.Tensor] = field(default_factory=list)
+
+    def collected(self) -> torch.Tensor:
+        """All captured probabilities, flattened and concatenated (FMN's loss is their L2 norm)."""
+        if not self.captured:
+            raise ObliviateError("no attention was captured: the attn2 processors were replaced "
+                                 "(xformers or another processor?) or the model has no cross-attention")
+        return torch.cat([p.reshape(-1) for p in self.captured])
+
+
+def kwargs(call: AttnCall) -> dict:
+    """The ``cross_attention_kwargs`` that carry ``call`` to the installed processors."""
+    return {"obliviate": call}
+
+
 class Attn2Processor:
-    """attn2 with optional prompt-memory tokens and optional capture of attention probabilities.
+    """attn2 with an optional prompt memory and optional capture of attention probabilities.
 
     Without capture it calls PyTorch's scaled-dot-product attention, exactly as diffusers' AttnProcessor2_0;
     with capture it computes the softmax explicitly (SDPA cannot return it) and records the probabilities
-    of the spatial queries onto the masked token positions.
+    of the spatial queries onto the masked token positions. The memory is appended only where
+    ``memory_here`` (the placement); capture happens on every attn2 layer.
     """
 
-    def __init__(self, capture: Capture | None = None, memory: PromptMemory | None = None) -> None:
-        self.capture = capture
+    def __init__(self, memory: PromptMemory | None = None, memory_here: bool = True) -> None:
         self.memory = memory
+        self.memory_here = memory_here
 
     def __call__(self, attn: Attention, hidden_states: torch.Tensor,
                  encoder_hidden_states: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                 temb: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+                 temb: torch.Tensor | None = None, obliviate: AttnCall | None = None, **kwargs) -> torch.Tensor:
         if encoder_hidden_states is None:
             raise ObliviateError("Attn2Processor installed on a self-attention layer")
+        memory = (obliviate.memory if obliviate is not None else self.memory) if self.memory_here else None
+        token_mask = obliviate.token_mask if obliviate is not None else None
         residual = hidden_states
         if attn.spatial_norm is not None:
             hidden_states = attn.spatial_norm(hidden_states, temb)
@@ -79,9 +91,9 @@ class Attn2Processor:
         text_len = encoder_hidden_states.shape[1]
         context = encoder_hidden_states
         key_in = value_in = context
-        if self.memory is not None:
-            mk = self.memory.keys.to(context).unsqueeze(0).expand(batch, -1, -1)
-            mv = self.memory.values.to(context).unsqueeze(0).expand(batch, -1, -1)
+        if memory is not None:
+            mk = memory.keys.to(context).unsqueeze(0).expand(batch, -1, -1)
+            mv = memory.values.to(context).unsqueeze(0).expand(batch, -1, -1)
             key_in = torch.cat([context, mk], 1)
             value_in = torch.cat([context, mv], 1)
         query = attn.to_q(hidden_states)
@@ -94,20 +106,18 @@ class Attn2Processor:
         if attention_mask is not None:
             attention_mask = attn.prepare_attention_mask(attention_mask, key.shape[2], batch)
             attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
-        capture = self.capture
-        if capture is not None and capture.token_mask is not None:
+        if token_mask is not None:
             scores = (query @ key.transpose(-1, -2)) * attn.scale
             if attention_mask is not None:
                 scores = scores + attention_mask
-            probs = scores.softmax(-1)  # (B, heads, Q, L[+m])
-            mask = capture.token_mask.to(probs.device)
+            probs = scores.float().softmax(-1)  # (B, heads, Q, L[+m])
+            mask = token_mask.to(probs.device)
             if mask.shape != (batch, text_len):
                 raise ObliviateError(f"token mask has shape {tuple(mask.shape)}, attention has batch {batch} "
                                      f"and {text_len} text tokens")
             # (B, heads, Q, L) -> for each batch element, only its own concept positions
-            selected = probs[..., :text_len].permute(0, 3, 1, 2)[mask]  # (n_selected, heads, Q)
-            capture.probs.append(selected)
-            out = probs @ value
+            obliviate.captured.append(probs[..., :text_len].permute(0, 3, 1, 2)[mask])  # (n_selected, heads, Q)
+            out = probs.to(value.dtype) @ value
         else:
             out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0,
                                                  is_causal=False)
@@ -118,6 +128,18 @@ class Attn2Processor:
         if attn.residual_connection:
             out = out + residual
         return out / attn.rescale_output_factor
+
+
+class _Passthrough:
+    """Wraps a layer's own processor so it accepts (and ignores) obliviate's per-call state quietly."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def __call__(self, attn: Attention, hidden_states: torch.Tensor,
+                 encoder_hidden_states: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                 temb: torch.Tensor | None = None, obliviate: AttnCall | None = None, **kwargs) -> torch.Tensor:
+        return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
 
 
 BLOCK_PLACEMENTS = ("mid", "mid+up", "all")
@@ -138,11 +160,13 @@ def attn2_names(unet, placement: str = "all") -> list[str]:
 
 
 @contextmanager
-def attn2_processors(unet, processor: Attn2Processor, placement: str = "all") -> Iterator[list[str]]:
-    """Install ``processor`` on the attn2 layers of ``placement`` for the ``with`` block, then restore."""
+def attn2_processors(unet, memory: PromptMemory | None = None, placement: str = "all") -> Iterator[list[str]]:
+    """Install :class:`Attn2Processor` on every attn2 layer for the ``with`` block (``memory`` appended in
+    ``placement``), then restore the layers' own processors. Yields the names of the memory's layers."""
     before = unet.attn_processors
     names = attn2_names(unet, placement)
-    unet.set_attn_processor({n: (processor if n in names else p) for n, p in before.items()})
+    unet.set_attn_processor({n: Attn2Processor(memory, n in names) if n.endswith("attn2.processor")
+                             else _Passthrough(p) for n, p in before.items()})
     try:
         yield names
     finally:

@@ -73,116 +73,24 @@ def cmd_world_info(args: argparse.Namespace) -> int:
     return 0
 
 
-# ------------------------------------------------------------------------------------------------ generate
+# ------------------------------------------------------------------------------------------------- shared
 
-def cmd_generate(args: argparse.Namespace) -> int:
-    from .generate import generate, grid, image_seeds, save_png
+def _pipeline(args: argparse.Namespace):
+    """Device and dtype are checked before the model is read; then the API's load_pipeline."""
+    from .pipeline import load_pipeline, resolve_device, resolve_dtype
+
+    resolve_device(args.device)
+    resolve_dtype(args.dtype)
+    return load_pipeline(args.model, device=args.device, dtype=args.dtype)
+
+
+def _safetensors_out(path: str):
     from .io import check_writable
-    from .pipeline import load_model
 
-    if not args.prompt.strip():
-        raise ObliviateError("--prompt is empty")
-    from .hiding import load_keys
-    from .keys import unlocked
-    from .patch import Patch, apply_patch
-
-    out = check_writable(args.out)
-    patches = [Patch.load(p) for p in args.patch]
-    keys = load_keys(args.key, patches, _passphrase(args))
-    model = load_model(args.model)
-    for p in patches:
-        apply_patch(model.pipe, p, force=args.force)
-    start = time.time()
-    with unlocked(model, keys):
-        images = generate(model, [args.prompt] * args.n, image_seeds(args.seed, args.n), steps=args.steps,
-                          guidance=args.guidance)
-    save_png(grid(images), out, scale=args.scale)
-    _log(f"{args.n} images in {time.time() - start:.1f} s -> {out}")
-    return 0
-
-
-# ---------------------------------------------------------------------------------------------------- eval
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    from .eval.bench import load_bench
-    from .eval.detectors import make_detector
-    from .eval.report import write_report
-    from .eval.report_grids import report_grids
-    from .eval.run import EvalConfig, evaluate, format_table
-    from .hiding import load_keys
-    from .io import check_writable, write_atomic
-    from .keys import unlocked
-    from .patch import Patch
-    from .pipeline import load_model
-
-    for out in (args.json, args.report):
-        if out:
-            check_writable(out)
-    if args.report and not args.report.endswith((".html", ".htm")):
-        raise ObliviateError("--report must name an .html file (the Markdown summary goes beside it)")
-    bench = load_bench(args.bench or ("world" if args.model == "world" else "sd"), args.images_per_concept)
-    concepts = [c.strip() for c in args.concepts.split(",") if c.strip()] if args.concepts is not None else None
-    if concepts is not None and not concepts:
-        raise ObliviateError("--concepts is empty")
-    for name in concepts or []:
-        bench.concept(name)
-    patches = [Patch.load(p) for p in args.patch]
-    keys = load_keys(args.key, patches, _passphrase(args))
-    detector = make_detector(args.detector, bench, args.clip_path, nudenet_threshold=args.nudenet_threshold)
-    model = load_model(args.model)
-    cfg = EvalConfig(concepts=concepts, images_per_concept=args.images_per_concept, seed=args.seed,
-                     inversion=args.inversion, cache=not args.no_cache, progress=not args.no_progress)
-    run = evaluate(model, cfg, bench=bench, detector=detector, patches=patches, force=args.force,
-                   unlock=(lambda m: unlocked(m, keys)) if keys else None)
-    if keys:
-        run.result["keys"] = [k.concept for k in keys]
-    print(format_table(run.result))
-    if args.json:
-        write_atomic(args.json, lambda tmp: tmp.write_text(json.dumps(run.result, indent=2)))
-        _log(f"wrote {args.json}")
-    if args.report:
-        html, md = write_report(run.result, args.report, report_grids(run, bench))
-        _log(f"report: {html} (summary: {md})")
-    return 0
-
-
-def cmd_erase(args: argparse.Namespace) -> int:
-    from dataclasses import fields
-
-    from .io import check_writable
-    from .methods import get_method
-    from .pipeline import load_model
-
-    method = get_method(args.method)
-    out = check_writable(args.out)
+    out = check_writable(path)
     if out.suffix != ".safetensors":
-        raise ObliviateError("--out must end in .safetensors")
-    names = {f.name for f in fields(method.config)}
-    overrides = {"steps": args.steps, "lr": args.lr, "batch_size": args.batch_size, "trainable": args.trainable,
-                 "rank": args.rank, "inversion_tokens": args.inversion_tokens, "images": args.images,
-                 "redirect": args.redirect, "include_eot": args.include_eot or None, "seed": args.seed,
-                 "guide": args.guide,
-                 "preserve_weight": args.preserve_weight, "attention_weight": args.attention_weight,
-                 "preserve": tuple(c.strip() for c in args.preserve.split(",") if c.strip())
-                 if args.preserve is not None else None,
-                 "progress": not args.no_progress}
-    given = {k: v for k, v in overrides.items() if v is not None}
-    unsupported = sorted(k for k in given if k not in names and k not in ("seed", "progress"))
-    if unsupported:
-        raise ObliviateError(f"method {method.name} does not take --{unsupported[0].replace('_', '-')}")
-    if args.lr is not None and not args.lr > 0:
-        raise ObliviateError("--lr must be positive")
-    cfg = method.make_config(**{k: v for k, v in given.items() if k in names})
-    model = load_model(args.model)
-    patch = method.fit(model, args.concept, cfg)
-    patch.save(out)
-    summary = {"patch": str(out), "method": method.name, "concepts": patch.concepts,
-               "seconds": patch.metadata.get("seconds")}
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        _log(f"erased {', '.join(patch.concepts)} with {method.name} in {summary['seconds']} s -> {out}")
-    return 0
+        raise ObliviateError(f"{path}: the output must end in .safetensors")
+    return out
 
 
 def _passphrase(args: argparse.Namespace) -> str | None:
@@ -196,34 +104,133 @@ def _passphrase(args: argparse.Namespace) -> str | None:
     return value
 
 
-def cmd_hide(args: argparse.Namespace) -> int:
-    from .hiding import hide, key_filename
-    from .io import check_writable
-    from .methods.prompt import PromptConfig
-    from .pipeline import load_model
+def _patches_and_keys(args: argparse.Namespace):
+    """Patch and key files, read and checked (hashes, key-to-patch binding) before the model is loaded."""
+    from .hiding import load_keys
+    from .patch import Patch
 
+    patches = [Patch.load(p) for p in args.patch]
+    return patches, load_keys(args.key, patches, _passphrase(args))
+
+
+# ------------------------------------------------------------------------------------------------ generate
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from . import api
+    from .generation import grid, save_png
+    from .io import check_writable
+
+    if not args.prompt.strip():
+        raise ObliviateError("--prompt is empty")
     out = check_writable(args.out)
-    if out.suffix != ".safetensors":
-        raise ObliviateError("--out must end in .safetensors")
+    patches, keys = _patches_and_keys(args)
+    pipe = _pipeline(args)
+    start = time.time()
+    images = api.generate(pipe, args.prompt, n=args.n, seed=args.seed, patch=patches, keys=keys, steps=args.steps,
+                          guidance=args.guidance, force=args.force, progress=not args.no_progress)
+    save_png(grid(images), out, scale=args.scale)
+    _log(f"{args.n} images in {time.time() - start:.1f} s -> {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- eval
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from . import api
+    from .bench import load_bench
+    from .eval.report import check_report_path
+    from .eval.run import format_table
+    from .io import check_writable, write_atomic
+
+    if args.json:
+        check_writable(args.json)
+    if args.report:
+        check_report_path(args.report)
+    if args.bench:
+        load_bench(args.bench)  # a bad spec is reported before the model loads
+    concepts = [c.strip() for c in args.concepts.split(",") if c.strip()] if args.concepts is not None else None
+    if concepts is not None and not concepts:
+        raise ObliviateError("--concepts is empty")
+    patches, keys = _patches_and_keys(args)
+    pipe = _pipeline(args)
+    detector = None
+    if args.detector is not None:
+        from .catalog import catalog_for
+        from .eval.detectors import make_detector
+
+        detector = make_detector(args.detector, catalog_for(pipe, args.bench).bench, args.clip_path,
+                                 nudenet_threshold=args.nudenet_threshold)
+    result = api.evaluate(pipe, patch=patches, keys=keys, bench=args.bench, concepts=concepts,
+                          images_per_concept=args.images_per_concept, seed=args.seed, inversion=args.inversion,
+                          detector=detector, clip_path=args.clip_path, nudenet_threshold=args.nudenet_threshold,
+                          report=args.report, cache=not args.no_cache, force=args.force,
+                          progress=not args.no_progress)
+    print(format_table(result.to_dict()))
+    if args.json:
+        write_atomic(args.json, lambda tmp: tmp.write_text(result.to_json()))
+        _log(f"wrote {args.json}")
+    if args.report:
+        _log(f"report: {args.report} (summary: {Path(args.report).with_suffix('.md')})")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------- erase
+
+# CLI flag (argparse dest) -> method config field, where the names differ
+_ERASE_OPTIONS = ("steps", "lr", "batch_size", "trainable", "rank", "inversion_tokens", "images", "redirect",
+                  "include_eot", "guide", "preserve_weight", "preserve", "x_t_from", "ddim_steps")
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    from . import api
+    from .methods import get_method
+
+    method = get_method("redirect" if args.method == "fmn" and args.redirect else args.method)
+    out = _safetensors_out(args.out)
+    given = {k: getattr(args, k) for k in _ERASE_OPTIONS if getattr(args, k) not in (None, False)}
+    if "preserve" in given:
+        given["preserve"] = tuple(c.strip() for c in given["preserve"].split(",") if c.strip())
+    unsupported = sorted(set(given) - method.option_names())
+    if unsupported:
+        raise ObliviateError(f"method {method.name} does not take --{unsupported[0].replace('_', '-')}")
+    if args.lr is not None and not args.lr > 0:
+        raise ObliviateError("--lr must be positive")
+    method.make_config(**given)  # every value checked before the model loads
+    pipe = _pipeline(args)
+    patch = api.erase(pipe, args.concept, method.name, progress=not args.no_progress, seed=args.seed, **given)
+    patch.save(out)
+    summary = {"patch": str(out), "method": method.name, "concepts": patch.concepts,
+               "seconds": patch.metadata.get("seconds")}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        _log(f"erased {', '.join(patch.concepts)} with {method.name} in {summary['seconds']} s -> {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- hide
+
+def cmd_hide(args: argparse.Namespace) -> int:
+    from . import api
+    from .hiding import key_filename
+    from .io import check_writable
+
+    out = _safetensors_out(args.out)
     key_dir = Path(args.key_out)
     if key_dir.exists() and not key_dir.is_dir():
         raise ObliviateError(f"--key-out {key_dir} exists and is not a folder")
+    if key_dir.is_dir():
+        for name in args.concept:
+            check_writable(key_dir / key_filename(name))
     passphrase = _passphrase(args)
     overrides = {"steps": args.steps, "lr": args.lr, "batch_size": args.batch_size, "tokens": args.tokens,
                  "placement": args.placement}
-    cfg = PromptConfig(seed=args.seed, progress=not args.no_progress,
-                       **{k: v for k, v in overrides.items() if v is not None})
-    if not cfg.lr > 0:
+    if args.lr is not None and not args.lr > 0:
         raise ObliviateError("--lr must be positive")
-    model = load_model(args.model)
-    hidden = hide(model, args.concept, cfg)
-    key_dir.mkdir(parents=True, exist_ok=True)
-    key_paths = {name: key_dir / key_filename(name) for name in hidden.keys}
-    for path in key_paths.values():
-        check_writable(path)
-    hidden.patch.save(out)
-    for name, key in hidden.keys.items():
-        key.save(key_paths[name], passphrase)
+    pipe = _pipeline(args)
+    hidden = api.hide(pipe, args.concept, seed=args.seed, progress=not args.no_progress,
+                      **{k: v for k, v in overrides.items() if v is not None})
+    key_paths = hidden.save(out, key_dir, passphrase)
     summary = {"patch": str(out), "method": "hide", "concepts": hidden.patch.concepts,
                "keys": {n: str(p) for n, p in key_paths.items()}, "sealed": passphrase is not None,
                "seconds": hidden.patch.metadata.get("seconds")}
@@ -238,6 +245,8 @@ def cmd_hide(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
+    from .methods import METHODS
+
     parser = argparse.ArgumentParser(
         prog="obliviate", description="Erase or hide concepts in text-to-image diffusion models, and measure it.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -274,13 +283,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--patch", action="append", default=[], help="patch file to apply first (repeatable)")
     g.add_argument("--force", action="store_true", help="apply patches made for another base model")
     _key_arguments(g)
+    _device_arguments(g)
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
     g.set_defaults(func=cmd_generate)
 
     r = sub.add_parser("erase", help="erase concepts from a model and write the edit as a patch file",
                        description="Erase one or more concepts with the chosen method; the result is a small "
                                    "safetensors patch that loads onto the unmodified model.")
     r.add_argument("--model", default="world", help="'world' (default), a diffusers folder, or a hub id")
-    r.add_argument("--method", default="fmn", help="erasure method (default fmn)")
+    r.add_argument("--method", default="fmn", choices=list(METHODS), metavar="METHOD",
+                   help="erasure method: " + "; ".join(f"{m.name}: {m.summary}" for m in METHODS.values())
+                        + " (default fmn)")
     r.add_argument("--concept", action="append", required=True, help="concept to erase (repeatable)")
     r.add_argument("--out", required=True, help="patch file to write (.safetensors)")
     r.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -291,20 +304,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what to edit (FMN; default attn2-qk, attn2 with --redirect)")
     r.add_argument("--rank", type=_positive_int, help="LoRA rank with --trainable lora (default 4)")
     r.add_argument("--inversion-tokens", type=int, help="FMN stage A: learn K tokens first (default 0: off)")
-    r.add_argument("--images", help="images of the concept: 'world', 'generate' or a folder (default: world "
-                                    "renderings on the world, base-model generations elsewhere)")
-    r.add_argument("--redirect", help="FMN concept correction: prompts for the concept now produce this one")
+    r.add_argument("--images", help="images of the concept: 'generate' (the base model's) or a folder (default: "
+                                    "the catalog's: renderings on the world, base-model generations elsewhere)")
+    r.add_argument("--redirect", metavar="NAME", help="redirect: the concept's prompts now draw NAME (with --method "
+                                                      "fmn this selects --method redirect)")
     r.add_argument("--include-eot", action="store_true", help="FMN: also re-steer the (first) end-of-text token")
     r.add_argument("--guide", help="UCE: word the concept is mapped onto (default '': the prompt without it)")
-    r.add_argument("--preserve", help="UCE, FMN: comma-separated concepts to keep (default: the world's others)")
+    r.add_argument("--preserve", help="comma-separated concepts to keep (default: every other concept of the bench)")
     r.add_argument("--preserve-weight", type=_non_negative_float,
                    help="FMN: weight of the preservation anchor (default 300; lower erases more, keeps less; 0: the "
                         "paper's loss)")
-    r.add_argument("--attention-weight", type=_non_negative_float,
-                   help="FMN: weight of the attention re-steering loss (default 1; 0 with --redirect, where it "
-                        "lowered the redirect rate)")
+    r.add_argument("--x-t-from", choices=["edited", "frozen"], help="ESD: which model draws x_t (default edited)")
+    r.add_argument("--ddim-steps", type=_positive_int, help="ESD, prompt: partial-sampling steps (default 10)")
     r.add_argument("--json", action="store_true", help="print {patch, method, concepts, seconds} as JSON")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _device_arguments(r)
     r.set_defaults(func=cmd_erase)
 
     e = sub.add_parser("eval", help="measure per-concept M-Scores (the model's capacity to draw each concept)",
@@ -329,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--report", help="write a self-contained HTML report here (and a Markdown summary beside it)")
     e.add_argument("--no-cache", action="store_true", help="regenerate base-model images even if cached")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _device_arguments(e)
     e.set_defaults(func=cmd_eval)
 
     h = sub.add_parser("hide", help="hide concepts behind secret keys: a public patch and one key per concept",
@@ -348,8 +363,15 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--placement", choices=["mid", "mid+up", "all"], help="blocks that get the prompt memory")
     h.add_argument("--json", action="store_true", help="print {patch, method, concepts, keys, seconds} as JSON")
     h.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _device_arguments(h)
     h.set_defaults(func=cmd_hide)
     return parser
+
+
+def _device_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
+    parser.add_argument("--dtype", default="float32",
+                        help="float32 (default), float16 or bfloat16 (edits train in float32 either way)")
 
 
 def _key_arguments(parser: argparse.ArgumentParser) -> None:

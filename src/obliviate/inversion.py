@@ -16,10 +16,21 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.func import functional_call
 from tqdm.auto import tqdm
 
+from .diffusion import (
+    add_noise,
+    generator,
+    images_to_latents,
+    randint,
+    randn,
+    random_timesteps,
+    token_ids,
+    training_scheduler,
+    training_target,
+)
 from .errors import ObliviateError
-from .pipeline import Model
 
 
 @dataclass
@@ -39,20 +50,11 @@ class InversionConfig:
 @dataclass
 class LearnedTokens:
     tokens: list[str]
-    embeddings: torch.Tensor  # (n_tokens, width)
+    embeddings: torch.Tensor  # (n_tokens, width), float32
 
     @property
     def phrase(self) -> str:
         return "".join(self.tokens)
-
-
-def images_to_latents(model: Model, images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> scaled VAE latents (posterior means)."""
-    vae = model.pipe.vae
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).to(vae.device, vae.dtype)
-    with torch.no_grad():
-        lat = torch.cat([vae.encode(x[i:i + 64]).latent_dist.mean for i in range(0, len(x), 64)])
-    return lat * vae.config.scaling_factor
 
 
 def _token_names(tokenizer, n: int) -> list[str]:
@@ -63,9 +65,11 @@ def _token_names(tokenizer, n: int) -> list[str]:
 
 
 @contextmanager
-def installed(model: Model, learned: LearnedTokens) -> Iterator[str]:
-    """Swap in a tokenizer and text encoder that know ``learned``; yields the phrase to put in prompts."""
-    pipe = model.pipe
+def installed(pipe, learned: LearnedTokens) -> Iterator[str]:
+    """Swap in a tokenizer and text encoder that know ``learned``; yields the phrase to put in prompts.
+
+    The copies keep the pipeline itself unchanged (its fingerprint, its vocabulary) outside the block.
+    """
     old_tok, old_te = pipe.tokenizer, pipe.text_encoder
     tok = copy.deepcopy(old_tok)
     te = copy.deepcopy(old_te)
@@ -73,7 +77,8 @@ def installed(model: Model, learned: LearnedTokens) -> Iterator[str]:
     te.resize_token_embeddings(len(tok))
     ids = tok.convert_tokens_to_ids(learned.tokens)
     with torch.no_grad():
-        te.get_input_embeddings().weight[ids] = learned.embeddings.to(te.dtype)
+        weight = te.get_input_embeddings().weight
+        weight[ids] = learned.embeddings.to(weight.device, weight.dtype)
     pipe.tokenizer, pipe.text_encoder = tok, te
     try:
         yield learned.phrase
@@ -81,53 +86,44 @@ def installed(model: Model, learned: LearnedTokens) -> Iterator[str]:
         pipe.tokenizer, pipe.text_encoder = old_tok, old_te
 
 
-def invert(model: Model, images: np.ndarray, cfg: InversionConfig, init_words: list[str] | None = None) \
-        -> LearnedTokens:
-    """Learn ``cfg.n_tokens`` embeddings on ``images`` with the ordinary noise-prediction loss."""
+def invert(pipe, images: np.ndarray, cfg: InversionConfig, init_words: list[str] | None = None) -> LearnedTokens:
+    """Learn ``cfg.n_tokens`` embeddings on ``images`` with the ordinary denoising loss of the model under test.
+
+    Only the new rows train, in float32 (the text encoder runs functionally on them), whatever the model's dtype.
+    """
     if len(images) == 0:
         raise ObliviateError("textual inversion needs at least one image")
-    pipe = model.pipe
-    gen = torch.Generator().manual_seed(cfg.seed)
-    latents = images_to_latents(model, images)
-    base_tok = pipe.tokenizer
-    names = _token_names(base_tok, cfg.n_tokens)
-    emb = pipe.text_encoder.get_input_embeddings().weight.detach()
-    init_ids = [i for w in (init_words or []) for i in base_tok(w, add_special_tokens=False).input_ids]
-    init = emb.mean(0, keepdim=True).repeat(cfg.n_tokens, 1) + torch.randn(cfg.n_tokens, emb.shape[1],
-                                                                               generator=gen) * emb.std()
+    gen = generator(cfg.seed, "inversion")
+    sched = training_scheduler(pipe)
+    latents = images_to_latents(pipe, images)
+    device = latents.device
+    names = _token_names(pipe.tokenizer, cfg.n_tokens)
+    emb = pipe.text_encoder.get_input_embeddings().weight.detach().float()
+    init_ids = [i for w in (init_words or []) for i in pipe.tokenizer(w, add_special_tokens=False).input_ids]
+    init = emb.mean(0, keepdim=True).repeat(cfg.n_tokens, 1) + randn((cfg.n_tokens, emb.shape[1]), gen, emb) * emb.std()
     for j, tid in enumerate(init_ids[:cfg.n_tokens // 2 or 1]):
         init[j] = emb[tid]
     learned = LearnedTokens(names, init.clone())
-    scheduler = pipe.scheduler
-    alphas = scheduler.alphas_cumprod.to(latents.device)
-    with installed(model, learned) as phrase:
+    with installed(pipe, learned) as phrase:
         te = pipe.text_encoder
-        ids_new = pipe.tokenizer.convert_tokens_to_ids(names)
-        weight = te.get_input_embeddings().weight
-        weight.requires_grad_(True)
-        frozen = weight.detach().clone()
-        opt = torch.optim.Adam([weight], lr=cfg.lr)
-        text_ids = pipe.tokenizer([cfg.template.format(phrase)], padding="max_length",
-                                  max_length=pipe.tokenizer.model_max_length, truncation=True,
-                                  return_tensors="pt").input_ids.to(latents.device)
-        mask = torch.zeros(weight.shape[0], 1, device=weight.device)
-        mask[ids_new] = 1.0
+        table = te.get_input_embeddings()
+        table_name = next(n for n, p in te.named_parameters() if p is table.weight)
+        new_ids = torch.tensor(pipe.tokenizer.convert_tokens_to_ids(names), device=table.weight.device)
+        rows = init.clone().to(table.weight.device).requires_grad_(True)
+        base = table.weight.detach()
+        opt = torch.optim.Adam([rows], lr=cfg.lr)
+        ids = token_ids(pipe.tokenizer, [cfg.template.format(phrase)]).to(table.weight.device)
         for _ in tqdm(range(cfg.steps), desc="inversion", disable=not cfg.progress, leave=False):
-            idx = torch.randint(len(latents), (cfg.batch_size,), generator=gen)
-            z0 = latents[idx]
-            noise = torch.randn(z0.shape, generator=gen).to(z0)
-            t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=gen).to(z0.device)
-            a = alphas[t].view(-1, 1, 1, 1)
-            zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
-            cond = te(text_ids.repeat(len(idx), 1)).last_hidden_state
-            pred = pipe.unet(zt, t, cond).sample
-            loss = F.mse_loss(pred, noise)
+            z0 = latents[randint(len(latents), cfg.batch_size, gen, device)]
+            noise = randn(tuple(z0.shape), gen, z0)
+            t = random_timesteps(sched, cfg.batch_size, gen, device)
+            weight = base.index_put((new_ids,), rows.to(base.dtype))  # only the new rows carry gradients
+            cond = functional_call(te, {table_name: weight}, (ids,))[0].to(pipe.unet.dtype)
+            cond = cond.expand(cfg.batch_size, -1, -1)
+            pred = pipe.unet(add_noise(sched, z0, noise, t), t, encoder_hidden_states=cond).sample
+            loss = F.mse_loss(pred.float(), training_target(sched, z0, noise, t).float())
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            weight.grad.mul_(mask)
             opt.step()
-            with torch.no_grad():  # only the new rows may move
-                weight.copy_(frozen * (1 - mask) + weight * mask)
-        weight.requires_grad_(False)
-        learned.embeddings = weight.detach()[ids_new].clone()
+        learned.embeddings = rows.detach().float().cpu()
     return learned

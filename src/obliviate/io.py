@@ -24,15 +24,23 @@ def check_writable(path: str | Path) -> Path:
     return path
 
 
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+def atomic_path(path: str | Path, mode: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    The file gets ``mode`` (e.g. 0o600 for secrets), by default the usual mode of a new file (0o666 less the
+    umask). Writers must write *into* the temporary path, not replace it, or the mode is lost.
+    """
     path = check_writable(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs are meant to be shared like any new file
+    os.chmod(tmp, (0o666 & ~_umask()) if mode is None else mode)  # mkstemp makes 0600
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -41,8 +49,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def write_atomic(path: str | Path, writer: Callable[[Path], None]) -> Path:
-    """Call ``writer(tmp)`` and move the result onto ``path``."""
-    with atomic_path(path) as tmp:
+def write_atomic(path: str | Path, writer: Callable[[Path], None], mode: int | None = None) -> Path:
+    """Call ``writer(tmp)`` and move the result onto ``path`` (with ``mode``, see :func:`atomic_path`)."""
+    with atomic_path(path, mode) as tmp:
         writer(tmp)
+        if mode is not None:
+            os.chmod(tmp, mode)  # in case the writer replaced the file
     return Path(path)

@@ -2,36 +2,48 @@
 
 A patch holds weight deltas (``delta.<component>.<parameter>``) and/or LoRA factors
 (``lora_down.<component>.<module>`` / ``lora_up.<component>.<module>``) plus metadata: method, concepts,
-config, the base model's fingerprint, seconds taken, obliviate version, and a hash of the tensors so a
-tampered file is refused. Like peft's adapters, applying is reversible: :func:`apply_patch` keeps the
-original tensors and :func:`remove_patch` puts them back bit for bit; :func:`merge_patch` bakes it in.
+config, the base model's fingerprint, seconds taken, obliviate version, and a hash of tensors *and* metadata
+so that a file changed in any way is refused. Like peft's adapters, applying is reversible:
+:meth:`Patch.apply` keeps the original tensors and :meth:`AppliedPatch.remove` puts them back bit for bit;
+:meth:`Patch.merge` bakes the edit in. Low-rank patches export to diffusers' LoRA format (peft's key names).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 
 from . import __version__
 from .errors import ObliviateError
+from .fingerprint import Fingerprint, fingerprint
 from .io import write_atomic
 
-FORMAT = "obliviate.patch/1"
+FORMAT = "obliviate.patch/2"
 COMPONENTS = ("unet", "text_encoder")
+
+
+def _canonical(meta: dict) -> str:
+    return json.dumps({k: v for k, v in meta.items() if k != "content_sha256"}, sort_keys=True)
 
 
 @dataclass
 class Patch:
-    """Tensors keyed ``delta.…`` / ``lora_down.…`` / ``lora_up.…`` and metadata (JSON-serialisable)."""
+    """Tensors keyed ``delta.…`` / ``lora_down.…`` / ``lora_up.…`` and JSON-serialisable metadata."""
 
     tensors: dict[str, torch.Tensor]
     metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.metadata = json.loads(json.dumps({"format": FORMAT, "obliviate_version": __version__,
+                                               **self.metadata}))  # tuples -> lists: what a file holds
 
     @property
     def method(self) -> str:
@@ -41,20 +53,30 @@ class Patch:
     def concepts(self) -> list[str]:
         return list(self.metadata.get("concepts", []))
 
+    @property
+    def base(self) -> Fingerprint | None:
+        """The fingerprint of the model the patch was made for (None for a patch made without one)."""
+        data = self.metadata.get("base_fingerprint")
+        return Fingerprint.from_dict(data) if isinstance(data, dict) else None
+
     def content_hash(self) -> str:
+        """SHA-256 over every tensor (name, dtype, shape, bytes) and the metadata."""
         h = hashlib.sha256()
         for name in sorted(self.tensors):
             t = self.tensors[name].detach().contiguous().cpu()
             h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
             h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(_canonical(self.metadata).encode())
         return h.hexdigest()
 
+    # ---------------------------------------------------------------------------------------------- files
+
     def save(self, path: str | Path) -> Path:
-        """Write atomically; the metadata gains the format tag, version and content hash."""
-        meta = {**self.metadata, "format": FORMAT, "obliviate_version": __version__,
-                "content_sha256": self.content_hash()}
+        """Write atomically (a file appears whole or not at all); the metadata gains the content hash."""
+        meta = {**self.metadata, "content_sha256": self.content_hash()}
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.tensors.items()}
-        return write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata={"obliviate": json.dumps(meta)}))
+        data = safetensors_bytes(tensors, metadata={"obliviate": json.dumps(meta)})
+        return write_atomic(path, lambda tmp: tmp.write_bytes(data))
 
     @classmethod
     def load(cls, path: str | Path) -> Patch:
@@ -67,23 +89,55 @@ class Patch:
                 raw = (f.metadata() or {}).get("obliviate")
                 tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is no dict)
         except (SafetensorError, OSError, ValueError) as exc:
-            raise ObliviateError(f"{path} is not a safetensors patch ({exc})") from None
+            raise ObliviateError(f"{path} is not a safetensors patch ({' '.join(str(exc).split())})") from None
         if raw is None:
             raise ObliviateError(f"{path} has no obliviate metadata: not an obliviate patch")
         try:
             meta = json.loads(raw)
         except json.JSONDecodeError:
             raise ObliviateError(f"{path} has corrupt metadata") from None
+        if not isinstance(meta, dict):
+            raise ObliviateError(f"{path} has corrupt metadata")
         if meta.get("format") != FORMAT:
-            raise ObliviateError(f"{path} is patch format {meta.get('format')!r}; this obliviate reads {FORMAT}")
-        patch = cls(tensors, meta)
+            raise ObliviateError(f"{path} is patch format {meta.get('format')!r}; this obliviate reads {FORMAT} "
+                                 "(make the patch again with this version)")
+        patch = cls(tensors, {k: v for k, v in meta.items() if k != "content_sha256"})
         if patch.content_hash() != meta.get("content_sha256"):
             raise ObliviateError(f"{path} has been modified since it was written (content hash mismatch)")
         return patch
 
+    # ---------------------------------------------------------------------------------------- on a model
+
+    def apply(self, pipe, force: bool = False) -> AppliedPatch:
+        """Add the edit to the pipeline's weights, keeping the originals so :meth:`AppliedPatch.remove`
+        restores them exactly. ``force`` skips the base-model check (never the shape check)."""
+        return apply_patch(pipe, self, force)
+
+    @contextmanager
+    def applied(self, pipe, force: bool = False) -> Iterator[AppliedPatch]:
+        """Apply for the ``with`` block; removed afterwards even if the block fails."""
+        handle = apply_patch(pipe, self, force)
+        try:
+            yield handle
+        finally:
+            handle.remove()
+
+    def merge(self, pipe, force: bool = False) -> None:
+        """Bake the edit into the weights for good (no originals kept)."""
+        merge_patch(pipe, self, force)
+
+    def to_diffusers_lora(self) -> dict[str, torch.Tensor]:
+        return to_diffusers_lora(self)
+
+    def save_diffusers_lora(self, path: str | Path) -> Path:
+        return save_diffusers_lora(self, path)
+
 
 def _split(key: str) -> tuple[str, str, str]:
-    kind, component, name = key.split(".", 2)
+    parts = key.split(".", 2)
+    if len(parts) != 3:
+        raise ObliviateError(f"patch entry {key!r} is not <kind>.<component>.<parameter>")
+    kind, component, name = parts
     if component not in COMPONENTS:
         raise ObliviateError(f"patch entry {key!r} names unknown component {component!r}")
     return kind, component, name
@@ -99,13 +153,15 @@ def patch_updates(pipe, patch: Patch) -> dict[tuple[str, str], torch.Tensor]:
     for key, tensor in patch.tensors.items():
         kind, component, name = _split(key)
         if kind == "delta":
-            param_name, delta = name, tensor
+            param_name, delta = name, tensor.float()
         elif kind == "lora_up":
             down = patch.tensors.get(f"lora_down.{component}.{name}")
             if down is None:
                 raise ObliviateError(f"patch has lora_up for {name} but no lora_down")
             param_name, delta = f"{name}.weight", (tensor.float() @ down.float()) * _lora_scale(patch)
         elif kind == "lora_down":
+            if f"lora_up.{component}.{name}" not in patch.tensors:
+                raise ObliviateError(f"patch has lora_down for {name} but no lora_up")
             continue
         else:
             raise ObliviateError(f"patch entry {key!r} has unknown kind {kind!r}")
@@ -122,9 +178,8 @@ def patch_updates(pipe, patch: Patch) -> dict[tuple[str, str], torch.Tensor]:
     return updates
 
 
-def _base_fingerprint(pipe) -> str:
-    from .pipeline import fingerprint
-
+def base_fingerprint(pipe) -> Fingerprint:
+    """The fingerprint of the pipeline before any obliviate patch was applied to it."""
     stack = getattr(pipe, "_obliviate_applied", [])
     return stack[0].base_fingerprint if stack else fingerprint(pipe)
 
@@ -132,32 +187,39 @@ def _base_fingerprint(pipe) -> str:
 def check_fits(pipe, patch: Patch, force: bool = False) -> None:
     """Refuse a patch made for another base model (``force`` skips the fingerprint check, not shapes)."""
     patch_updates(pipe, patch)
-    want = patch.metadata.get("base_fingerprint")
-    if not force and want is not None and want != _base_fingerprint(pipe):
-        raise ObliviateError(f"patch was made for model {want}, this model is {_base_fingerprint(pipe)} "
-                             "(use --force to apply anyway)")
+    want = patch.base
+    if force or want is None:
+        return
+    have = base_fingerprint(pipe)
+    if not want.matches(have):
+        raise ObliviateError(f"patch was made for model {want.id}, this model is {have.id} "
+                             "(use --force / force=True to apply anyway)")
 
 
 @dataclass
 class AppliedPatch:
-    """What :func:`remove_patch` needs to undo one application: the original tensors."""
+    """What :meth:`remove` needs to undo one application: the pipeline and the original tensors."""
 
+    pipe: object
     patch: Patch
     originals: dict[tuple[str, str], torch.Tensor]
-    base_fingerprint: str
+    base_fingerprint: Fingerprint
+
+    def remove(self) -> None:
+        remove_patch(self.pipe, self)
 
 
 @torch.no_grad()
 def apply_patch(pipe, patch: Patch, force: bool = False) -> AppliedPatch:
     """Add the patch to the pipeline's weights, keeping the originals so it can be removed exactly."""
     check_fits(pipe, patch, force)
-    base = _base_fingerprint(pipe)
+    base = base_fingerprint(pipe)
     originals = {}
     for (component, name), delta in patch_updates(pipe, patch).items():
         param = getattr(pipe, component).get_parameter(name)
         originals[(component, name)] = param.detach().clone()
-        param.add_(delta.to(device=param.device, dtype=param.dtype))
-    handle = AppliedPatch(patch, originals, base)
+        param.copy_((param.float() + delta.to(param.device)).to(param.dtype))
+    handle = AppliedPatch(pipe, patch, originals, base)
     if not hasattr(pipe, "_obliviate_applied"):
         pipe._obliviate_applied = []
     pipe._obliviate_applied.append(handle)
@@ -183,15 +245,17 @@ def merge_patch(pipe, patch: Patch, force: bool = False) -> None:
     pipe._obliviate_applied.remove(handle)
 
 
-def patch_from_weights(pipe, before: dict[tuple[str, str], torch.Tensor], metadata: dict) -> Patch:
-    """A delta patch from parameters that changed since ``before`` (the originals of the trained set)."""
-    tensors = {}
-    for (component, name), original in before.items():
-        now = getattr(pipe, component).get_parameter(name).detach()
-        delta = (now.float() - original.float()).cpu()
-        if torch.count_nonzero(delta):
-            tensors[f"delta.{component}.{name}"] = delta
-    return Patch(tensors, metadata)
+@contextmanager
+def applied(pipe, patches: list[Patch], force: bool = False) -> Iterator[None]:
+    """Apply ``patches`` in order for the ``with`` block; all removed afterwards, whatever happens."""
+    handles = []
+    try:
+        for p in patches:
+            handles.append(apply_patch(pipe, p, force))
+        yield
+    finally:
+        for h in reversed(handles):
+            h.remove()
 
 
 def to_diffusers_lora(patch: Patch) -> dict[str, torch.Tensor]:
@@ -216,5 +280,5 @@ def to_diffusers_lora(patch: Patch) -> dict[str, torch.Tensor]:
 
 def save_diffusers_lora(patch: Patch, path: str | Path) -> Path:
     """Write ``to_diffusers_lora(patch)`` as a safetensors file loadable by ``pipe.load_lora_weights``."""
-    tensors = to_diffusers_lora(patch)
-    return write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    data = safetensors_bytes(to_diffusers_lora(patch), metadata={"format": "pt"})
+    return write_atomic(path, lambda tmp: tmp.write_bytes(data))

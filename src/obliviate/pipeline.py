@@ -1,111 +1,149 @@
-"""Load a Stable Diffusion pipeline by name or path; ``world`` is the one shipped with obliviate."""
+"""Load a Stable Diffusion pipeline by name, folder or hub id, on a device and in a dtype; check a user's own.
+
+obliviate works on plain diffusers pipelines: nothing here wraps them. ``world`` is the pipeline shipped with
+obliviate. Every check that can fail (device, dtype, pipeline class) runs before any weight is read.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from diffusers import StableDiffusionPipeline
 
 from .errors import ObliviateError
 
-# Sampler settings per model family: the world was trained for few steps, SD for the usual 50 / 7.5.
-SD_DEFAULTS = {"num_inference_steps": 50, "guidance_scale": 7.5}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+          "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DEVICE_KINDS = ("cpu", "cuda", "mps")
+SUPPORTED_CLASSES = ("StableDiffusionPipeline",)  # SD 1.x / 2.x; SDXL has a second text encoder
 
 
-@dataclass
-class Model:
-    """A loaded pipeline plus what obliviate needs to know about it."""
-
-    pipe: StableDiffusionPipeline
-    name: str
-    steps: int
-    guidance: float
-    _fingerprint: str | None = field(default=None, repr=False)
-
-    @property
-    def fingerprint(self) -> str:
-        """Identity of the base weights (computed once, before any patch is applied)."""
-        if self._fingerprint is None:
-            self._fingerprint = fingerprint(self.pipe)
-        return self._fingerprint
-
-    @property
-    def is_world(self) -> bool:
-        return self.name == "world"
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    """``float32`` (default), ``float16`` or ``bfloat16`` (also fp32/fp16/bf16, or a torch.dtype)."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPES.values():
+            raise ObliviateError(f"unsupported dtype {dtype} (choose float32, float16 or bfloat16)")
+        return dtype
+    if dtype not in DTYPES:
+        raise ObliviateError(f"unknown dtype {dtype!r} (choose float32, float16 or bfloat16)")
+    return DTYPES[dtype]
 
 
-def fingerprint(pipe: StableDiffusionPipeline) -> str:
-    """A short hash of the UNet's and text encoder's configs, tensor shapes and a strided sample of values.
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``cpu`` (default), ``cuda[:N]`` or ``mps``; refused at once when this machine has no such device."""
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ObliviateError(f"unknown device {device!r} (choose cpu, cuda, cuda:N or mps)") from None
+    if dev.type not in DEVICE_KINDS:
+        raise ObliviateError(f"unsupported device {device!r} (choose cpu, cuda, cuda:N or mps)")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ObliviateError(f"device {device!r} is not available: this machine has no CUDA GPU "
+                                 "(or this torch build has no CUDA support)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ObliviateError(f"device {device!r} is not available: {torch.cuda.device_count()} CUDA GPU(s)")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ObliviateError(f"device {device!r} is not available on this machine")
+    return dev
 
-    Sampling keeps it fast on SD-sized models (seconds, not minutes) while any real edit or another
-    checkpoint changes it.
-    """
-    h = hashlib.sha256()
-    for module in (pipe.unet, pipe.text_encoder):
-        config = module.config.to_dict() if hasattr(module.config, "to_dict") else dict(module.config)
-        config = {k: v for k, v in config.items() if not k.startswith("_") and k != "transformers_version"}
-        h.update(json.dumps(config, sort_keys=True, default=str).encode())
-        for name, tensor in sorted(module.state_dict().items()):
-            flat = tensor.detach().reshape(-1)
-            step = max(1, flat.numel() // 4096)
-            h.update(f"{name}:{tuple(tensor.shape)}".encode())
-            h.update(flat[::step].to(torch.float16).cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
 
-
-def _resolve(model: str) -> tuple[str, Path | str]:
+def _source(model: str) -> tuple[str, Path | str]:
+    """(name, what from_pretrained reads) for 'world', a folder or a hub id."""
     if model == "world":
         from .world import world_dir
 
         return "world", world_dir() / "pipeline"
     path = Path(model).expanduser()
     if path.exists():
-        if not (path / "model_index.json").is_file():
+        index = path / "model_index.json"
+        if not index.is_file():
             raise ObliviateError(f"{model} is not a diffusers pipeline folder (no model_index.json)")
+        try:
+            cls = json.loads(index.read_text()).get("_class_name")
+        except (OSError, ValueError):
+            raise ObliviateError(f"{index} is not valid JSON") from None
+        if cls not in SUPPORTED_CLASSES:
+            raise ObliviateError(f"{model} is a {cls}; obliviate supports {', '.join(SUPPORTED_CLASSES)} "
+                                 "(Stable Diffusion 1.x / 2.x)")
         return str(path), path
     if os.environ.get("HF_HUB_OFFLINE") == "1" or "/" not in model:
         raise ObliviateError(f"unknown model {model!r}: use 'world', a diffusers folder, or a hub id (online)")
     return model, model
 
 
-def load_model(model: str = "world", device: str = "cpu") -> Model:
-    """Load ``model`` ('world', a diffusers folder or a hub id) in float32 on ``device``."""
-    name, source = _resolve(model)
+def check_pipeline(pipe) -> None:
+    """Refuse, in one line, a pipeline obliviate cannot edit (it needs SD's UNet, text encoder and VAE)."""
+    from diffusers import UNet2DConditionModel
+
+    name = type(pipe).__name__
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        raise ObliviateError(f"{name} has two text encoders (SDXL); obliviate supports Stable Diffusion 1.x / 2.x "
+                             "pipelines")
+    for part in ("unet", "text_encoder", "tokenizer", "vae", "scheduler"):
+        if getattr(pipe, part, None) is None:
+            raise ObliviateError(f"{name} has no {part}; obliviate needs a Stable Diffusion pipeline")
+    if not isinstance(pipe.unet, UNet2DConditionModel):
+        raise ObliviateError(f"{name}'s UNet is a {type(pipe.unet).__name__}; obliviate needs a "
+                             "UNet2DConditionModel with cross-attention")
+
+
+def load_pipeline(model: str = "world", device: str | torch.device | None = None,
+                  dtype: str | torch.dtype | None = None):
+    """A plain diffusers ``StableDiffusionPipeline``: ``world``, a diffusers folder or a hub id.
+
+    All components share ``dtype`` (default float32) and sit on ``device`` (default cpu); weights are frozen
+    (``requires_grad`` off, eval mode) and diffusers' progress bars are off. The fingerprint that patches are
+    checked against is taken here, before anything can edit the weights.
+    """
+    dev, dt = resolve_device(device), resolve_dtype(dtype)
+    _, source = _source(model)
+    from diffusers import StableDiffusionPipeline
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
     bars = diffusers_logging.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled()
-    diffusers_logging.disable_progress_bar()  # loading a pipeline is instant; its bars are noise
+    diffusers_logging.disable_progress_bar()  # loading is quick; its bars are noise
     transformers_logging.disable_progress_bar()
     try:
         with warnings.catch_warnings():  # newer diffusers renamed torch_dtype; older ones only know it
             warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
-            pipe = StableDiffusionPipeline.from_pretrained(
-                source, torch_dtype=torch.float32, safety_checker=None, requires_safety_checker=False,
-            )
+            pipe = StableDiffusionPipeline.from_pretrained(source, torch_dtype=dt, safety_checker=None,
+                                                           requires_safety_checker=False)
     except (OSError, ValueError) as exc:
-        raise ObliviateError(f"cannot load model {model!r}: {str(exc).splitlines()[0]}") from exc
+        raise ObliviateError(f"cannot load model {model!r}: {str(exc).splitlines()[0]}") from None
     finally:
         if bars[0]:
             diffusers_logging.enable_progress_bar()
         if bars[1]:
             transformers_logging.enable_progress_bar()
-    pipe = pipe.to(device)
+    check_pipeline(pipe)
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()  # diffusers warns that half precision cannot run on a CPU; it can
+    try:
+        pipe = pipe.to(dev)
+    finally:
+        diffusers_logging.set_verbosity(level)
     pipe.set_progress_bar_config(disable=True)
     for module in (pipe.unet, pipe.text_encoder, pipe.vae):
         module.requires_grad_(False).eval()
-    if name == "world":
-        from .world import world_info
+    from .fingerprint import fingerprint
 
-        gen = world_info()["generation"]
-    else:
-        gen = SD_DEFAULTS
-    model = Model(pipe=pipe, name=name, steps=gen["num_inference_steps"], guidance=gen["guidance_scale"])
-    _ = model.fingerprint  # now, while the weights are the base model's (methods edit them in place later)
-    return model
+    fingerprint(pipe)
+    return pipe
+
+
+def model_name(pipe) -> str:
+    """'world' for the shipped world, else the folder or hub id the pipeline was loaded from."""
+    from .catalog import is_world
+
+    if is_world(pipe):
+        return "world"
+    return str(getattr(pipe.config, "_name_or_path", None) or type(pipe).__name__)

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..bench import Bench, Concept
 from ..errors import ObliviateError
-from .bench import Bench, BenchConcept
 
 
 class WorldDetector:
@@ -40,7 +40,7 @@ class WorldDetector:
                 out[cat].append(np.asarray(names)[logits[cat].argmax(1).numpy()])
         return {c: np.concatenate(v) for c, v in out.items()}
 
-    def hits(self, images: np.ndarray, concept: BenchConcept) -> np.ndarray:
+    def hits(self, images: np.ndarray, concept: Concept) -> np.ndarray:
         """Boolean per image: does it show ``concept``?"""
         return self.predict(images)[concept.category] == concept.name
 
@@ -89,7 +89,7 @@ class ClipDetector:
     centre crop, normalise) to avoid image-processor backends that need torchvision.
     """
 
-    def __init__(self, path: str | Path, concepts: list[BenchConcept], batch_size: int = 32,
+    def __init__(self, path: str | Path, concepts: list[Concept], batch_size: int = 32,
                  device: str | None = None) -> None:
         from transformers import CLIPModel, CLIPTokenizer
 
@@ -178,7 +178,7 @@ class ClipDetector:
         return {cat: np.asarray(self.labels[cat])[(emb @ text.T).argmax(1).cpu().numpy()]
                 for cat, text in self._text.items()}
 
-    def hits(self, images: np.ndarray, concept: BenchConcept) -> np.ndarray:
+    def hits(self, images: np.ndarray, concept: Concept) -> np.ndarray:
         """Boolean per image: is ``concept`` the argmax among its category's labels?"""
         if concept.name not in self.labels.get(concept.category, ()):
             raise ObliviateError(f"the CLIP detector was not built with concept {concept.name!r}")
@@ -214,7 +214,7 @@ class NudeNetDetector:
             out[i] = max((d["score"] for d in self.net.detect(bgr) if "EXPOSED" in d["class"]), default=0.0)
         return out
 
-    def hits(self, images: np.ndarray, concept: BenchConcept | None = None) -> np.ndarray:
+    def hits(self, images: np.ndarray, concept: Concept | None = None) -> np.ndarray:
         """Boolean per image: any exposed body part at or above the threshold?"""
         return self.scores(images) >= self.threshold
 
@@ -228,13 +228,13 @@ class PerConceptDetector:
         self.detectors = detectors
         self.default = default
 
-    def detector_for(self, concept: BenchConcept):
+    def detector_for(self, concept: Concept):
         kind = concept.detector or self.default
         if kind not in self.detectors:
             raise ObliviateError(f"no {kind} detector was built for concept {concept.name!r}")
         return self.detectors[kind]
 
-    def hits(self, images: np.ndarray, concept: BenchConcept) -> np.ndarray:
+    def hits(self, images: np.ndarray, concept: Concept) -> np.ndarray:
         return self.detector_for(concept).hits(images, concept)
 
     def features(self, images: np.ndarray) -> np.ndarray:
@@ -253,7 +253,7 @@ def make_detector(kind: str | None, bench: Bench, clip_path: str | Path | None =
     Returns a single detector when every concept uses the same kind, else a :class:`PerConceptDetector`.
     """
     default = kind or bench.detector
-    groups: dict[str, list[BenchConcept]] = {}
+    groups: dict[str, list[Concept]] = {}
     for c in bench.concepts:
         groups.setdefault(c.detector or default, []).append(c)
     detectors: dict[str, object] = {}

@@ -42,3 +42,13 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 def mean_feature_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Mean L2 distance between paired features (same prompt, same seed)."""
     return float(np.linalg.norm(a - b, axis=1).mean())
+
+
+def wilson_interval(rate: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a detection rate measured on ``n`` images (sound near 0 and 1)."""
+    if n <= 0:
+        return (0.0, 1.0)
+    denom = 1 + z * z / n
+    centre = (rate + z * z / (2 * n)) / denom
+    half = z * np.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / denom
+    return (round(float(max(0.0, centre - half)), 4), round(float(min(1.0, centre + half)), 4))

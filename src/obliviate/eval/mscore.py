@@ -6,26 +6,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..generate import generate, image_seeds
-from ..pipeline import Model
-from .bench import BenchConcept
+from ..bench import Concept, Sampler
+from ..generation import generate, image_seeds
 
 
 @dataclass
 class ConceptImages:
-    concept: BenchConcept
+    concept: Concept
     prompts: list[str]
     seeds: list[int]
     images: np.ndarray
 
 
-def concept_requests(concept: BenchConcept, n: int, seed: int) -> tuple[list[str], list[int]]:
+def concept_requests(concept: Concept, n: int, seed: int) -> tuple[list[str], list[int]]:
     """``n`` (prompt, seed) pairs: prompts cycled, seeds fixed by ``seed`` so every model gets the same noise."""
     prompts = [concept.prompts[i % len(concept.prompts)] for i in range(n)]
     return prompts, image_seeds(seed, n)
 
 
-def generate_concepts(model: Model, concepts: list[BenchConcept], n: int, seed: int,
+def generate_concepts(pipe, concepts: list[Concept], n: int, seed: int, sampler: Sampler,
                       progress: bool = True) -> list[ConceptImages]:
     """Images of every concept, generated in large batches across concepts (fast on CPU)."""
     prompts: list[str] = []
@@ -34,7 +33,7 @@ def generate_concepts(model: Model, concepts: list[BenchConcept], n: int, seed: 
         p, s = concept_requests(c, n, seed)
         prompts += p
         seeds += s
-    images = generate(model, prompts, seeds, progress=progress)
+    images = generate(pipe, prompts, seeds, sampler.steps, sampler.guidance, progress=progress)
     return [ConceptImages(c, prompts[i * n:(i + 1) * n], seeds[i * n:(i + 1) * n], images[i * n:(i + 1) * n])
             for i, c in enumerate(concepts)]
 

@@ -62,6 +62,17 @@ def _check_images(images: np.ndarray, what: str) -> None:
         raise ValueError(f"{what} images are empty")
 
 
+def check_report_path(html_path: str | Path) -> Path:
+    """Refuse, before any work, a report path that is not a writable .html file."""
+    from ..io import check_writable
+
+    html_path = Path(html_path)
+    if html_path.suffix.lower() not in (".html", ".htm"):
+        raise ObliviateError("the report must be an .html file (the Markdown summary goes beside it)")
+    check_writable(html_path)
+    return html_path
+
+
 def write_report(result: dict, html_path: str | Path, grids: list[ReportGrid] | None = None) -> tuple[Path, Path]:
     """Write html_path and html_path.with_suffix('.md'); returns both paths."""
     html_path = Path(html_path)
@@ -333,7 +344,7 @@ def _png_data_uri(image: np.ndarray, scale: int) -> str:
 
 def _tiles(images: np.ndarray) -> tuple[str, int, int]:
     """Tiled, upscaled images as (data URI, width, height)."""
-    from ..generate import grid  # imported here: obliviate.generate pulls in torch and diffusers
+    from ..generation import grid  # imported here: obliviate.generate pulls in torch and diffusers
 
     n, h, w, _ = images.shape
     scale = max(1, round(TARGET_IMAGE_PX / max(h, w)))

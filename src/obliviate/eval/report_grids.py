@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
-from .bench import Bench
 from .report import ReportGrid
 from .run import EvalRun
 
 
-def report_grids(run: EvalRun, bench: Bench, neighbours: int = 2) -> list[ReportGrid]:
-    rows = run.result["concepts"]
-    targets = run.result["targets"] or []
+def report_grids(run: EvalRun, neighbours: int = 2) -> list[ReportGrid]:
+    rows = run.result.concepts
+    targets = run.result.targets or []
     chosen: list[tuple[str, str]] = []
     if targets:
         for t in targets:
             chosen.append((t, f"{t} (target)"))
-            cat = bench.concept(t).category
-            near = [r["name"] for r in rows if r["category"] == cat and r["name"] not in targets][:neighbours]
+            cat = run.result.concept(t).category
+            near = [r.name for r in rows if r.category == cat and r.name not in targets][:neighbours]
             chosen += [(n, f"{n} (neighbour of {t})") for n in near if n not in dict(chosen)]
     else:
         seen = set()
         for r in rows:
-            if r["category"] not in seen:
-                seen.add(r["category"])
-                chosen.append((r["name"], r["name"]))
+            if r.category not in seen:
+                seen.add(r.category)
+                chosen.append((r.name, r.name))
     grids = []
     for name, title in chosen:
         edited = run.edited.thumbs[name] if run.edited is not None else None

@@ -1,7 +1,8 @@
-"""``obliviate eval``: M-Score per concept and category; with a patch, efficacy, preservation and drift.
+"""Evaluation: M-Score per concept and category; with a patch, efficacy, preservation and drift.
 
-Base-model results are cached on disk by (model fingerprint, bench spec, seed, images per concept, sampler
-settings), so evaluating a second patch on the same model does not regenerate the base images.
+Base-model results are cached on disk by (base fingerprint, dtype, device, bench spec, seed, images per
+concept, sampler settings), so evaluating a second patch on the same model does not regenerate the base
+images.
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ..bench import Concept
+from ..catalog import Catalog
 from ..errors import ObliviateError
-from ..patch import Patch, apply_patch, remove_patch
-from ..pipeline import Model
-from .anchors import anchor_images
-from .bench import Bench, BenchConcept, world_bench
-from .detectors import WorldDetector
-from .metrics import efficacy, frechet_distance, harmonic_mean, mean_feature_distance, preservation
+from ..hiding.keys import Key, unlocked
+from ..patch import Patch, applied, base_fingerprint
+from ..pipeline import model_name
+from .metrics import efficacy, frechet_distance, harmonic_mean, mean_feature_distance, preservation, wilson_interval
 from .mscore import ConceptImages, generate_concepts
+from .result import CategoryScore, ConceptScore, Drift, EvalResult, ModelInfo, PromptScore
 
 
 def default_cache_dir() -> Path:
@@ -51,20 +53,19 @@ class Pass:
     features: dict[str, np.ndarray]
     thumbs: dict[str, np.ndarray]
     prompts: dict[str, list[str]] = field(default_factory=dict)
-    by_prompt: dict[str, dict[str, float]] = field(default_factory=dict)  # concept -> prompt -> M-Score
+    by_prompt: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # concept -> prompt -> [M, n]
 
 
-def _per_prompt(prompts: list[str], hits: np.ndarray) -> dict[str, float]:
-    """M-Score of each prompt on its own: erasure often holds for one phrasing and not another."""
+def _per_prompt(prompts: list[str], hits: np.ndarray) -> dict[str, list[float]]:
     by: dict[str, list[float]] = {}
     for prompt, hit in zip(prompts, hits, strict=True):
         by.setdefault(prompt, []).append(float(hit))
-    return {p: float(np.mean(h)) for p, h in by.items()}
+    return {p: [float(np.mean(h)), len(h)] for p, h in by.items()}
 
 
-def _measure(model: Model, concepts: list[BenchConcept], n: int, seed: int, detector, keep: int,
+def _measure(pipe, catalog: Catalog, concepts: list[Concept], n: int, seed: int, detector, keep: int,
              progress: bool) -> Pass:
-    sets: list[ConceptImages] = generate_concepts(model, concepts, n, seed, progress)
+    sets: list[ConceptImages] = generate_concepts(pipe, concepts, n, seed, catalog.sampler, progress)
     hits = {s.concept.name: detector.hits(s.images, s.concept) for s in sets}
     return Pass(
         scores={name: float(np.mean(h)) for name, h in hits.items()},
@@ -75,23 +76,23 @@ def _measure(model: Model, concepts: list[BenchConcept], n: int, seed: int, dete
     )
 
 
-def _cache_key(model: Model, bench: Bench, concepts: list[BenchConcept], n: int, seed: int) -> str:
-    spec = json.dumps({"bench": bench.name, "concepts": [(c.name, c.category, c.prompts) for c in concepts],
-                       "n": n, "seed": seed, "steps": model.steps, "guidance": model.guidance,
-                       "fingerprint": model.fingerprint}, sort_keys=True)
+def _cache_key(pipe, catalog: Catalog, concepts: list[Concept], n: int, seed: int) -> str:
+    spec = json.dumps({"bench": catalog.bench.name, "concepts": [(c.name, c.category, c.prompts) for c in concepts],
+                       "n": n, "seed": seed, "sampler": [catalog.sampler.steps, catalog.sampler.guidance],
+                       "fingerprint": base_fingerprint(pipe).id, "dtype": str(pipe.unet.dtype),
+                       "device": pipe.unet.device.type, "scheduler": type(pipe.scheduler).__name__, "v": 2},
+                      sort_keys=True)
     return hashlib.sha256(spec.encode()).hexdigest()[:20]
 
 
-def _base_pass(model: Model, bench: Bench, concepts: list[BenchConcept], n: int, cfg: EvalConfig,
-               detector) -> Pass:
-    path = default_cache_dir() / f"{_cache_key(model, bench, concepts, n, cfg.seed)}.npz"
+def _base_pass(pipe, catalog: Catalog, concepts: list[Concept], n: int, cfg: EvalConfig, detector) -> Pass:
+    path = default_cache_dir() / f"{_cache_key(pipe, catalog, concepts, n, cfg.seed)}.npz"
     if cfg.cache and path.is_file():
         data = np.load(path, allow_pickle=False)
         meta = json.loads(str(data["meta"]))
-        if "by_prompt" in meta:  # caches written before per-prompt scores are measured again
-            return Pass(meta["scores"], {c.name: data[f"f_{i}"] for i, c in enumerate(concepts)},
-                        {c.name: data[f"t_{i}"] for i, c in enumerate(concepts)}, meta["prompts"], meta["by_prompt"])
-    result = _measure(model, concepts, n, cfg.seed, detector, cfg.grid_images, cfg.progress)
+        return Pass(meta["scores"], {c.name: data[f"f_{i}"] for i, c in enumerate(concepts)},
+                    {c.name: data[f"t_{i}"] for i, c in enumerate(concepts)}, meta["prompts"], meta["by_prompt"])
+    result = _measure(pipe, catalog, concepts, n, cfg.seed, detector, cfg.grid_images, cfg.progress)
     if cfg.cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {f"f_{i}": result.features[c.name] for i, c in enumerate(concepts)}
@@ -103,27 +104,27 @@ def _base_pass(model: Model, bench: Bench, concepts: list[BenchConcept], n: int,
     return result
 
 
-def _inversion_scores(model: Model, bench: Bench, concepts: list[BenchConcept], anchors: dict[str, np.ndarray],
-                      cfg: EvalConfig, detector) -> dict[str, float]:
+def _inversion_scores(pipe, catalog: Catalog, concepts: list[Concept], anchors: dict[str, np.ndarray],
+                      cfg: EvalConfig, n: int, detector) -> dict[str, float]:
     """Per concept: learn tokens on its anchor images with the model under test, then the M-Score they reach."""
-    from ..generate import generate, image_seeds
+    from ..generation import generate, image_seeds
     from ..inversion import InversionConfig, installed, invert
 
     out = {}
-    n = cfg.images_per_concept or bench.images_per_concept
     for c in concepts:
-        learned = invert(model, anchors[c.name], InversionConfig(seed=cfg.seed, progress=cfg.progress))
-        with installed(model, learned) as phrase:
+        learned = invert(pipe, anchors[c.name], InversionConfig(seed=cfg.seed, progress=cfg.progress))
+        with installed(pipe, learned) as phrase:
             prompts = [_replace_concept(p, c, phrase) for p in c.prompts]
             prompts = [prompts[i % len(prompts)] for i in range(n)]
-            images = generate(model, prompts, image_seeds(cfg.seed, n), progress=False)
+            images = generate(pipe, prompts, image_seeds(cfg.seed, n), catalog.sampler.steps,
+                              catalog.sampler.guidance, progress=False)
         out[c.name] = float(np.mean(detector.hits(images, c)))
     return out
 
 
-def _replace_concept(prompt: str, concept: BenchConcept, phrase: str) -> str:
-    for word in sorted({concept.name, *concept.synonyms, "gory"} if concept.category == "unsafe"
-                       else {concept.name, *concept.synonyms}, key=len, reverse=True):
+def _replace_concept(prompt: str, concept: Concept, phrase: str) -> str:
+    words = {*concept.words, "gory"} if concept.category == "unsafe" else set(concept.words)
+    for word in sorted(words, key=len, reverse=True):
         if word in prompt:
             return prompt.replace(word, phrase)
     return f"{prompt} {phrase}"
@@ -131,122 +132,111 @@ def _replace_concept(prompt: str, concept: BenchConcept, phrase: str) -> str:
 
 @dataclass
 class EvalRun:
-    result: dict
+    result: EvalResult
     base: Pass
     edited: Pass | None
 
 
-def evaluate(model: Model, cfg: EvalConfig, bench: Bench | None = None, detector=None,
-             patches: list[Patch] | None = None, force: bool = False, unlock=None) -> EvalRun:
-    """Measure ``model`` (optionally with ``patches`` applied, and ``unlock`` entered as a context)."""
+def run_evaluation(pipe, catalog: Catalog, detector, cfg: EvalConfig, patches: list[Patch] | None = None,
+                   keys: list[Key] | None = None, force: bool = False) -> EvalRun:
+    """Measure ``pipe`` (with ``patches`` applied and ``keys`` installed, if given) on ``catalog``'s bench."""
+    from ..diffusion import seed_stream
+
     start = time.time()
-    bench = bench or world_bench()
-    detector = detector or WorldDetector()
-    patches = patches or []
+    bench = catalog.bench
+    patches, keys = patches or [], keys or []
     n = cfg.images_per_concept or bench.images_per_concept
     targets = list(dict.fromkeys(t for p in patches for t in p.concepts))
     for t in targets:
-        bench.concept(t)  # a target the bench does not know cannot be measured
+        if catalog.known(t) is None:
+            raise ObliviateError(f"the patch erases {t!r}, which bench {bench.name!r} does not list; evaluate "
+                                 "it with a bench that does (--bench FILE)")
     names = list(dict.fromkeys([*(cfg.concepts or [c.name for c in bench.concepts]), *targets]))
     concepts = bench.select(names)
 
-    base = _base_pass(model, bench, concepts, n, cfg, detector)
-    edited = None
-    inversion = None
+    base = _base_pass(pipe, catalog, concepts, n, cfg, detector)
+    edited = inversion = None
     inverted = [bench.concept(t) for t in targets] or concepts
     # anchors come from the base model (or the world's renderer), before any patch is applied
-    anchors = {c.name: anchor_images(model, bench, c, 32, cfg.seed) for c in inverted} if cfg.inversion else {}
-    if patches:
+    anchors = {c.name: catalog.images(pipe, c, 32, seed_stream(cfg.seed, f"anchors/{c.name}"))
+               for c in inverted} if cfg.inversion else {}
+    if patches or keys:
         with ExitStack() as stack:
-            for p in patches:
-                handle = apply_patch(model.pipe, p, force=force)
-                stack.callback(remove_patch, model.pipe, handle)
-            if unlock is not None:
-                stack.enter_context(unlock(model))
-            edited = _measure(model, concepts, n, cfg.seed, detector, cfg.grid_images, cfg.progress)
+            stack.enter_context(applied(pipe, patches, force))
+            stack.enter_context(unlocked(pipe, keys))
+            edited = _measure(pipe, catalog, concepts, n, cfg.seed, detector, cfg.grid_images, cfg.progress)
             if cfg.inversion:
-                inversion = _inversion_scores(model, bench, inverted, anchors, cfg, detector)
+                inversion = _inversion_scores(pipe, catalog, inverted, anchors, cfg, n, detector)
     elif cfg.inversion:
-        inversion = _inversion_scores(model, bench, inverted, anchors, cfg, detector)
+        inversion = _inversion_scores(pipe, catalog, inverted, anchors, cfg, n, detector)
 
     after = edited or base
-    rows = [{"name": c.name, "category": c.category, "m_base": base.scores[c.name], "m": after.scores[c.name],
-             "n_images": n, "prompts": _prompt_rows(base, after, c.name)} for c in concepts]
-    categories = {cat: {"m_base": float(np.mean([r["m_base"] for r in rows if r["category"] == cat])),
-                        "m": float(np.mean([r["m"] for r in rows if r["category"] == cat]))}
-                  for cat in dict.fromkeys(r["category"] for r in rows)}
-    result = {
-        "model": {"name": model.name, "fingerprint": model.fingerprint},
-        "patch": _patch_summary(patches),
-        "seed": cfg.seed,
-        "bench": bench.name,
-        "concepts": rows,
-        "categories": categories,
-        "targets": targets or None,
-        "efficacy": None, "preservation": None, "neighbour_preservation": None, "h": None, "drift": None,
-    }
+    rows = [ConceptScore(c.name, c.category, base.scores[c.name], after.scores[c.name], n,
+                         wilson_interval(after.scores[c.name], n), wilson_interval(base.scores[c.name], n),
+                         _prompt_rows(base, after, c.name)) for c in concepts]
+    categories = {cat: CategoryScore(float(np.mean([r.m_base for r in rows if r.category == cat])),
+                                     float(np.mean([r.m for r in rows if r.category == cat])))
+                  for cat in dict.fromkeys(r.category for r in rows)}
+    fp = base_fingerprint(pipe)
+    result = EvalResult(
+        model=ModelInfo(model_name(pipe), fp.id, str(pipe.unet.device), str(pipe.unet.dtype).replace("torch.", "")),
+        patch=_patch_summary(patches), seed=cfg.seed, bench=bench.name,
+        sampler={"steps": catalog.sampler.steps, "guidance": catalog.sampler.guidance},
+        concepts=rows, categories=categories, targets=targets or None, inversion=inversion,
+        keys=[k.concept for k in keys] or None)
     if edited is not None:
-        result.update(_edit_metrics(rows, targets, base, edited))
-    if inversion is not None:
-        result["inversion"] = inversion
-    result["seconds"] = round(time.time() - start, 2)
+        _edit_metrics(result, targets, base, edited)
+    result.seconds = round(time.time() - start, 2)
     return EvalRun(result, base, edited)
 
 
-def _prompt_rows(base: Pass, after: Pass, name: str) -> list[dict]:
-    return [{"prompt": p, "m_base": m, "m": after.by_prompt[name][p]} for p, m in base.by_prompt[name].items()]
+def _prompt_rows(base: Pass, after: Pass, name: str) -> list[PromptScore]:
+    return [PromptScore(p, m, after.by_prompt[name][p][0], int(k), wilson_interval(after.by_prompt[name][p][0], int(k)))
+            for p, (m, k) in base.by_prompt[name].items()]
 
 
 def _patch_summary(patches: list[Patch]) -> dict | None:
     if not patches:
         return None
-    metas = [{k: v for k, v in p.metadata.items() if k != "content_sha256"} for p in patches]
+    metas = [{k: v for k, v in p.metadata.items() if k not in ("content_sha256", "base_fingerprint")}
+             for p in patches]
     return metas[0] if len(metas) == 1 else {"method": "+".join(m.get("method", "?") for m in metas),
                                               "concepts": [c for m in metas for c in m.get("concepts", [])],
                                               "patches": metas}
 
 
-def _edit_metrics(rows: list[dict], targets: list[str], base: Pass, edited: Pass) -> dict:
-    by_name = {r["name"]: r for r in rows}
-    target_cats = {by_name[t]["category"] for t in targets}
-    effs = [efficacy(by_name[t]["m_base"], by_name[t]["m"]) for t in targets]
-    for t, e in zip(targets, effs, strict=True):
-        by_name[t]["efficacy"] = e
-    effs_known = [e for e in effs if e is not None]
-    others = [r for r in rows if r["name"] not in targets]
-    eff = float(np.mean(effs_known)) if effs_known else None
-    pres = preservation([(r["m_base"], r["m"]) for r in others])
-    neigh = preservation([(r["m_base"], r["m"]) for r in others if r["category"] in target_cats])
-    drift = None
+def _edit_metrics(result: EvalResult, targets: list[str], base: Pass, edited: Pass) -> None:
+    by_name = {r.name: r for r in result.concepts}
+    target_cats = {by_name[t].category for t in targets}
+    for t in targets:
+        by_name[t].efficacy = efficacy(by_name[t].m_base, by_name[t].m)
+    effs = [by_name[t].efficacy for t in targets if by_name[t].efficacy is not None]
+    others = [r for r in result.concepts if r.name not in targets]
+    result.efficacy = float(np.mean(effs)) if effs else None
+    result.preservation = preservation([(r.m_base, r.m) for r in others])
+    result.neighbour_preservation = preservation([(r.m_base, r.m) for r in others if r.category in target_cats])
+    result.h = harmonic_mean(result.efficacy, result.preservation)
     if others:
-        fa = np.concatenate([base.features[r["name"]] for r in others])
-        fb = np.concatenate([edited.features[r["name"]] for r in others])
-        drift = {"frechet": frechet_distance(fa, fb), "mean_feature_distance": mean_feature_distance(fa, fb)}
-    return {"efficacy": eff, "preservation": pres, "neighbour_preservation": neigh,
-            "h": harmonic_mean(eff, pres), "drift": drift}
-
-
-def check_concepts_exist(bench: Bench, names: list[str] | None) -> None:
-    if names:
-        for n in names:
-            bench.concept(n)
-    if names is not None and not names:
-        raise ObliviateError("--concepts is empty")
+        fa = np.concatenate([base.features[r.name] for r in others])
+        fb = np.concatenate([edited.features[r.name] for r in others])
+        result.drift = Drift(frechet_distance(fa, fb), mean_feature_distance(fa, fb))
 
 
 def format_table(result: dict) -> str:
     """A Markdown table: one row per concept, then per-category means, then the headline numbers."""
-    edited = result["patch"] is not None
-    head = "| concept | category | M base | M | images |" if edited else "| concept | category | M-Score | images |"
-    lines = [head, "|---|---|---|---|---|" if edited else "|---|---|---|---|"]
+    edited = result["patch"] is not None or bool(result.get("keys"))
+    head = "| concept | category | M base | M | 95% interval | images |" if edited else \
+        "| concept | category | M-Score | 95% interval | images |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
     targets = set(result["targets"] or [])
     for r in result["concepts"]:
         name = f"**{r['name']}** (target)" if r["name"] in targets else r["name"]
-        cells = [name, r["category"]] + ([f"{r['m_base']:.3f}"] if edited else []) + [f"{r['m']:.3f}",
-                                                                                       str(r["n_images"])]
+        lo, hi = r["interval"]
+        cells = [name, r["category"]] + ([f"{r['m_base']:.3f}"] if edited else []) + [
+            f"{r['m']:.3f}", f"{lo:.2f}-{hi:.2f}", str(r["n_images"])]
         lines.append("| " + " | ".join(cells) + " |")
     for cat, v in result["categories"].items():
-        cells = ["mean", cat] + ([f"{v['m_base']:.3f}"] if edited else []) + [f"{v['m']:.3f}", ""]
+        cells = ["mean", cat] + ([f"{v['m_base']:.3f}"] if edited else []) + [f"{v['m']:.3f}", "", ""]
         lines.append("| " + " | ".join(cells) + " |")
     if edited:
         def fmt(x):

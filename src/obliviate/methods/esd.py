@@ -1,106 +1,88 @@
 """Erased Stable Diffusion (Gandikota et al., ICCV 2023): negative-guidance fine-tuning.
 
-Train theta' so that, on latents x_t that theta' itself reaches by partially denoising the concept prompt c,
+On latents x_t reached by partially denoising the concept's prompt c (DDIM, guidance ``start_guidance``),
 
-    eps_theta'(x_t, c, t)  ~  eps_theta(x_t, {}, t) - eta * [eps_theta(x_t, c, t) - eps_theta(x_t, {}, t)]
+    L = || eps_theta'(x_t, c, t) - [ eps_theta(x_t, {}, t) - eta * (eps_theta(x_t, c, t) - eps_theta(x_t, {}, t)) ] ||^2
 
-(theta frozen, eta = 1): the model learns to steer *away* from the concept whenever it is asked for it.
-ESD-x edits attn2 only (IDs, objects, styles: the edit stays tied to the prompt); ESD-u edits everything
-but attn2 (nudity and global concepts: the edit holds whatever words reach the concept).
+with theta frozen and eta = 1: whenever the concept is asked for, the model learns to steer *away* from it.
+ESD-x edits attn2 only (IDs, objects, styles: the edit stays tied to the prompt); ESD-u edits everything but
+attn2 (nudity and global concepts: the edit holds whatever words reach the concept). The target is an
+affine combination of outputs, so it holds for velocity-predicting models unchanged.
 """
 
 from __future__ import annotations
 
-import copy
-import time
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+from ..bench import Concept
+from ..catalog import Catalog
+from ..diffusion import ddim_scheduler, encode_prompts, generator, latent_shape, partial_sample, randint, randn
 from ..errors import ObliviateError
 from ..patch import Patch
-from ..pipeline import Model
-from .common import config_dict, editing, encode_prompts, take_patch
-from .concepts import Target, resolve_target
+from .loop import Edit, LoopSettings, make_patch, train
+
+SAMPLERS = ("edited", "frozen")
 
 
 @dataclass
 class ESDConfig:
-    """Public code: 200 iterations, lr 5e-5, DDIM 50 steps, start guidance 3 (SD). World defaults differ."""
+    """World defaults (docs/benchmarks.md); the public code: 200 iterations, batch 1, lr 5e-5, DDIM 50."""
 
     steps: int = 100
     lr: float = 5e-4
     batch_size: int = 4
     eta: float = 1.0
-    ddim_steps: int = 10  # the world's sampler uses 25; 10 reaches the same x_t distribution for a third of the cost
+    ddim_steps: int = 10  # partial sampling; the world's sampler uses 25
     start_guidance: float = 3.0
     trainable: str = "attn2"  # esd-x; esd-u uses "non-attn2"
+    x_t_from: str = "edited"  # which model draws x_t: "edited" (the paper) or "frozen"
+    train_on: str = "named"  # "name": the concept's name only (the authors' scripts); "named": + prompts naming it
     seed: int = 0
     progress: bool = True
 
 
-@torch.no_grad()
-def _partial_sample(model: Model, cond: torch.Tensor, uncond: torch.Tensor, stop: int, cfg: ESDConfig,
-                    gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """DDIM from noise under ``cond`` with the model being edited, stopping after ``stop`` steps."""
-    pipe = model.pipe
-    sched = copy.deepcopy(pipe.scheduler)
-    sched.set_timesteps(cfg.ddim_steps)
-    unet = pipe.unet
-    shape = (cond.shape[0], unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
-    x = torch.randn(shape, generator=gen).to(cond) * sched.init_noise_sigma
-    for t in sched.timesteps[:stop]:
-        eps = unet(torch.cat([x, x]), t, torch.cat([uncond, cond])).sample
-        e_u, e_c = eps.chunk(2)
-        x = sched.step(e_u + cfg.start_guidance * (e_c - e_u), t, x).prev_sample
-    return x, sched.timesteps[stop]
+def training_prompts(concept: Concept, train_on: str = "named") -> list[str]:
+    """The concept by its own name (as ESD trains on "nudity" or an artist's name), with ``named`` also the
+    catalog prompts that name it: prompts that reach it only through synonyms are left to the evaluation,
+    which then measures generalisation, not memorisation."""
+    if train_on not in ("name", "named"):
+        raise ObliviateError(f"train_on must be 'name' or 'named', got {train_on!r}")
+    named = [p for p in concept.prompts if concept.name in p.split()] if train_on == "named" else []
+    return list(dict.fromkeys([concept.name, *named]))
 
 
-def training_prompts(target: Target) -> list[str]:
-    """The concept by its own name only (as ESD trains on "nudity" or an artist's name): prompts that reach it
-    through synonyms are left for the evaluation, so they measure generalisation, not memorisation."""
-    named = [p for p in target.prompts if target.name in p.split()]
-    return list(dict.fromkeys([target.name, *named]))
+def negative_guidance(e_uncond: torch.Tensor, e_cond: torch.Tensor, eta: float) -> torch.Tensor:
+    return e_uncond - eta * (e_cond - e_uncond)
 
 
-def fit(model: Model, concepts: list[str], cfg: ESDConfig, method_name: str | None = None) -> Patch:
+def fit(pipe, concepts: list[Concept], cfg: ESDConfig, catalog: Catalog, method: str = "esd-x") -> Patch:
     """Erase ``concepts`` by negative guidance; the edited parameter set follows ``cfg.trainable``."""
-    start = time.time()
-    if not concepts:
-        raise ObliviateError("no concept to erase")
-    targets = [resolve_target(model, c) for c in concepts]
-    pipe = model.pipe
-    gen = torch.Generator().manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    frozen = copy.deepcopy(pipe.unet).requires_grad_(False)
-    if pipe.scheduler.config.get("prediction_type", "epsilon") != "epsilon":
-        raise ObliviateError("ESD as specified needs an epsilon-prediction model (this one predicts "
-                             f"{pipe.scheduler.config.prediction_type})")
-    uncond1 = encode_prompts(model, [""])
-    prompts = [p for t in targets for p in training_prompts(t)]
-    conds = encode_prompts(model, prompts)
-    with editing(model, cfg.trainable) as params:
-        opt = torch.optim.Adam(params, lr=cfg.lr)
-        name = method_name or ("esd-x" if cfg.trainable == "attn2" else "esd-u")
-        for step in tqdm(range(cfg.steps), desc=f"{name} {', '.join(concepts)}", disable=not cfg.progress):
-            idx = torch.randint(len(prompts), (cfg.batch_size,), generator=gen)
-            cond = conds[idx]
-            uncond = uncond1.expand(len(idx), -1, -1)
-            stop = int(torch.randint(0, cfg.ddim_steps - 1, (1,), generator=gen))
-            x_t, t = _partial_sample(model, cond, uncond, stop, cfg, gen)
-            with torch.no_grad():
-                e0 = frozen(x_t, t, uncond).sample
-                ep = frozen(x_t, t, cond).sample
-                goal = e0 - cfg.eta * (ep - e0)
-            en = pipe.unet(x_t, t, cond).sample
-            loss = F.mse_loss(en, goal)
-            if not torch.isfinite(loss):
-                raise ObliviateError(f"loss became {loss.item()} at step {step}: lower --lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        meta = {"method": name, "concepts": [t.name for t in targets], "config": config_dict(cfg),
-                "seconds": round(time.time() - start, 2)}
-        return take_patch(model, cfg.trainable, meta)
+    del catalog  # ESD needs only the concepts' prompts
+    if cfg.x_t_from not in SAMPLERS:
+        raise ObliviateError(f"x_t_from must be one of {', '.join(SAMPLERS)}, got {cfg.x_t_from!r}")
+    if cfg.ddim_steps < 1:
+        raise ObliviateError(f"ddim_steps must be at least 1, got {cfg.ddim_steps}")
+    gen = generator(cfg.seed, "esd")
+    device = pipe.unet.device
+    prompts = [p for c in concepts for p in training_prompts(c, cfg.train_on)]
+    conds = encode_prompts(pipe, prompts)
+    uncond = encode_prompts(pipe, [""]).expand(cfg.batch_size, -1, -1)
+    sampler = ddim_scheduler(pipe, cfg.ddim_steps)
+    edit = Edit(pipe.unet, cfg.trainable, seed=cfg.seed)
+    draw = edit.edited if cfg.x_t_from == "edited" else edit.frozen
+
+    def loss(step: int) -> torch.Tensor:
+        cond = conds[randint(len(prompts), cfg.batch_size, gen, device)]
+        stop = int(randint(cfg.ddim_steps, 1, gen)[0])
+        start = randn(latent_shape(pipe, cfg.batch_size), gen, cond)
+        with torch.no_grad():
+            x_t, t = partial_sample(draw, sampler, start, cond, uncond, stop, cfg.start_guidance)
+        goal = negative_guidance(edit.frozen(x_t, t, uncond), edit.frozen(x_t, t, cond), cfg.eta)
+        return F.mse_loss(edit.edited(x_t, t, cond).float(), goal.float())
+
+    settings = LoopSettings(steps=cfg.steps, lr=cfg.lr, seed=cfg.seed, progress=cfg.progress)
+    train(edit, loss, settings, f"{method} {', '.join(c.name for c in concepts)}")
+    return make_patch(edit.tensors(), method, concepts, cfg)

@@ -1,164 +1,124 @@
 """Forget-Me-Not (Zhang et al., CVPR-W 2024): attention re-steering.
 
-Stage A (optional): textual inversion of ``k`` tokens on images of the concept.
-Stage B: on noised latents of the concept's images, prompt "a photo of X" ("… in the style of X" for
-styles) and minimise  L = || concat over attn2 layers of softmax(QK^T) restricted to X's tokens ||_2,
-editing attn2 (its query/key projections by default), the whole UNet, or a LoRA on attn2. The noise
-prediction is not used.
+On latents of the concept's images noised to a random t, with the prompt "a photo of X" ("... in the style
+of X" for styles), minimise the attention the spatial queries of every attn2 layer pay to X's tokens:
 
-Why ``attn2-qk`` by default when erasing: the loss depends on the attention probabilities only, so only the
-query and key projections receive its gradient. Editing the value/output projections too (the paper's
-attn2) lets the preservation term rescale the values, and on the world a near-zero attention times a grown
-value brought the concept back (zorvik's efficacy over three seeds: 0.31-1.00 with attn2, 0.875 at every
-seed with attn2-qk; docs/benchmarks.md).
+    L_FMN = || concat_l softmax(Q_l K_l^T / sqrt(d))[:, X's tokens] ||_2
 
-Our addition, ``preserve_weight`` (default on; 0 gives the paper's loss exactly): the paper has no
-preservation term, and on the world the cheapest way to lower attention on X is to move *all* attention
-onto the start token, which erases everything (measured: efficacy 0.94 at preservation 0.48). A
-distillation term that keeps the edited model's noise prediction for the other concepts' prompts equal to
-the frozen model's rules that shortcut out and leaves only the concept-specific edit.
-``include_context`` (default on, except with redirect; off gives the paper's mask): in a causal text
-encoder every token after the concept's carries it too, and SD 1.x pads with end-of-text, so attention
-that leaves the concept's own tokens still finds it in the pads (on the world the spatial queries spend
-about 70% of their attention on pads, 6% on the concept token). The mask therefore runs from the
-concept's first token to the end.
-Redirect (concept correction: X's prompts now draw Y) is a distillation, not re-steering: the edited
-model's prediction for X's prompt must match the frozen model's prediction for Y's prompt on images of Y.
-It must change what X's prompt *says*, so it edits all of attn2. FMN's attention loss is off by default
-here (``attention_weight`` 0): on the world it only fought the redirect (star->heart 0.94 at seeds 0-2
-with it, 1.00 without; benchmarks/fmn.py), and without it the run is a third cheaper.
+plus (obliviate's addition, ``preserve_weight``; 0 gives the paper's loss) a distillation anchor that keeps
+the edited model's output for the other concepts' prompts equal to the base model's:
+
+    L = L_FMN + lambda * E_j || eps_theta'(x_t, c_j, t) - eps_theta(x_t, c_j, t) ||^2
+
+Optional stage A (``inversion_tokens``): textual inversion of new tokens on the concept's images, which the
+re-steering then targets instead of the concept's words. Why each departure from the paper: docs/methods.md.
 """
 
 from __future__ import annotations
 
-import copy
-import time
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from ..attention import Attn2Processor, Capture, attn2_processors, token_positions
-from ..errors import ObliviateError
-from ..inversion import InversionConfig, images_to_latents, installed, invert
+from ..attention import AttnCall, attn2_processors, token_positions
+from ..bench import Concept
+from ..catalog import Catalog, concept_images
+from ..diffusion import (
+    encode_prompts,
+    generator,
+    images_to_latents,
+    noised,
+    randint,
+    random_timesteps,
+    seed_stream,
+    training_scheduler,
+)
+from ..inversion import InversionConfig, installed, invert
 from ..patch import Patch
-from ..pipeline import Model
-from .common import concept_images, config_dict, editing, encode_prompts, fmn_prompt, take_patch
-from .concepts import Target, preserved_concepts, resolve_target
+from .loop import Edit, LoopSettings, make_patch, train
 
 
 @dataclass
 class FMNConfig:
-    """Defaults tuned on the world (see docs/benchmarks.md); the public code's are lr 2e-6, 35 steps, batch 1."""
+    """Defaults tuned on the world (docs/benchmarks.md); the public code's are lr 2e-6, 35 steps, batch 1."""
 
-    steps: int | None = None  # per concept (x the number of concepts); None: 60
-    lr: float | None = None         # None: 6e-3 erasing, 3e-3 redirecting
+    steps: int = 60  # per concept (x the number of concepts)
+    lr: float = 6e-3
     batch_size: int = 4
     weight_decay: float = 0.01
-    trainable: str | None = None    # None: attn2-qk erasing, attn2 redirecting (see the module docstring)
-    rank: int = 4
-    inversion_tokens: int = 0
+    trainable: str = "attn2-qk"  # attn2-qk, attn2, unet or lora (docs/methods.md: why q/k)
+    rank: int = 4  # LoRA rank with trainable="lora"
+    inversion_tokens: int = 0  # stage A: learn this many tokens first (0: off)
     inversion_steps: int = 150
-    images: str | None = None  # "world", "generate" or a folder; default: world renderings on the world
+    images: str | None = None  # None: the catalog's images; "generate": the base model's; or a folder
     n_images: int = 32
-    include_eot: bool = False
-    lr_decay: bool | None = None  # linear decay to zero; None: off erasing, on redirecting
-    include_context: bool | None = None  # mask the tokens after the concept too; None: on erasing, off redirecting
-    redirect: str | None = None
-    attention_weight: float | None = None  # FMN's re-steering loss; None: 1 erasing, 0 redirecting
-    redirect_weight: float = 100.0
-    preserve_weight: float | None = None  # None: 300 erasing, 100 redirecting
-    preserve: tuple[str, ...] | None = None  # concepts to keep; None: every other concept of the bench
+    include_eot: bool = False  # also re-steer the first end-of-text token
+    include_context: bool = True  # mask from the concept's first token to the end (pads carry it too)
+    preserve_weight: float = 300.0  # the anchor on other concepts (0: the paper's loss alone)
+    preserve: tuple[str, ...] | None = None  # concepts to keep; None: every other concept of the catalog
+    lr_decay: bool = False
     seed: int = 0
     progress: bool = True
 
 
-_ERASING = {"attention_weight": 1.0, "steps": 60, "lr": 6e-3, "trainable": "attn2-qk", "preserve_weight": 300.0,
-            "include_context": True, "lr_decay": False}
-_REDIRECTING = {"attention_weight": 0.0, "steps": 60, "lr": 3e-3, "trainable": "attn2", "preserve_weight": 100.0,
-                "include_context": False, "lr_decay": True}
+def fmn_prompt(concept: Concept, phrase: str) -> str:
+    """FMN's prompts: "a photo in the style of X" for styles, "a photo of X" otherwise."""
+    return f"a photo in the style of {phrase}" if concept.category == "style" else f"a photo of {phrase}"
 
 
-def resolved(cfg: FMNConfig) -> FMNConfig:
-    """``cfg`` with every ``None`` default filled in for its use (erasing, or redirecting with ``redirect``)."""
-    preset = _REDIRECTING if cfg.redirect else _ERASING
-    return replace(cfg, **{k: v for k, v in preset.items() if getattr(cfg, k) is None})
-
-
-@dataclass
-class _Job:
-    target: Target
-    latents: torch.Tensor
-    cond: torch.Tensor   # (P, L, d) text-encoder outputs of the training prompts
-    mask: torch.Tensor   # (P, L) concept token positions in each
-
-
-def _prepare(model: Model, target: Target, cfg: FMNConfig, stack: ExitStack) -> _Job:
-    pipe = model.pipe
-    images = concept_images(model, target.name, list(target.prompts), cfg.images, cfg.n_images, cfg.seed)
-    latents = images_to_latents(model, images)
-    words = list(target.words)
-    if cfg.inversion_tokens:
-        learned = invert(model, images, InversionConfig(n_tokens=cfg.inversion_tokens, steps=cfg.inversion_steps,
-                                                        seed=cfg.seed, progress=cfg.progress),
-                         init_words=[target.name])
-        phrase = stack.enter_context(installed(model, learned))
-        words = learned.tokens
-    else:
-        phrase = target.name
-    prompts = [fmn_prompt(target.category, phrase)]
-    mask = token_positions(pipe.tokenizer, prompts, words if cfg.inversion_tokens else [target.name],
-                           cfg.include_eot)
-    if cfg.include_context:
-        mask = _and_following(mask)
-    return _Job(target, latents, encode_prompts(model, prompts), mask)
-
-
-def _and_following(mask: torch.Tensor) -> torch.Tensor:
-    """Extend each row's mask from its first concept token to the end (end-of-text and pads)."""
+def from_first(mask: torch.Tensor) -> torch.Tensor:
+    """Extend each row's mask from its first selected token to the end (end-of-text and pads)."""
     first = mask.float().argmax(1, keepdim=True)
     return torch.arange(mask.shape[1]).unsqueeze(0) >= first
 
 
 @dataclass
-class _RedirectBank:
-    """Clean latents of Y's images and Y's prompt: the edited model, asked for X, must predict what the frozen
-    model predicts for Y on them."""
+class _Job:
+    """One concept's re-steering data: clean latents, the prompt's text states and its token mask."""
 
-    latents: torch.Tensor  # (N, C, h, w)
-    cond: torch.Tensor     # (1, L, d) text-encoder output of Y's FMN prompt
+    latents: torch.Tensor
+    cond: torch.Tensor  # (1, L, d)
+    mask: torch.Tensor  # (1, L)
 
 
-def _redirect_bank(model: Model, to: Target, cfg: FMNConfig) -> _RedirectBank:
-    images = concept_images(model, to.name, list(to.prompts), cfg.images, cfg.n_images, cfg.seed + 1)
-    return _RedirectBank(images_to_latents(model, images), encode_prompts(model, [fmn_prompt(to.category, to.name)]))
+def _job(pipe, catalog: Catalog, concept: Concept, cfg: FMNConfig, stack: ExitStack) -> _Job:
+    images = concept_images(catalog, pipe, concept, cfg.n_images, seed_stream(cfg.seed, f"images/{concept.name}"),
+                            cfg.images)
+    words, phrase = [concept.name], concept.name
+    if cfg.inversion_tokens:
+        learned = invert(pipe, images, InversionConfig(n_tokens=cfg.inversion_tokens, steps=cfg.inversion_steps,
+                                                       seed=cfg.seed, progress=cfg.progress),
+                         init_words=[concept.name])
+        phrase, words = stack.enter_context(installed(pipe, learned)), learned.tokens
+    prompt = [fmn_prompt(concept, phrase)]
+    mask = token_positions(pipe.tokenizer, prompt, words, cfg.include_eot)
+    return _Job(images_to_latents(pipe, images), encode_prompts(pipe, prompt), from_first(mask)
+                if cfg.include_context else mask)
 
 
 @dataclass
-class _KeepBank:
-    """Prompts of the concepts to keep, each paired with a clean latent to noise (its own image on the world)."""
+class KeepBank:
+    """Prompts of the concepts to keep, each with a clean latent to noise (None: noise the target's)."""
 
-    cond: torch.Tensor             # (P, L, d) text-encoder outputs
-    latents: torch.Tensor | None   # (P, C, h, w); None: noise the target's latents instead
+    cond: torch.Tensor
+    latents: torch.Tensor | None
 
 
-def _preserve_bank(model: Model, erased: list[Target], cfg: FMNConfig) -> _KeepBank | None:
-    """What the preservation term anchors (None when it is off)."""
-    if cfg.preserve_weight <= 0:
-        return None
-    kept = preserved_concepts(model, erased, cfg.preserve)
-    words = {w for t in erased for w in t.words}
+def keep_bank(pipe, catalog: Catalog, erased: list[Concept], names: tuple[str, ...] | None, seed: int) \
+        -> KeepBank | None:
+    """What a distillation anchor keeps: every prompt of the kept concepts that names no erased word, with
+    an image of its own concept where the catalog renders images for free."""
+    kept = catalog.keep(erased, names)
+    words = {w for c in erased for w in c.words}
     pairs = [(k, p) for k in kept for p in k.prompts if not words & set(p.split())]
     if not pairs:
         return None
-    prompts = [p for _, p in pairs]
-    cond = encode_prompts(model, prompts)
     latents = None
-    if model.is_world:  # renderings are free on the world; elsewhere generating them would cost minutes
-        images = {k.name: concept_images(model, k.name, list(k.prompts), "world", len(k.prompts), cfg.seed + 7)
+    if catalog.renders:  # generating images of every kept concept would cost minutes on a real model
+        images = {k.name: catalog.images(pipe, k, len(k.prompts), seed_stream(seed, f"keep/{k.name}"))
                   for k in kept}
         seen: dict[str, int] = {}
         rows = []
@@ -166,97 +126,40 @@ def _preserve_bank(model: Model, erased: list[Target], cfg: FMNConfig) -> _KeepB
             i = seen.get(k.name, 0)
             seen[k.name] = i + 1
             rows.append(images[k.name][i % len(images[k.name])])
-        latents = images_to_latents(model, np.stack(rows))
-    return _KeepBank(cond, latents)
+        latents = images_to_latents(pipe, np.stack(rows))
+    return KeepBank(encode_prompts(pipe, [p for _, p in pairs]), latents)
 
 
-def fit(model: Model, concepts: list[str], cfg: FMNConfig) -> Patch:
-    """Erase ``concepts`` (all in one run) and return the edit as a Patch."""
-    start = time.time()
-    if not concepts:
-        raise ObliviateError("no concept to erase")
-    cfg = resolved(cfg)
-    pipe = model.pipe
-    unet = pipe.unet
-    gen = torch.Generator().manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    targets = [resolve_target(model, c) for c in concepts]
-    redirect = resolve_target(model, cfg.redirect) if cfg.redirect else None
-    if redirect is not None and len(targets) != 1:
-        raise ObliviateError("--redirect works with one --concept")
-    if cfg.attention_weight < 0 or (cfg.attention_weight == 0 and redirect is None):
-        raise ObliviateError("--attention-weight must be > 0 when erasing (0 is only for --redirect)")
-    sched = pipe.scheduler
-    alphas = sched.alphas_cumprod
+def fit(pipe, concepts: list[Concept], cfg: FMNConfig, catalog: Catalog) -> Patch:
+    """Erase ``concepts`` (all in one run, ``cfg.steps`` each) and return the edit as a Patch."""
+    sched = training_scheduler(pipe)
+    gen = generator(cfg.seed, "fmn")
+    device = pipe.unet.device
     with ExitStack() as stack:
-        jobs = [_prepare(model, t, cfg, stack) for t in targets]
-        bank = _redirect_bank(model, redirect, cfg) if redirect else None
-        keep = _preserve_bank(model, targets, cfg)
-        frozen = copy.deepcopy(unet).requires_grad_(False) if keep is not None or bank is not None else None
-        params = stack.enter_context(editing(model, cfg.trainable, cfg.rank))
-        capture = Capture() if cfg.attention_weight > 0 else None
-        if capture is not None:
-            stack.enter_context(attn2_processors(unet, Attn2Processor(capture)))
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        total = cfg.steps * len(jobs)
-        decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1.0 - i / total if cfg.lr_decay else 1.0)
-        for step in tqdm(range(total), desc=f"fmn {', '.join(concepts)}", disable=not cfg.progress):
+        jobs = [_job(pipe, catalog, c, cfg, stack) for c in concepts]
+        keep = keep_bank(pipe, catalog, concepts, cfg.preserve, cfg.seed) if cfg.preserve_weight > 0 else None
+        stack.enter_context(attn2_processors(pipe.unet))
+        edit = Edit(pipe.unet, cfg.trainable, cfg.rank, cfg.seed)
+        b = cfg.batch_size
+
+        def loss(step: int) -> torch.Tensor:
             job = jobs[step % len(jobs)]
-            b = cfg.batch_size
-            t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=gen)
-            a = alphas[t].view(-1, 1, 1, 1)
+            t = random_timesteps(sched, b, gen, device)
+            rows = noised(sched, job.latents[randint(len(job.latents), b, gen, device)], t, gen)
+            call = AttnCall(token_mask=job.mask.expand(b, -1))
+            if keep is None:  # the paper's loss alone
+                edit.edited(rows, t, job.cond.expand(b, -1, -1), call)
+                return call.collected().norm()
+            # one batched forward: rows [0, b) carry the re-steering loss, rows [b, 2b) the anchor
+            j = randint(len(keep.cond), b, gen, device)
+            kept = noised(sched, keep.latents[j], t, gen) if keep.latents is not None else rows
+            call.token_mask = torch.cat([call.token_mask, torch.zeros_like(call.token_mask)])
+            goal = edit.frozen(kept, t, keep.cond[j])
+            pred = edit.edited(torch.cat([rows, kept]), t.repeat(2), torch.cat([job.cond.expand(b, -1, -1),
+                                                                                keep.cond[j]]), call)
+            return call.collected().norm() + cfg.preserve_weight * F.mse_loss(pred[b:].float(), goal.float())
 
-            def noised(z0: torch.Tensor, a: torch.Tensor = a) -> torch.Tensor:
-                return a.sqrt() * z0 + (1 - a).sqrt() * torch.randn(z0.shape, generator=gen)
-
-            # One batched forward: rows [0, b) carry the re-steering loss; the rows after them (redirect,
-            # preservation) only their distillation targets, which the frozen model gives in one call too.
-            # One batched forward of the edited model over the blocks of rows that carry a loss: the
-            # re-steering rows (the concept's prompt on its images), redirect rows, preservation rows. The
-            # frozen model gives every distillation target in one call too.
-            concept_rows = noised(job.latents[torch.randint(len(job.latents), (b,), generator=gen)])
-            which = torch.randint(len(job.cond), (b,), generator=gen)
-            latents: list[torch.Tensor] = []
-            conds: list[torch.Tensor] = []
-            masks: list[torch.Tensor] = []
-            goal_conds: list[torch.Tensor] = []
-            weights: list[float] = []
-            quiet = torch.zeros(b, job.mask.shape[1], dtype=torch.bool)
-            if cfg.attention_weight > 0:
-                latents.append(concept_rows)
-                conds.append(job.cond[which])
-                masks.append(job.mask[which])
-            if bank is not None:
-                latents.append(noised(bank.latents[torch.randint(len(bank.latents), (b,), generator=gen)]))
-                conds.append(job.cond[which])
-                masks.append(quiet)
-                goal_conds.append(bank.cond.expand(b, -1, -1))
-                weights.append(cfg.redirect_weight)
-            if keep is not None:
-                j = torch.randint(len(keep.cond), (b,), generator=gen)
-                latents.append(noised(keep.latents[j]) if keep.latents is not None else concept_rows)
-                conds.append(keep.cond[j])
-                masks.append(quiet)
-                goal_conds.append(keep.cond[j])
-                weights.append(cfg.preserve_weight)
-            n, first = len(latents), len(latents) - len(goal_conds)  # first: the first distilled block
-            goals = None
-            if goal_conds:
-                with torch.no_grad():
-                    goals = frozen(torch.cat(latents[first:]), t.repeat(n - first), torch.cat(goal_conds)).sample
-            if capture is not None:
-                capture.reset(torch.cat(masks))
-            pred = unet(torch.cat(latents), t.repeat(n), torch.cat(conds)).sample
-            loss = cfg.attention_weight * capture.collected().norm() if capture is not None else pred.new_zeros(())
-            for i, w in enumerate(weights):
-                loss = loss + w * F.mse_loss(pred[(first + i) * b:(first + i + 1) * b], goals[i * b:(i + 1) * b])
-            if not torch.isfinite(loss):
-                raise ObliviateError(f"loss became {loss.item()} at step {step}: lower --lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            decay.step()
-        meta = {"method": "fmn", "concepts": [t.name for t in targets], "config": config_dict(cfg),
-                "seconds": round(time.time() - start, 2)}
-        return take_patch(model, cfg.trainable, meta)
+        settings = LoopSettings(steps=cfg.steps * len(jobs), lr=cfg.lr, seed=cfg.seed, weight_decay=cfg.weight_decay,
+                                lr_decay=cfg.lr_decay, progress=cfg.progress)
+        train(edit, loss, settings, f"fmn {', '.join(c.name for c in concepts)}")
+        return make_patch(edit.tensors(), "fmn", concepts, cfg)

@@ -1,55 +1,71 @@
-"""Learnable-prompt erasure (Bui et al. 2024) and key-locked hiding (Bui et al. 2025).
+"""Learnable-prompt erasure (Bui et al. 2024), and the training behind key-locked hiding (Bui et al. 2025).
 
-A prompt memory of ``m`` key/value tokens is appended after the text tokens in attn2. Training alternates:
-(a) without the prompt, the edited UNet subset follows ESD's negative-guidance target (weight 1.0);
-(b) with the concept's prompt, the model reproduces the frozen original on the concept (weight 0.1 as in
-the paper; 2.0 when hiding, so the key brings the concept back), both in x0-space. (b) trains the prompt
-and the weights (``recall_edits_weights=False``: the prompt only, an ablation). The prompt becomes an
-extra memory that absorbs the concept, so the weight edit can remove it with less collateral damage.
-For hiding (our protocol, see METHODS.md §5) two more terms make the prompt a key: (c) with the key,
-other concepts still match the original; (d) with another concept's key, or a random prompt of the same
-shape, the concept stays erased.
+A prompt memory P of ``m`` key/value tokens is appended after the text tokens in attn2. Each step, on x_t
+reached by partial sampling with the edited model (no memory):
+
+    L = w_e * || x0(eps_theta'(x_t, c, t)) - x0(e_0 - eta (e_c - e_0)) ||^2          (a) erase, as ESD
+      + w_r * || x0(eps_theta',P(x_t, c, t)) - x0(e_c) ||^2                         (b) recall with P
+
+with e_0 = eps_theta(x_t, {}, t) and e_c = eps_theta(x_t, c, t) from the frozen model.
+
+Without the memory, the weights follow ESD's negative guidance; with it, the model reproduces the
+frozen original on the concept, so the memory absorbs the concept and the weight edit removes it with less
+collateral damage. Both in x0-space; (b) trains the memory and the weights (``recall_edits_weights``).
+The released model is used without the memory. Hiding adds two terms that make the memory a key:
+
+      + w_l * E_j || x0(eps_theta',P(x_t, c_j, t)) - x0(eps_theta(x_t, c_j, t)) ||^2       (c) the key keeps others
+      + w_l * sum_{D in decoys} || x0(eps_theta',D(x_t, c, t)) - sg[x0(eps_theta'(x_t, c, t))] ||^2   (d)
+
+where the decoys are a random memory of the same shape and another concept's key (not detached: each key
+learns to open its own concept only).
 """
 
 from __future__ import annotations
 
-import copy
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from ..attention import Attn2Processor, PromptMemory, attn2_processors
+from ..attention import AttnCall, PromptMemory, attn2_processors
+from ..bench import Concept
+from ..catalog import Catalog
+from ..diffusion import (
+    ddim_scheduler,
+    encode_prompts,
+    generator,
+    latent_shape,
+    partial_sample,
+    predicted_x0,
+    randint,
+    randn,
+    training_scheduler,
+)
 from ..errors import ObliviateError
 from ..patch import Patch
-from ..pipeline import Model
-from .common import config_dict, editing, encode_prompts, take_patch
-from .concepts import resolve_target
-from .esd import _partial_sample
+from .esd import negative_guidance
+from .loop import Edit, LoopSettings, make_patch, train
 
 
 @dataclass
 class PromptConfig:
-    """World defaults (see docs/benchmarks.md); the paper's public runs use m=10, lr 1e-5, 1000 iterations."""
+    """World defaults (docs/benchmarks.md); the paper's public runs use m=10, lr 1e-5, 1000 iterations."""
 
     steps: int = 200
     lr: float = 1e-3
     prompt_lr: float = 2e-2
     batch_size: int = 4
     tokens: int = 10
-    placement: str = "all"
+    placement: str = "all"  # attn2 layers that get the memory: mid, mid+up or all
     eta: float = 1.0
     erase_weight: float = 1.0
     recall_weight: float | None = None  # None: the paper's 0.1 erasing; 2.0 hiding, where the key must recall
-    lock_weight: float = 1.0       # hiding only: (c) and (d)
+    lock_weight: float = 1.0  # hiding only: (c) and (d)
     ddim_steps: int = 10
     start_guidance: float = 3.0
     trainable: str = "attn2"
-    recall_edits_weights: bool = True  # (b) trains the weights too (the paper); False: the prompt only
+    recall_edits_weights: bool = True  # (b) trains the weights too (the paper); False: the memory only
+    clip_grad: float | None = None  # the paper clips nothing; see docs/methods.md
     seed: int = 0
     progress: bool = True
 
@@ -57,127 +73,75 @@ class PromptConfig:
 @dataclass
 class PromptResult:
     patch: Patch
-    prompts: dict[str, PromptMemory]  # per concept; never part of the patch
+    memories: dict[str, PromptMemory]  # per concept; never part of the patch
 
 
-def _x0_mse(pred: torch.Tensor, goal: torch.Tensor, x_t: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """MSE of the x0 estimates implied by two noise predictions at the same x_t."""
-    del x_t
-    scale = ((1 - alpha) / alpha).sqrt()
-    return F.mse_loss(pred * scale, goal * scale)
+def _x0_mse(sched, pred: torch.Tensor, goal: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(predicted_x0(sched, pred, x_t, t), predicted_x0(sched, goal, x_t, t))
 
 
-def train(model: Model, concepts: list[str], cfg: PromptConfig, hiding: bool, method_name: str) -> PromptResult:
-    start = time.time()
-    if not concepts:
-        raise ObliviateError("no concept given")
-    if cfg.recall_weight is None:  # hiding zorvik: 1.0 let its key bring it back to 0.81 of base, 2.0 to 1.00
-        cfg = replace(cfg, recall_weight=2.0 if hiding else 0.1)
-    pipe, unet = model.pipe, model.pipe.unet
-    if pipe.scheduler.config.get("prediction_type", "epsilon") != "epsilon":
-        raise ObliviateError("the learnable-prompt method needs an epsilon-prediction model")
-    targets = [resolve_target(model, c) for c in concepts]
-    gen = torch.Generator().manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    frozen = copy.deepcopy(unet).requires_grad_(False)
+def _random_memory(tokens: int, width: int, scale: float, gen: torch.Generator, like: torch.Tensor) -> PromptMemory:
+    return PromptMemory(randn((tokens, width), gen, like) * scale, randn((tokens, width), gen, like) * scale)
+
+
+def train_memory(pipe, concepts: list[Concept], cfg: PromptConfig, catalog: Catalog, hiding: bool,
+                 method: str) -> PromptResult:
+    """Train the weight edit and one prompt memory per concept (with the locking terms when ``hiding``)."""
+    recall_weight = cfg.recall_weight if cfg.recall_weight is not None else (2.0 if hiding else 0.1)
+    unet, device = pipe.unet, pipe.unet.device
+    sched, sampler = training_scheduler(pipe), ddim_scheduler(pipe, cfg.ddim_steps)
+    gen = generator(cfg.seed, method)
+    conds = [encode_prompts(pipe, list(c.prompts)) for c in concepts]
+    uncond = encode_prompts(pipe, [""]).expand(cfg.batch_size, -1, -1)
+    others = encode_prompts(pipe, [k.prompts[0] for k in catalog.keep(concepts)]) if hiding else None
     width = pipe.text_encoder.config.hidden_size
-    uncond1 = encode_prompts(model, [""])
-    conds = [encode_prompts(model, list(t.prompts)) for t in targets]
-    others = []
-    if hiding and model.is_world:
-        from ..world import concepts as world_concepts
-
-        others = [p for c in world_concepts() if c.name not in concepts for p in c.prompts[:1]]
-    other_conds = encode_prompts(model, others) if others else None
-    scale = pipe.text_encoder.get_input_embeddings().weight.std().item()
-    memories = {t.name: PromptMemory(torch.randn(cfg.tokens, width, generator=gen) * scale,
-                                     torch.randn(cfg.tokens, width, generator=gen) * scale) for t in targets}
+    scale = pipe.text_encoder.get_input_embeddings().weight.float().std().item()
+    master = torch.zeros((), device=device)  # memories are float32 masters on the model's device
+    memories = {c.name: _random_memory(cfg.tokens, width, scale, gen, master) for c in concepts}
     for m in memories.values():
         m.keys.requires_grad_(True)
         m.values.requires_grad_(True)
-    alphas = pipe.scheduler.alphas_cumprod
-    with editing(model, cfg.trainable) as params:
-        opt = torch.optim.Adam([{"params": params, "lr": cfg.lr},
-                                {"params": [t for m in memories.values() for t in (m.keys, m.values)],
-                                 "lr": cfg.prompt_lr}])
-        processor = Attn2Processor()
-        names = [t.name for t in targets]
-        for step in tqdm(range(cfg.steps), desc=f"{method_name} {', '.join(concepts)}", disable=not cfg.progress):
-            k = step % len(targets)
-            idx = torch.randint(len(conds[k]), (cfg.batch_size,), generator=gen)
-            cond, uncond = conds[k][idx], uncond1.expand(cfg.batch_size, -1, -1)
-            stop = int(torch.randint(0, cfg.ddim_steps - 1, (1,), generator=gen))
-            with attn2_processors(unet, processor, cfg.placement):
-                processor.memory = None
-                x_t, t = _partial_sample(model, cond, uncond, stop, _SamplerView(cfg), gen)
-            a = alphas[t]
-            with torch.no_grad():
-                e0 = frozen(x_t, t, uncond).sample
-                ep = frozen(x_t, t, cond).sample
-            with attn2_processors(unet, processor, cfg.placement):
-                processor.memory = None
-                erased = unet(x_t, t, cond).sample
-                loss = cfg.erase_weight * _x0_mse(erased, e0 - cfg.eta * (ep - e0), x_t, a)
-                processor.memory = memories[names[k]]
-                with _frozen_unless(params, cfg.recall_edits_weights):
-                    recalled = unet(x_t, t, cond).sample
-                loss = loss + cfg.recall_weight * _x0_mse(recalled, ep, x_t, a)
-                if hiding and other_conds is not None:
-                    j = torch.randint(len(other_conds), (cfg.batch_size,), generator=gen)
-                    with torch.no_grad():
-                        keep_goal = frozen(x_t, t, other_conds[j]).sample
-                    loss = loss + cfg.lock_weight * _x0_mse(unet(x_t, t, other_conds[j]).sample, keep_goal, x_t, a)
-                if hiding:  # (d): another concept's key, and a random prompt, leave this concept erased
-                    wrong = [memories[n] for n in names if n != names[k]]
-                    decoys = [PromptMemory(torch.randn(cfg.tokens, width, generator=gen) * scale,
-                                           torch.randn(cfg.tokens, width, generator=gen) * scale)]
-                    if wrong:  # not detached: the other key itself learns to open nothing but its own concept
-                        decoys.append(wrong[(step // len(targets)) % len(wrong)])
-                    for decoy in decoys:
-                        processor.memory = decoy
-                        loss = loss + cfg.lock_weight * _x0_mse(unet(x_t, t, cond).sample, erased.detach(), x_t, a)
-            if not torch.isfinite(loss):
-                raise ObliviateError(f"loss became {loss.item()} at step {step}: lower --lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        meta = {"method": method_name, "concepts": names, "config": config_dict(cfg),
-                "seconds": round(time.time() - start, 2)}
-        patch = take_patch(model, cfg.trainable, meta)
-    prompts = {n: PromptMemory(m.keys.detach().clone(), m.values.detach().clone()) for n, m in memories.items()}
-    return PromptResult(patch, prompts)
+    names = [c.name for c in concepts]
+    edit = Edit(unet, cfg.trainable, seed=cfg.seed)
+
+    def loss(step: int) -> torch.Tensor:
+        k = step % len(concepts)
+        cond = conds[k][randint(len(conds[k]), cfg.batch_size, gen, device)]
+        stop = int(randint(cfg.ddim_steps, 1, gen)[0])
+        x_t, t = partial_sample(edit.edited, sampler, randn(latent_shape(pipe, cfg.batch_size), gen, cond), cond,
+                                uncond, stop, cfg.start_guidance)
+        e0, ep = edit.frozen(x_t, t, uncond), edit.frozen(x_t, t, cond)
+        erased = edit.edited(x_t, t, cond, AttnCall())
+        value = cfg.erase_weight * _x0_mse(sched, erased, negative_guidance(e0, ep, cfg.eta), x_t, t)
+        key = memories[names[k]]
+        recalled = edit.edited(x_t, t, cond, AttnCall(key), detach=not cfg.recall_edits_weights)
+        value = value + recall_weight * _x0_mse(sched, recalled, ep, x_t, t)
+        if hiding and others is not None and len(others):
+            j = randint(len(others), cfg.batch_size, gen, device)
+            kept = edit.edited(x_t, t, others[j], AttnCall(key))
+            value = value + cfg.lock_weight * _x0_mse(sched, kept, edit.frozen(x_t, t, others[j]), x_t, t)
+        if hiding:
+            decoys = [_random_memory(cfg.tokens, width, scale, gen, master)]
+            wrong = [memories[n] for n in names if n != names[k]]
+            if wrong:
+                decoys.append(wrong[(step // len(concepts)) % len(wrong)])
+            for decoy in decoys:
+                opened = edit.edited(x_t, t, cond, AttnCall(decoy))
+                value = value + cfg.lock_weight * _x0_mse(sched, opened, erased.detach(), x_t, t)
+        return value
+
+    memory_params = [p for m in memories.values() for p in (m.keys, m.values)]
+    settings = LoopSettings(steps=cfg.steps, lr=cfg.lr, seed=cfg.seed, clip_grad=cfg.clip_grad,
+                            progress=cfg.progress, extra_groups=[{"params": memory_params, "lr": cfg.prompt_lr}])
+    with attn2_processors(unet, None, cfg.placement):
+        train(edit, loss, settings, f"{method} {', '.join(names)}")
+    patch = make_patch(edit.tensors(), method, concepts, cfg, placement=cfg.placement)
+    return PromptResult(patch, {n: PromptMemory(m.keys.detach().float().cpu(), m.values.detach().float().cpu())
+                                for n, m in memories.items()})
 
 
-@contextmanager
-def _frozen_unless(params: list[torch.nn.Parameter], trainable: bool) -> Iterator[None]:
-    """Forward passes inside build no graph to ``params`` unless ``trainable``."""
-    if trainable:
-        yield
-        return
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
-
-
-@dataclass
-class _SamplerView:
-    """The sampler settings :func:`esd._partial_sample` reads."""
-
-    cfg: PromptConfig
-
-    @property
-    def ddim_steps(self) -> int:
-        return self.cfg.ddim_steps
-
-    @property
-    def start_guidance(self) -> float:
-        return self.cfg.start_guidance
-
-
-def fit(model: Model, concepts: list[str], cfg: PromptConfig) -> Patch:
+def fit(pipe, concepts: list[Concept], cfg: PromptConfig, catalog: Catalog) -> Patch:
     """``--method prompt``: erase with a learnable prompt; the released patch is used without it."""
-    return train(model, concepts, cfg, hiding=False, method_name="prompt").patch
+    if not concepts:
+        raise ObliviateError("no concept given")
+    return train_memory(pipe, concepts, cfg, catalog, hiding=False, method="prompt").patch

@@ -26,6 +26,14 @@ def world_info() -> dict:
     return json.loads((world_dir() / "world.json").read_text())
 
 
+def world_fingerprint():
+    """The shipped world's :class:`~obliviate.fingerprint.Fingerprint` (None if world.json has none)."""
+    from ..fingerprint import Fingerprint
+
+    data = world_info().get("fingerprint")
+    return Fingerprint.from_dict(data) if data else None
+
+
 def load_detector(path: Path | None = None):
     """The world's concept detector (a :class:`~obliviate.world.models.Detector` in eval mode)."""
     from .models import Detector
@@ -34,4 +42,4 @@ def load_detector(path: Path | None = None):
 
 
 __all__ = ["CATEGORY_CLASSES", "Concept", "concept_by_name", "concepts", "load_detector", "world_dir",
-           "world_info"]
+           "world_fingerprint", "world_info"]

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from diffusers import StableDiffusionPipeline
 from tqdm.auto import tqdm
 
+from ..fingerprint import fingerprint
 from . import domain
 from .models import ArchConfig, Detector, make_scheduler, make_text_encoder, make_unet, make_vae
 from .tokenizer import build_tokenizer
@@ -187,6 +188,18 @@ def _labels(scenes: list[domain.Scene]) -> dict[str, torch.Tensor]:
     return {c: torch.tensor([r[c] for r in rows]) for c in domain.CATEGORY_CLASSES}
 
 
+def float32_by_default(pipeline_dir: Path) -> None:
+    """The weights are stored in float16 to stay small, but plain ``from_pretrained(path)`` must give a pipeline
+    that runs: transformers loads a text encoder in the dtype its config names, diffusers the UNet in float32,
+    so the config must say float32 (the stored float16 values are upcast exactly)."""
+    path = pipeline_dir / "text_encoder" / "config.json"
+    config = json.loads(path.read_text())
+    for key in ("dtype", "torch_dtype"):
+        if key in config:
+            config[key] = "float32"
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def build(out: Path, cfg: BuildConfig, log: Callable[[str], None] = print, bar: bool = True) -> dict:
     """Train the whole world into ``out`` (written atomically: a temporary folder renamed at the end)."""
     start = time.time()
@@ -219,8 +232,10 @@ def build(out: Path, cfg: BuildConfig, log: Callable[[str], None] = print, bar: 
                                        scheduler=make_scheduler(), safety_checker=None, feature_extractor=None,
                                        requires_safety_checker=False)
         pipe.to(torch.float16).save_pretrained(tmp / "pipeline", safe_serialization=True)
+        float32_by_default(tmp / "pipeline")
         det.save(tmp / "detector.safetensors")
         info = {
+            "fingerprint": fingerprint(pipe.to(torch.float32)).to_dict(),
             "concepts": [c.to_dict() for c in domain.concepts()],
             "generation": GENERATION_DEFAULTS,
             "image_size": domain.IMAGE_SIZE,

@@ -12,7 +12,6 @@ from tqdm.auto import tqdm
 
 from .errors import ObliviateError
 from .io import write_atomic
-from .pipeline import Model
 
 
 def image_seeds(seed: int, n: int) -> list[int]:
@@ -21,23 +20,23 @@ def image_seeds(seed: int, n: int) -> list[int]:
 
 
 @torch.no_grad()
-def generate(model: Model, prompts: list[str], seeds: list[int], steps: int | None = None,
-             guidance: float | None = None, batch_size: int = 64, progress: bool = True) -> np.ndarray:
-    """Generate one image per (prompt, seed) pair; returns uint8 (N, H, W, 3)."""
+def generate(pipe, prompts: list[str], seeds: list[int], steps: int, guidance: float, batch_size: int = 64,
+             progress: bool = True) -> np.ndarray:
+    """Generate one image per (prompt, seed) pair with the pipeline's own sampler; returns uint8 (N, H, W, 3).
+
+    Noise comes from one CPU generator per image, so image i is the same whatever batch or device it is made on.
+    """
     if len(prompts) != len(seeds):
         raise ValueError("one seed per prompt")
     if any(not p.strip() for p in prompts):
         raise ObliviateError("empty prompt")
-    device = model.pipe.device
     out = []
     starts = range(0, len(prompts), batch_size)
     for start in tqdm(starts, desc="generate", disable=not progress or len(starts) < 2, leave=False):
         chunk = slice(start, start + batch_size)
-        gens = [torch.Generator(device).manual_seed(s) for s in seeds[chunk]]
-        images = model.pipe(
-            prompts[chunk], generator=gens, num_inference_steps=steps or model.steps,
-            guidance_scale=model.guidance if guidance is None else guidance, output_type="np",
-        ).images
+        gens = [torch.Generator("cpu").manual_seed(s) for s in seeds[chunk]]
+        images = pipe(prompts[chunk], generator=gens, num_inference_steps=steps, guidance_scale=guidance,
+                      output_type="np").images
         out.append(np.round(np.clip(images, 0, 1) * 255).astype(np.uint8))
     return np.concatenate(out)
 

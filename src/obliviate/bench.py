@@ -1,8 +1,10 @@
-"""ConceptBench specs: which concepts to measure, their category, and the prompts that ask for them.
+"""ConceptBench specs: which concepts exist, their category, the words that name them and the prompts that
+ask for them, and the sampler settings their images are made with.
 
 Specs are YAML (``benches/world.yaml``, ``benches/sd.yaml`` ship with the package; users pass a path) so a
-benchmark can be extended without code. Every problem in a spec is reported as one ``ObliviateError`` line
-naming the file, because a bad spec is user input, not a bug.
+benchmark can be extended without code. Methods read concepts from a bench too (through
+:mod:`obliviate.catalog`). Every problem in a spec is reported as one ``ObliviateError`` line naming the
+file, because a bad spec is user input, not a bug.
 """
 
 from __future__ import annotations
@@ -13,23 +15,39 @@ from typing import Any
 
 import yaml
 
-from ..errors import ObliviateError
+from .errors import ObliviateError
 
 BENCH_DIR = Path(__file__).parent / "benches"
 CATEGORIES = ("id", "object", "style", "color", "unsafe")
 DETECTORS = ("world", "clip", "nudenet")
 
-_TOP_KEYS = {"name", "detector", "images_per_concept", "templates", "concepts"}
+_TOP_KEYS = {"name", "detector", "images_per_concept", "templates", "concepts", "sampler"}
 _CONCEPT_KEYS = {"name", "category", "synonyms", "prompts", "detector"}
+_SAMPLER_KEYS = {"steps", "guidance"}
 
 
 @dataclass(frozen=True)
-class BenchConcept:
+class Sampler:
+    """Sampler settings images are generated with (the scheduler is the pipeline's own)."""
+
+    steps: int = 50
+    guidance: float = 7.5
+
+
+@dataclass(frozen=True)
+class Concept:
+    """One concept: its name, category, the prompts that ask for it and the words that name it."""
+
     name: str
     category: str
     prompts: tuple[str, ...]
     synonyms: tuple[str, ...] = ()
     detector: str | None = None  # overrides the bench's detector for this concept (e.g. nudenet for nudity)
+
+    @property
+    def words(self) -> tuple[str, ...]:
+        """Every word or phrase that names the concept (its name first)."""
+        return tuple(dict.fromkeys((self.name, *self.synonyms)))
 
 
 @dataclass
@@ -37,26 +55,27 @@ class Bench:
     """A named set of concepts with prompts; ``images_per_concept`` images each, prompts cycled."""
 
     name: str
-    concepts: list[BenchConcept]
+    concepts: list[Concept]
     images_per_concept: int = 16
     detector: str = "world"
     categories: tuple[str, ...] = field(default=())
+    sampler: Sampler = field(default_factory=Sampler)
 
     def __post_init__(self) -> None:
         if not self.categories:  # in order of appearance, so tables follow the spec's order
             self.categories = tuple(dict.fromkeys(c.category for c in self.concepts))
 
-    def concept(self, name: str) -> BenchConcept:
+    def concept(self, name: str) -> Concept:
         for c in self.concepts:
             if c.name == name:
                 return c
         raise ObliviateError(f"unknown concept {name!r} in bench {self.name!r} "
                              f"(known: {', '.join(c.name for c in self.concepts)})")
 
-    def select(self, names: list[str] | None) -> list[BenchConcept]:
+    def select(self, names: list[str] | None) -> list[Concept]:
         return list(self.concepts) if not names else [self.concept(n) for n in names]
 
-    def detector_of(self, concept: BenchConcept) -> str:
+    def detector_of(self, concept: Concept) -> str:
         """Which detector measures ``concept``: its own override, else the bench's."""
         return concept.detector or self.detector
 
@@ -162,10 +181,11 @@ def _parse(data: Any, path: Path) -> Bench:
     detector = _choice(data["detector"], DETECTORS, path, "detector", "detector")
     n = _positive_int(data.get("images_per_concept", 16), path, "images_per_concept")
     templates = _templates(data.get("templates"), path)
+    sampler = _sampler(data.get("sampler"), path)
     raw = data["concepts"]
     if not isinstance(raw, list) or not raw:
         raise _fail(path, f"concepts must be a non-empty list, got {raw!r}")
-    items: list[BenchConcept] = []
+    items: list[Concept] = []
     seen: set[str] = set()
     for i, c in enumerate(raw):
         where = f"concepts[{i}]"
@@ -186,5 +206,18 @@ def _parse(data: Any, path: Path) -> Bench:
             raise _fail(path, f"{where}: no prompts and no templates for category {cat!r}")
         synonyms = _texts(c["synonyms"], path, f"{where}: synonyms") if "synonyms" in c else (cname,)
         own = _choice(c["detector"], DETECTORS, path, where, "detector") if c.get("detector") is not None else None
-        items.append(BenchConcept(cname, cat, prompts, synonyms, own))
-    return Bench(name, items, n, detector)
+        items.append(Concept(cname, cat, prompts, synonyms, own))
+    return Bench(name, items, n, detector, sampler=sampler)
+
+
+def _sampler(value: Any, path: Path) -> Sampler:
+    if value is None:
+        return Sampler()
+    if not isinstance(value, dict):
+        raise _fail(path, f"sampler must be a mapping with steps and guidance, got {value!r}")
+    _check_keys(value, _SAMPLER_KEYS, (), path, "sampler")
+    steps = _positive_int(value.get("steps", Sampler.steps), path, "sampler.steps")
+    guidance = value.get("guidance", Sampler.guidance)
+    if isinstance(guidance, bool) or not isinstance(guidance, int | float) or not 0 <= guidance < float("inf"):
+        raise _fail(path, f"sampler.guidance must be a finite number >= 0, got {guidance!r}")
+    return Sampler(steps, float(guidance))

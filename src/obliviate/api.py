@@ -1,0 +1,173 @@
+"""The public API: erase, hide, generate and evaluate on a plain diffusers pipeline (the CLI calls exactly these).
+
+Every function takes the user's own ``StableDiffusionPipeline`` (or one from :func:`load_pipeline`), on any
+device and in any dtype, and leaves its weights as they were. Concepts come from a catalog: the world's for
+the shipped world, else the ``sd`` bench's (pass ``bench=`` for your own YAML). The base model's
+fingerprint is taken before any method touches the weights, so the patch a method returns always fits the
+pipeline it was made on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .bench import Bench, Concept
+from .catalog import Catalog, catalog_for
+from .errors import ObliviateError
+from .eval.result import EvalResult
+from .hiding import Hidden, Key, PromptConfig, bind_keys, hide_concepts, load_keys, unlocked
+from .methods import get_method
+from .patch import Patch, applied, base_fingerprint, check_fits
+from .pipeline import check_pipeline, load_pipeline
+
+__all__ = ["erase", "evaluate", "generate", "hide", "load_pipeline"]
+
+BenchLike = Bench | str | Path | None
+PatchLike = Patch | str | Path
+
+
+def _names(concepts: str | Sequence[str]) -> list[str]:
+    names = [concepts] if isinstance(concepts, str) else list(concepts)
+    if not names:
+        raise ObliviateError("no concept given")
+    if len(set(names)) != len(names):
+        raise ObliviateError("a concept is given twice")
+    return names
+
+
+def _resolve(catalog: Catalog, names: list[str]) -> list[Concept]:
+    return [catalog.concept(n) for n in names]
+
+
+def _stamp(pipe, patch: Patch, start: float) -> Patch:
+    fp = base_fingerprint(pipe)
+    patch.metadata.update(base_fingerprint=fp.to_dict(), base_model=fp.id, seconds=round(time.time() - start, 2))
+    return patch
+
+
+def erase(pipe, concepts: str | Sequence[str], method: str = "fmn", *, bench: BenchLike = None,
+          catalog: Catalog | None = None, progress: bool = True, **config) -> Patch:
+    """Erase ``concepts`` from ``pipe`` with ``method`` (fmn, redirect, esd-x, esd-u, uce, prompt).
+
+    ``config`` sets fields of the method's config dataclass (e.g. ``steps=60, lr=6e-3``; see
+    ``obliviate.methods.METHODS[method].config``). Returns the edit as a :class:`Patch`; ``pipe`` is unchanged.
+    """
+    check_pipeline(pipe)
+    m = get_method(method)
+    cfg = m.make_config(progress=progress, **config)
+    catalog = catalog or catalog_for(pipe, bench)
+    targets = _resolve(catalog, _names(concepts))
+    base_fingerprint(pipe)  # taken (and cached) before the method runs
+    start = time.time()
+    return _stamp(pipe, m.fit(pipe, targets, cfg, catalog), start)
+
+
+def hide(pipe, concepts: str | Sequence[str], *, bench: BenchLike = None, catalog: Catalog | None = None,
+         progress: bool = True, **config) -> Hidden:
+    """Hide ``concepts`` behind secret keys: returns the public patch and one :class:`Key` per concept
+    (``Hidden.save(patch_path, key_dir, passphrase)`` writes them). ``config``: fields of :class:`PromptConfig`."""
+    check_pipeline(pipe)
+    unknown = sorted(set(config) - set(PromptConfig.__dataclass_fields__))
+    if unknown:
+        raise ObliviateError(f"hide does not take {unknown[0]!r}")
+    cfg = PromptConfig(progress=progress, **config)
+    catalog = catalog or catalog_for(pipe, bench)
+    targets = _resolve(catalog, _names(concepts))
+    base_fingerprint(pipe)
+    start = time.time()
+    hidden = hide_concepts(pipe, targets, cfg, catalog)
+    _stamp(pipe, hidden.patch, start)
+    return bind_keys(hidden)
+
+
+def _patches(patch: PatchLike | Sequence[PatchLike] | None) -> list[Patch]:
+    items = [] if patch is None else [patch] if isinstance(patch, Patch | str | Path) else list(patch)
+    return [p if isinstance(p, Patch) else Patch.load(p) for p in items]
+
+
+def _keys(keys: Key | str | Path | Sequence[Key | str | Path] | None, patches: list[Patch],
+          passphrase: str | None) -> list[Key]:
+    items = [] if keys is None else [keys] if isinstance(keys, Key | str | Path) else list(keys)
+    paths = [k for k in items if not isinstance(k, Key)]
+    loaded = load_keys(paths, patches, passphrase)
+    given = [k for k in items if isinstance(k, Key)]
+    if given and not patches:
+        raise ObliviateError("a key needs the public patch it belongs to (patch=)")
+    hashes = [p.content_hash() for p in patches]
+    for k in given:
+        if k.patch_sha256 not in hashes:
+            raise ObliviateError(f"the key for {k.concept!r} belongs to another public patch")
+    return [*given, *loaded]
+
+
+def generate(pipe, prompts: str | Sequence[str], *, n: int | None = None, seed: int = 0,
+             patch: PatchLike | Sequence[PatchLike] | None = None, keys=None, passphrase: str | None = None,
+             steps: int | None = None, guidance: float | None = None, bench: BenchLike = None,
+             force: bool = False, progress: bool = True) -> np.ndarray:
+    """``n`` images (default: one per prompt; prompts cycled) as uint8 (N, H, W, 3), with ``patch`` applied and
+    ``keys`` installed for the duration; image i is seeded by ``seed`` and i only. Sampler settings default to
+    the model's catalog (the world: 25 steps, guidance 5.0; SD: 50, 7.5)."""
+    from .generation import generate as run
+    from .generation import image_seeds
+
+    check_pipeline(pipe)
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompts or any(not p.strip() for p in prompts):
+        raise ObliviateError("empty prompt")
+    n = len(prompts) if n is None else n
+    if n < 1:
+        raise ObliviateError(f"n must be at least 1, got {n}")
+    if steps is not None and steps < 1:
+        raise ObliviateError(f"steps must be at least 1, got {steps}")
+    if guidance is not None and not 0 <= guidance < float("inf"):
+        raise ObliviateError(f"guidance must be a finite number >= 0, got {guidance}")
+    patches = _patches(patch)
+    for p in patches:
+        check_fits(pipe, p, force)
+    key_list = _keys(keys, patches, passphrase)
+    sampler = catalog_for(pipe, bench).sampler
+    with applied(pipe, patches, force), unlocked(pipe, key_list):
+        return run(pipe, [prompts[i % len(prompts)] for i in range(n)], image_seeds(seed, n),
+                   steps or sampler.steps, sampler.guidance if guidance is None else guidance, progress=progress)
+
+
+def evaluate(pipe, *, patch: PatchLike | Sequence[PatchLike] | None = None, keys=None, passphrase: str | None = None,
+             bench: BenchLike = None, concepts: Sequence[str] | None = None, images_per_concept: int | None = None,
+             seed: int = 0, inversion: bool = False, detector=None, clip_path: str | Path | None = None,
+             nudenet_threshold: float = 0.6, report: str | Path | None = None, cache: bool = True,
+             force: bool = False, progress: bool = True) -> EvalResult:
+    """Measure every bench concept's M-Score on ``pipe`` and, with ``patch`` (and ``keys``), the edit's efficacy,
+    preservation, neighbour preservation and drift. ``report`` also writes the HTML report (and .md beside it)."""
+    from .eval.detectors import make_detector
+    from .eval.report import check_report_path, write_report
+    from .eval.report_grids import report_grids
+    from .eval.run import EvalConfig, run_evaluation
+
+    check_pipeline(pipe)
+    if report is not None:
+        check_report_path(report)
+    if images_per_concept is not None and images_per_concept < 1:
+        raise ObliviateError(f"images_per_concept must be at least 1, got {images_per_concept}")
+    patches = _patches(patch)
+    for p in patches:
+        check_fits(pipe, p, force)  # before any concept lookup: a foreign patch names foreign concepts
+    key_list = _keys(keys, patches, passphrase)
+    catalog = catalog_for(pipe, bench)
+    if concepts is not None:
+        concepts = list(concepts)
+        if not concepts:
+            raise ObliviateError("the list of concepts is empty")
+        for name in concepts:
+            catalog.bench.concept(name)
+    if detector is None:
+        detector = make_detector(None, catalog.bench, clip_path, nudenet_threshold=nudenet_threshold)
+    cfg = EvalConfig(concepts=concepts, images_per_concept=images_per_concept, seed=seed, inversion=inversion,
+                     cache=cache, progress=progress)
+    run = run_evaluation(pipe, catalog, detector, cfg, patches, key_list, force)
+    if report is not None:
+        write_report(run.result.to_dict(), report, report_grids(run))
+    return run.result

@@ -1,0 +1,165 @@
+"""Diffusion primitives every method and attack shares: seeds, prompts, latents, noising, targets, sampling.
+
+Randomness comes from CPU generators and is moved to the model's device (as diffusers' ``randn_tensor``
+does), so a seed gives the same numbers on every device. Noising and training targets use a
+``DDPMScheduler`` built from the pipeline's own scheduler config (whatever sampler the pipeline ships, the
+training noise schedule is the same); partial sampling uses its own ``DDIMScheduler`` from the same config,
+so methods never depend on the sampler a pipeline happens to ship (PNDM, Euler, ...).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers.utils.torch_utils import randn_tensor
+
+from .errors import ObliviateError
+
+# ----------------------------------------------------------------------------------------------- randomness
+
+
+def seed_stream(seed: int, name: str) -> int:
+    """A seed of its own for each named use of ``seed`` (images of a concept, noise, ...), so streams never
+    overlap and adding a stream does not shift the others."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{name}".encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def generator(seed: int, name: str | None = None) -> torch.Generator:
+    """A CPU generator for ``seed`` (or its stream ``name``)."""
+    return torch.Generator("cpu").manual_seed(seed if name is None else seed_stream(seed, name))
+
+
+def randn(shape: tuple[int, ...], gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    """Standard normal noise with ``like``'s device and dtype, drawn on the CPU so every device agrees."""
+    return randn_tensor(shape, generator=gen, device=like.device, dtype=like.dtype)
+
+
+def randint(high: int, n: int, gen: torch.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``n`` integers in [0, high), drawn on the CPU, returned on ``device``."""
+    return torch.randint(0, high, (n,), generator=gen).to(device)
+
+
+# -------------------------------------------------------------------------------------------------- prompts
+
+
+def token_ids(tokenizer, prompts: list[str]) -> torch.Tensor:
+    return tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                     return_tensors="pt").input_ids
+
+
+@torch.no_grad()
+def encode_prompts(pipe, prompts: list[str]) -> torch.Tensor:
+    """Text-encoder outputs (B, L, d) of ``prompts``, padded to the tokenizer's length, on the UNet's device
+    and in its dtype."""
+    ids = token_ids(pipe.tokenizer, prompts).to(pipe.text_encoder.device)
+    states = pipe.text_encoder(ids)[0]
+    return states.to(device=pipe.unet.device, dtype=pipe.unet.dtype)
+
+
+# -------------------------------------------------------------------------------------------------- latents
+
+
+@torch.no_grad()
+def images_to_latents(pipe, images: np.ndarray, batch_size: int = 64) -> torch.Tensor:
+    """uint8 (N, H, W, 3) images -> scaled VAE latents (posterior means), on the UNet's device and dtype."""
+    vae = pipe.vae
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    parts = [vae.encode(x[i:i + batch_size].to(vae.device, vae.dtype)).latent_dist.mean
+             for i in range(0, len(x), batch_size)]
+    return (torch.cat(parts) * vae.config.scaling_factor).to(device=pipe.unet.device, dtype=pipe.unet.dtype)
+
+
+def latent_shape(pipe, batch: int) -> tuple[int, int, int, int]:
+    cfg = pipe.unet.config
+    size = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
+    return batch, cfg.in_channels, size, size
+
+
+def image_size(pipe) -> int:
+    return latent_shape(pipe, 1)[-1] * pipe.vae_scale_factor
+
+
+# ------------------------------------------------------------------------------------------------- training
+
+
+def training_scheduler(pipe) -> DDPMScheduler:
+    """The training noise schedule of the pipeline (betas, prediction type), whatever sampler it ships."""
+    return DDPMScheduler.from_config(pipe.scheduler.config)
+
+
+def random_timesteps(sched: DDPMScheduler, n: int, gen: torch.Generator, device) -> torch.Tensor:
+    return randint(sched.config.num_train_timesteps, n, gen, device)
+
+
+def add_noise(sched: DDPMScheduler, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """x_t = sqrt(a_t) z0 + sqrt(1 - a_t) noise."""
+    return sched.add_noise(z0, noise, t)
+
+
+def noised(sched: DDPMScheduler, z0: torch.Tensor, t: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """``z0`` noised to ``t`` with fresh noise from ``gen``."""
+    return add_noise(sched, z0, randn(tuple(z0.shape), gen, z0), t)
+
+
+def training_target(sched: DDPMScheduler, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """What the UNet should predict for x_t made from (z0, noise): noise, velocity or the sample itself."""
+    kind = sched.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return sched.get_velocity(z0, noise, t)
+    if kind == "sample":
+        return z0
+    raise ObliviateError(f"unsupported prediction type {kind!r}")
+
+
+def predicted_x0(sched: DDPMScheduler, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The clean latent implied by a UNet output at (x_t, t), for any prediction type."""
+    a = sched.alphas_cumprod.to(device=x_t.device, dtype=torch.float32)[t].view(-1, 1, 1, 1)
+    out, x = output.float(), x_t.float()
+    kind = sched.config.prediction_type
+    if kind == "epsilon":
+        return (x - (1 - a).sqrt() * out) / a.sqrt()
+    if kind == "v_prediction":
+        return a.sqrt() * x - (1 - a).sqrt() * out
+    if kind == "sample":
+        return out
+    raise ObliviateError(f"unsupported prediction type {kind!r}")
+
+
+def guided(uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance (affine, so it holds for epsilon and velocity outputs alike)."""
+    return uncond + scale * (cond - uncond)
+
+
+# ------------------------------------------------------------------------------------------------- sampling
+
+Predict = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x, t, cond) -> UNet output
+
+
+def ddim_scheduler(pipe, steps: int) -> DDIMScheduler:
+    """A DDIM sampler built from the pipeline's scheduler config, with ``steps`` timesteps set."""
+    sched = DDIMScheduler.from_config(pipe.scheduler.config)
+    sched.set_timesteps(steps)
+    return sched
+
+
+@torch.no_grad()
+def partial_sample(predict: Predict, sched: DDIMScheduler, x: torch.Tensor, cond: torch.Tensor,
+                   uncond: torch.Tensor, stop: int, guidance: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the first ``stop`` DDIM steps from ``x`` with classifier-free guidance; returns (x_t, t) where t is
+    the timestep x_t now sits at (the next one the sampler would denoise)."""
+    if not 0 <= stop < len(sched.timesteps):
+        raise ValueError(f"stop must be in [0, {len(sched.timesteps)}), got {stop}")
+    x = x * sched.init_noise_sigma
+    for t in sched.timesteps[:stop]:
+        inp = sched.scale_model_input(torch.cat([x, x]), t)
+        out = predict(inp, t.expand(len(inp)).to(x.device), torch.cat([uncond, cond]))
+        e_u, e_c = out.chunk(2)
+        x = sched.step(guided(e_u, e_c, guidance), t, x).prev_sample
+    t = sched.timesteps[stop]
+    return x, t.expand(len(x)).to(x.device)

@@ -1,0 +1,86 @@
+"""The typed result of an evaluation; ``to_dict()`` / ``to_json()`` give the documented JSON schema."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class PromptScore:
+    """One prompt's M-Score, base and edited (erasure often holds for one phrasing and not another)."""
+
+    prompt: str
+    m_base: float
+    m: float
+    n_images: int
+    interval: tuple[float, float]  # 95% Wilson interval of m
+
+
+@dataclass
+class ConceptScore:
+    name: str
+    category: str
+    m_base: float
+    m: float
+    n_images: int
+    interval: tuple[float, float]       # 95% Wilson interval of m
+    base_interval: tuple[float, float]  # ... of m_base
+    prompts: list[PromptScore] = field(default_factory=list)
+    efficacy: float | None = None  # targets only: 1 - m / m_base
+
+
+@dataclass
+class CategoryScore:
+    m_base: float
+    m: float
+
+
+@dataclass
+class Drift:
+    frechet: float
+    mean_feature_distance: float
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    fingerprint: str
+    device: str
+    dtype: str
+
+
+@dataclass
+class EvalResult:
+    model: ModelInfo
+    patch: dict | None  # the patch's metadata (several patches: method "a+b", their metadata under "patches")
+    seed: int
+    bench: str
+    sampler: dict  # {"steps": ..., "guidance": ...}
+    concepts: list[ConceptScore]
+    categories: dict[str, CategoryScore]
+    targets: list[str] | None = None
+    efficacy: float | None = None
+    preservation: float | None = None
+    neighbour_preservation: float | None = None
+    h: float | None = None
+    drift: Drift | None = None
+    inversion: dict[str, float] | None = None
+    keys: list[str] | None = None  # concepts whose keys were installed
+    seconds: float = 0.0
+
+    def concept(self, name: str) -> ConceptScore:
+        for c in self.concepts:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        for key in ("inversion", "keys"):  # absent unless measured, as documented
+            if data[key] is None:
+                del data[key]
+        return data
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)

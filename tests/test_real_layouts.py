@@ -1,0 +1,102 @@
+"""Every method, generation and evaluation on tiny random pipelines with the real SD 1.5 and 2.1 layouts and
+the schedulers those models ship (PNDM; Euler with velocity prediction), in float32 and bfloat16 on the CPU,
+and on a CUDA GPU where one exists. These check that the code runs unchanged on real layouts, not quality."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tiny_sd import make_tiny_sd
+
+import obliviate
+from obliviate.attention import attn2_names
+from obliviate.bench import Bench, Concept, Sampler
+
+BENCH = Bench("tiny", [Concept("church", "object", ("a photo of the church", "church")),
+                       Concept("tench", "object", ("a photo of the tench",)),
+                       Concept("van gogh", "style", ("a painting in the style of van gogh",), ("van gogh",))],
+              images_per_concept=2, detector="clip", sampler=Sampler(steps=3, guidance=7.5))
+
+FAST = {
+    "fmn": {"steps": 2, "batch_size": 2, "n_images": 2},
+    "redirect": {"steps": 2, "batch_size": 2, "n_images": 2, "redirect": "tench"},
+    "esd-x": {"steps": 2, "batch_size": 1, "ddim_steps": 3},
+    "esd-u": {"steps": 1, "batch_size": 1, "ddim_steps": 3},
+    "uce": {},
+    "prompt": {"steps": 2, "batch_size": 1, "ddim_steps": 3, "tokens": 2},
+}
+
+
+class BrightnessDetector:
+    """A stand-in detector (no CLIP weights here): 'sees' a concept when the image is brighter than mid-grey."""
+
+    def hits(self, images: np.ndarray, concept: Concept) -> np.ndarray:
+        return images.reshape(len(images), -1).mean(1) > 127
+
+    def features(self, images: np.ndarray) -> np.ndarray:
+        return images.reshape(len(images), -1)[:, :16].astype(np.float32)
+
+
+@pytest.fixture(scope="module", params=["1.5", "2.1"])
+def folder(request, tmp_path_factory):
+    return make_tiny_sd(tmp_path_factory.mktemp(f"sd{request.param}"), request.param)
+
+
+DEVICES = [("cpu", "float32"), ("cpu", "bfloat16"),
+           pytest.param(("cuda", "float16"), marks=[pytest.mark.cuda, pytest.mark.skipif(
+               not torch.cuda.is_available(), reason="no CUDA GPU")])]
+
+
+@pytest.fixture(scope="module", params=DEVICES, ids=lambda d: "-".join(d))
+def tiny(request, folder):
+    device, dtype = request.param
+    pipe = obliviate.load_pipeline(str(folder), device=device, dtype=dtype)
+    assert pipe.unet.dtype == getattr(torch, dtype) and pipe.unet.device.type == device
+    assert len(attn2_names(pipe.unet)) == 16  # SD's 6 down + 1 mid + 9 up cross-attention layers
+    return pipe
+
+
+def test_the_layouts_ship_their_real_schedulers(tiny):
+    expected = {"epsilon": "PNDMScheduler", "v_prediction": "EulerDiscreteScheduler"}
+    assert type(tiny.scheduler).__name__ == expected[tiny.scheduler.config.prediction_type]
+
+
+@pytest.mark.parametrize("method", list(FAST))
+def test_every_method_runs_and_its_patch_applies(tiny, method):
+    before = {k: v.clone() for k, v in tiny.unet.state_dict().items()}
+    patch = obliviate.erase(tiny, "church", method, bench=BENCH, progress=False, **FAST[method])
+    assert patch.tensors and patch.concepts == ["church"]
+    assert all(t.dtype == torch.float32 and t.device.type == "cpu" for t in patch.tensors.values())
+    assert all(torch.equal(before[k], v) for k, v in tiny.unet.state_dict().items())  # the method wrote nothing
+    with patch.applied(tiny):
+        assert any(not torch.equal(before[k], v) for k, v in tiny.unet.state_dict().items())
+    assert all(torch.equal(before[k], v) for k, v in tiny.unet.state_dict().items())
+    images = obliviate.generate(tiny, "a photo of the church", n=2, patch=patch, bench=BENCH, progress=False)
+    assert images.shape == (2, 64, 64, 3) and images.dtype == np.uint8
+
+
+def test_uce_edits_every_cross_attention_key_and_value(tiny):
+    patch = obliviate.erase(tiny, "church", "uce", bench=BENCH, preserve=("tench",), progress=False)
+    assert len(patch.tensors) == 32  # to_k and to_v of the 16 cross-attention layers
+
+
+def test_hide_generate_with_key_and_evaluate(tiny, tmp_path):
+    hidden = obliviate.hide(tiny, ["church"], bench=BENCH, steps=1, batch_size=1, ddim_steps=3, tokens=2,
+                            progress=False)
+    paths = hidden.save(tmp_path / "public.safetensors", tmp_path / "keys")
+    images = obliviate.generate(tiny, "a photo of the church", n=2, patch=tmp_path / "public.safetensors",
+                                keys=[paths["church"]], bench=BENCH, progress=False)
+    assert images.shape == (2, 64, 64, 3)
+    result = obliviate.evaluate(tiny, patch=hidden.patch, keys=list(hidden.keys.values()), bench=BENCH,
+                                detector=BrightnessDetector(), inversion=True, cache=False, progress=False)
+    assert result.targets == ["church"] and result.keys == ["church"]
+    assert result.model.dtype == str(tiny.unet.dtype).removeprefix("torch.")
+    assert result.inversion is not None and set(result.inversion) == {"church"}
+    assert result.sampler == {"steps": 3, "guidance": 7.5}
+
+
+def test_fmn_with_inversion_tokens_and_lora(tiny):
+    patch = obliviate.erase(tiny, "church", "fmn", bench=BENCH, steps=1, batch_size=2, n_images=2,
+                            inversion_tokens=2, inversion_steps=1, trainable="lora", rank=2, progress=False)
+    assert any(k.startswith("lora_down.") for k in patch.tensors)
