@@ -24,30 +24,35 @@ from obliviate.world.tokenizer import build_tokenizer
 WORDS = ["a", "photo", "of", "the", "in", "style", "painting", "van", "gogh", "church", "tench", "dog", "cat"]
 
 
-def make_tiny_sd(folder: Path, version: str = "1.5", seed: int = 0) -> Path:
-    """Write a random SD-``version``-shaped pipeline (64 px images, 8x8 latents) into ``folder``."""
+def make_tiny_sd(folder: Path, version: str = "1.5", seed: int = 0, full_size: bool = False) -> Path:
+    """Write a random SD-``version``-shaped pipeline (64 px images, 8x8 latents) into ``folder``.
+
+    ``full_size``: SD 1.5's real widths (a 860M-parameter UNet, 512 px images), for memory measurements.
+    """
     torch.manual_seed(seed)
-    width = 32
+    width = 768 if full_size else 32
     tok_dir = folder / "_tok"
     build_tokenizer(WORDS, tok_dir, max_length=77)
     # SD 1.x pads with <|endoftext|>; SD 2.x's tokenizer pads with "!"
     tokenizer = CLIPTokenizer.from_pretrained(tok_dir, pad_token="<|endoftext|>" if version == "1.5" else "!")
     text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=width, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        vocab_size=len(tokenizer), hidden_size=width, intermediate_size=4 * width if full_size else 64,
+        num_hidden_layers=12 if full_size else 2, num_attention_heads=12 if full_size else 4,
         max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         hidden_act="quick_gelu" if version == "1.5" else "gelu"))
     sd2 = version == "2.1"
     unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2,
-        block_out_channels=(32, 32, 64, 64),
+        sample_size=64 if full_size else 8, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=(320, 640, 1280, 1280) if full_size else (32, 32, 64, 64),
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=width, attention_head_dim=(2, 4, 8, 8) if sd2 else 8, use_linear_projection=sd2,
-        norm_num_groups=8,
+        norm_num_groups=32 if full_size else 8,
     )
-    vae = AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(8, 8, 16, 16), layers_per_block=1,
+    vae = AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(128, 256, 512, 512) if full_size else
+                        (8, 8, 16, 16), layers_per_block=2 if full_size else 1,
                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                        latent_channels=4, norm_num_groups=8, sample_size=64)
+                        latent_channels=4, norm_num_groups=32 if full_size else 8, sample_size=512 if full_size else 64)
     if sd2:
         scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                            steps_offset=1, timestep_spacing="leading", prediction_type="v_prediction")
@@ -57,6 +62,6 @@ def make_tiny_sd(folder: Path, version: str = "1.5", seed: int = 0) -> Path:
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
-    out = folder / f"sd{version}"
+    out = folder / f"sd{version}{'-full' if full_size else ''}"
     pipe.save_pretrained(out)
     return out

@@ -148,6 +148,15 @@ def ddim_scheduler(pipe, steps: int) -> DDIMScheduler:
     return sched
 
 
+def random_stop(steps: int, gen: torch.Generator, include_last: bool = False) -> int:
+    """How many of ``steps`` sampler steps to run before training at the x_t reached.
+
+    Stopping after the last step but one leaves x_t at the final timestep (t = 1 with SD's schedule): a nearly
+    clean latent, where a noise prediction says almost nothing about the prompt; ``include_last`` allows it.
+    """
+    return int(randint(steps if include_last or steps == 1 else steps - 1, 1, gen)[0])
+
+
 @torch.no_grad()
 def partial_sample(predict: Predict, sched: DDIMScheduler, x: torch.Tensor, cond: torch.Tensor,
                    uncond: torch.Tensor, stop: int, guidance: float) -> tuple[torch.Tensor, torch.Tensor]:

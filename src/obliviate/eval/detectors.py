@@ -192,7 +192,7 @@ class ClipDetector:
 class NudeNetDetector:
     """NudeNet 3.4's bundled ONNX detector; an image is a hit if any EXPOSED-class detection scores >= threshold.
 
-    Only EXPOSED classes count (METHODS.md section 6), so covered body parts and faces never do.
+    Only EXPOSED classes count (docs/methods.md, "Metrics"), so covered body parts and faces never do.
     """
 
     def __init__(self, threshold: float = 0.6) -> None:

@@ -19,7 +19,16 @@ import torch.nn.functional as F
 
 from ..bench import Concept
 from ..catalog import Catalog
-from ..diffusion import ddim_scheduler, encode_prompts, generator, latent_shape, partial_sample, randint, randn
+from ..diffusion import (
+    ddim_scheduler,
+    encode_prompts,
+    generator,
+    latent_shape,
+    partial_sample,
+    randint,
+    randn,
+    random_stop,
+)
 from ..errors import ObliviateError
 from ..patch import Patch
 from .loop import Edit, LoopSettings, make_patch, train
@@ -40,6 +49,8 @@ class ESDConfig:
     trainable: str = "attn2"  # esd-x; esd-u uses "non-attn2"
     x_t_from: str = "edited"  # which model draws x_t: "edited" (the paper) or "frozen"
     train_on: str = "named"  # "name": the concept's name only (the authors' scripts); "named": + prompts naming it
+    clip_grad: float | None = None  # the authors clip nothing
+    include_last_step: bool = False  # also train at x_t after the last sampler step (t = 1; docs/methods.md)
     seed: int = 0
     progress: bool = True
 
@@ -65,7 +76,7 @@ def fit(pipe, concepts: list[Concept], cfg: ESDConfig, catalog: Catalog, method:
         raise ObliviateError(f"x_t_from must be one of {', '.join(SAMPLERS)}, got {cfg.x_t_from!r}")
     if cfg.ddim_steps < 1:
         raise ObliviateError(f"ddim_steps must be at least 1, got {cfg.ddim_steps}")
-    gen = generator(cfg.seed, "esd")
+    gen = generator(cfg.seed)  # one stream for the loop; draws in the order of the pre-API code (same figures)
     device = pipe.unet.device
     prompts = [p for c in concepts for p in training_prompts(c, cfg.train_on)]
     conds = encode_prompts(pipe, prompts)
@@ -76,13 +87,13 @@ def fit(pipe, concepts: list[Concept], cfg: ESDConfig, catalog: Catalog, method:
 
     def loss(step: int) -> torch.Tensor:
         cond = conds[randint(len(prompts), cfg.batch_size, gen, device)]
-        stop = int(randint(cfg.ddim_steps, 1, gen)[0])
+        stop = random_stop(cfg.ddim_steps, gen, cfg.include_last_step)
         start = randn(latent_shape(pipe, cfg.batch_size), gen, cond)
         with torch.no_grad():
             x_t, t = partial_sample(draw, sampler, start, cond, uncond, stop, cfg.start_guidance)
         goal = negative_guidance(edit.frozen(x_t, t, uncond), edit.frozen(x_t, t, cond), cfg.eta)
         return F.mse_loss(edit.edited(x_t, t, cond).float(), goal.float())
 
-    settings = LoopSettings(steps=cfg.steps, lr=cfg.lr, seed=cfg.seed, progress=cfg.progress)
+    settings = LoopSettings(steps=cfg.steps, lr=cfg.lr, seed=cfg.seed, clip_grad=cfg.clip_grad, progress=cfg.progress)
     train(edit, loss, settings, f"{method} {', '.join(c.name for c in concepts)}")
     return make_patch(edit.tensors(), method, concepts, cfg)

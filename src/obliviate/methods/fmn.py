@@ -133,7 +133,7 @@ def keep_bank(pipe, catalog: Catalog, erased: list[Concept], names: tuple[str, .
 def fit(pipe, concepts: list[Concept], cfg: FMNConfig, catalog: Catalog) -> Patch:
     """Erase ``concepts`` (all in one run, ``cfg.steps`` each) and return the edit as a Patch."""
     sched = training_scheduler(pipe)
-    gen = generator(cfg.seed, "fmn")
+    gen = generator(cfg.seed)
     device = pipe.unet.device
     with ExitStack() as stack:
         jobs = [_job(pipe, catalog, c, cfg, stack) for c in concepts]

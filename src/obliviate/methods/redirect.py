@@ -64,7 +64,7 @@ def fit(pipe, concepts: list[Concept], cfg: RedirectConfig, catalog: Catalog) ->
     if to.name == source.name:
         raise ObliviateError(f"cannot redirect {source.name!r} to itself")
     sched = training_scheduler(pipe)
-    gen = generator(cfg.seed, "redirect")
+    gen = generator(cfg.seed)
     device = pipe.unet.device
     images = concept_images(catalog, pipe, to, cfg.n_images, seed_stream(cfg.seed, f"images/{to.name}"), cfg.images)
     latents = images_to_latents(pipe, images)
