@@ -32,6 +32,8 @@ VARIANTS = {  # names without commas (--variants takes a comma-separated list)
     "x_t edited": {"x_t_from": "edited"},
     "x_t frozen": {"x_t_from": "frozen"},
     "x_t frozen 150 steps": {"x_t_from": "frozen", "steps": 150},
+    "x_t frozen lr 1e-3": {"x_t_from": "frozen", "lr": 1e-3},
+    "x_t frozen name only": {"x_t_from": "frozen", "train_on": "name"},
     "batch 1 200 steps": {"batch_size": 1, "steps": 200},
     "authors' loop": {"x_t_from": "frozen", "train_on": "name", "batch_size": 1, "steps": 200, "ddim_steps": 50},
 }

@@ -100,3 +100,15 @@ def test_cli_bad_device_or_dtype_is_one_line_and_writes_nothing(tmp_path, args, 
     assert res.returncode == 2, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr, res.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_unsupported_pipeline_is_one_line_and_writes_nothing(tmp_path):
+    folder = tmp_path / "sdxl"
+    folder.mkdir()
+    (folder / "model_index.json").write_text('{"_class_name": "StableDiffusionXLPipeline"}')
+    out = tmp_path / "out"
+    out.mkdir()
+    res = _cli("erase", "--model", str(folder), "--concept", "cat", "--method", "uce", "--out",
+               str(out / "p.safetensors"))
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "StableDiffusionXLPipeline" in res.stderr and list(out.iterdir()) == []

@@ -176,7 +176,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------------------- erase
 
-# CLI flag (argparse dest) -> method config field, where the names differ
+# erase options that map one to one onto fields of the method configs (checked against the chosen method)
 _ERASE_OPTIONS = ("steps", "lr", "batch_size", "trainable", "rank", "inversion_tokens", "images", "redirect",
                   "include_eot", "guide", "preserve_weight", "preserve", "x_t_from", "ddim_steps")
 
@@ -314,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--preserve-weight", type=_non_negative_float,
                    help="FMN: weight of the preservation anchor (default 300; lower erases more, keeps less; 0: the "
                         "paper's loss)")
-    r.add_argument("--x-t-from", choices=["edited", "frozen"], help="ESD: which model draws x_t (default edited)")
+    r.add_argument("--x-t-from", choices=["edited", "frozen"],
+                   help="ESD: which model draws x_t (default: frozen for esd-x, edited for esd-u)")
     r.add_argument("--ddim-steps", type=_positive_int, help="ESD, prompt: partial-sampling steps (default 10)")
     r.add_argument("--json", action="store_true", help="print {patch, method, concepts, seconds} as JSON")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")

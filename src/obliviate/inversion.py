@@ -93,7 +93,7 @@ def invert(pipe, images: np.ndarray, cfg: InversionConfig, init_words: list[str]
     """
     if len(images) == 0:
         raise ObliviateError("textual inversion needs at least one image")
-    gen = generator(cfg.seed, "inversion")
+    gen = generator(cfg.seed)
     sched = training_scheduler(pipe)
     latents = images_to_latents(pipe, images)
     device = latents.device

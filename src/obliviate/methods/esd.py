@@ -41,13 +41,13 @@ class ESDConfig:
     """World defaults (docs/benchmarks.md); the public code: 200 iterations, batch 1, lr 5e-5, DDIM 50."""
 
     steps: int = 100
-    lr: float = 5e-4
+    lr: float = 1e-3
     batch_size: int = 4
     eta: float = 1.0
     ddim_steps: int = 10  # partial sampling; the world's sampler uses 25
     start_guidance: float = 3.0
     trainable: str = "attn2"  # esd-x; esd-u uses "non-attn2"
-    x_t_from: str = "edited"  # which model draws x_t: "edited" (the paper) or "frozen"
+    x_t_from: str = "frozen"  # which model draws x_t: "frozen" (kinder to neighbours) or "edited" (the paper)
     train_on: str = "named"  # "name": the concept's name only (the authors' scripts); "named": + prompts naming it
     clip_grad: float | None = None  # the authors clip nothing
     include_last_step: bool = False  # also train at x_t after the last sampler step (t = 1; docs/methods.md)
