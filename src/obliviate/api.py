@@ -92,16 +92,7 @@ def _patches(patch: PatchLike | Sequence[PatchLike] | None) -> list[Patch]:
 def _keys(keys: Key | str | Path | Sequence[Key | str | Path] | None, patches: list[Patch],
           passphrase: str | None) -> list[Key]:
     items = [] if keys is None else [keys] if isinstance(keys, Key | str | Path) else list(keys)
-    paths = [k for k in items if not isinstance(k, Key)]
-    loaded = load_keys(paths, patches, passphrase)
-    given = [k for k in items if isinstance(k, Key)]
-    if given and not patches:
-        raise ObliviateError("a key needs the public patch it belongs to (patch=)")
-    hashes = [p.content_hash() for p in patches]
-    for k in given:
-        if k.patch_sha256 not in hashes:
-            raise ObliviateError(f"the key for {k.concept!r} belongs to another public patch")
-    return [*given, *loaded]
+    return load_keys(items, patches, passphrase)
 
 
 def generate(pipe, prompts: str | Sequence[str], *, n: int | None = None, seed: int = 0,

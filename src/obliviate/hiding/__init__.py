@@ -62,14 +62,15 @@ def key_filename(concept: str) -> str:
     return f"{safe}.key.safetensors"
 
 
-def load_keys(paths: list[str | Path], patches: list[Patch], passphrase: str | None = None) -> list[Key]:
-    """Read keys and check each belongs to one of ``patches`` (a key without its patch is refused)."""
-    if paths and not patches:
-        raise ObliviateError("a key needs the public patch it belongs to (--patch)")
+def load_keys(keys: list[Key | str | Path], patches: list[Patch], passphrase: str | None = None) -> list[Key]:
+    """Keys (objects, or files read and verified) checked to belong to one of ``patches``: a key without its
+    public patch, or with another one, is refused."""
+    if keys and not patches:
+        raise ObliviateError("a key needs the public patch it belongs to (--patch / patch=)")
     hashes = [p.content_hash() for p in patches]
-    keys = []
-    for path in paths:
-        key = load_key(path, passphrase)
-        check_key_fits(key, hashes, str(path))
-        keys.append(key)
-    return keys
+    out = []
+    for item in keys:
+        key = item if isinstance(item, Key) else load_key(item, passphrase)
+        check_key_fits(key, hashes, f"for {key.concept!r}" if isinstance(item, Key) else str(item))
+        out.append(key)
+    return out

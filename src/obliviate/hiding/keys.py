@@ -108,7 +108,7 @@ def _metadata(blob: bytes) -> dict:
 
 def check_key_fits(key: Key, patch_hashes: list[str], source: str) -> None:
     if key.patch_sha256 not in patch_hashes:
-        raise ObliviateError(f"key {source} (for {key.concept!r}) belongs to another public patch")
+        raise ObliviateError(f"key {source} (concept {key.concept!r}) belongs to another public patch")
 
 
 def check_key_width(key: Key, pipe, source: str = "key") -> None:
