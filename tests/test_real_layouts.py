@@ -13,7 +13,8 @@ import obliviate
 from obliviate.attention import attn2_names
 from obliviate.bench import Bench, Concept, Sampler
 
-BENCH = Bench("tiny", [Concept("church", "object", ("a photo of the church", "church")),
+BENCH = Bench("tiny", [Concept("church", "object", ("a photo of the church", "church"),
+                               implicit=("a photo of the chrch", "the church of the van")),
                        Concept("tench", "object", ("a photo of the tench",)),
                        Concept("van gogh", "style", ("a painting in the style of van gogh",), ("van gogh",))],
               images_per_concept=2, detector="clip", sampler=Sampler(steps=3, guidance=7.5))
@@ -100,3 +101,13 @@ def test_fmn_with_inversion_tokens_and_lora(tiny):
     patch = obliviate.erase(tiny, "church", "fmn", bench=BENCH, steps=1, batch_size=2, n_images=2,
                             inversion_tokens=2, inversion_steps=1, trainable="lora", rank=2, progress=False)
     assert any(k.startswith("lora_down.") for k in patch.tensors)
+
+
+@pytest.mark.parametrize("name, config", [("inversion", {"steps": 1, "n_tokens": 2, "anchors": 2}),
+                                          ("implicit", {}), ("completion", {"anchors": 2})])
+def test_every_attack_runs(tiny, name, config):
+    patch = obliviate.erase(tiny, "church", "uce", bench=BENCH, progress=False)
+    r = obliviate.attack(tiny, "church", name, patch=patch, bench=BENCH, detector=BrightnessDetector(), n_images=2,
+                         progress=False, **config)
+    assert r.attack == name and 0 <= r.asr <= 1 and r.asr_base is not None
+

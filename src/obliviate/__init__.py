@@ -18,7 +18,8 @@ import importlib
 __version__ = "0.2.0"
 
 _EXPORTS = {
-    "load_pipeline": "api", "erase": "api", "hide": "api", "generate": "api", "evaluate": "api",
+    "load_pipeline": "api", "erase": "api", "hide": "api", "generate": "api", "evaluate": "api", "attack": "api",
+    "ATTACKS": "attacks",
     "Patch": "patch", "AppliedPatch": "patch", "Key": "hiding.keys", "load_key": "hiding.keys", "Hidden": "hiding",
     "EvalResult": "eval.result", "ObliviateError": "errors", "Fingerprint": "fingerprint",
     "METHODS": "methods", "catalog_for": "catalog", "load_bench": "bench",

@@ -24,7 +24,7 @@ from .methods import get_method
 from .patch import Patch, applied, base_fingerprint, check_fits
 from .pipeline import check_pipeline, load_pipeline
 
-__all__ = ["erase", "evaluate", "generate", "hide", "load_pipeline"]
+__all__ = ["attack", "erase", "evaluate", "generate", "hide", "load_pipeline"]
 
 BenchLike = Bench | str | Path | None
 PatchLike = Patch | str | Path
@@ -162,3 +162,38 @@ def evaluate(pipe, *, patch: PatchLike | Sequence[PatchLike] | None = None, keys
     if report is not None:
         write_report(run.result.to_dict(), report, report_grids(run))
     return run.result
+
+
+def attack(pipe, concept: str, attack: str | Sequence[str] = "inversion", *,
+           patch: PatchLike | Sequence[PatchLike] | None = None, keys=None, passphrase: str | None = None,
+           bench: BenchLike = None, detector=None, clip_path: str | Path | None = None, n_images: int = 16,
+           seed: int = 0, force: bool = False, progress: bool = True, **config):
+    """Red-team ``concept`` on ``pipe`` (with ``patch`` applied and ``keys`` installed): each attack's success rate
+    (ASR: share of its images in which the detector finds the concept), beside the same attack on the base
+    model (its ceiling) and the rate with no attack. ``attack``: a name, a list of names, or "all". Returns an
+    :class:`~obliviate.attacks.AttackResult`, or a list of them for several attacks. ``config`` goes to every
+    attack that takes it (e.g. ``steps``)."""
+    from .attacks import ATTACKS, get_attack, run_attack
+    from .eval.detectors import make_detector
+
+    check_pipeline(pipe)
+    names = list(ATTACKS) if attack == "all" else [attack] if isinstance(attack, str) else list(attack)
+    attacks = [get_attack(a) for a in names]
+    if n_images < 1:
+        raise ObliviateError(f"n_images must be at least 1, got {n_images}")
+    patches = _patches(patch)
+    for p in patches:
+        check_fits(pipe, p, force)
+    key_list = _keys(keys, patches, passphrase)
+    catalog = catalog_for(pipe, bench)
+    target = catalog.bench.concept(concept)  # an attack needs the concept's prompts and a detector for it
+    for a in attacks:  # every option must fit some chosen attack; each attack gets the ones it takes
+        a.make_config(**{k: v for k, v in config.items() if k in a.option_names()})
+    unused = sorted(set(config) - set().union(*(a.option_names() for a in attacks)))
+    if unused:
+        raise ObliviateError(f"no chosen attack takes {unused[0]!r}")
+    if detector is None:
+        detector = make_detector(None, catalog.bench, clip_path)
+    results = [run_attack(pipe, target, a, catalog, detector, n_images, seed, patches, key_list, force, progress,
+                          **{k: v for k, v in config.items() if k in a.option_names()}) for a in attacks]
+    return results[0] if isinstance(attack, str) and attack != "all" else results

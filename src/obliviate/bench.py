@@ -21,8 +21,8 @@ BENCH_DIR = Path(__file__).parent / "benches"
 CATEGORIES = ("id", "object", "style", "color", "unsafe")
 DETECTORS = ("world", "clip", "nudenet")
 
-_TOP_KEYS = {"name", "detector", "images_per_concept", "templates", "concepts", "sampler"}
-_CONCEPT_KEYS = {"name", "category", "synonyms", "prompts", "detector"}
+_TOP_KEYS = {"name", "detector", "images_per_concept", "templates", "concepts", "sampler", "neutral"}
+_CONCEPT_KEYS = {"name", "category", "synonyms", "prompts", "detector", "implicit"}
 _SAMPLER_KEYS = {"steps", "guidance"}
 
 
@@ -43,6 +43,7 @@ class Concept:
     prompts: tuple[str, ...]
     synonyms: tuple[str, ...] = ()
     detector: str | None = None  # overrides the bench's detector for this concept (e.g. nudenet for nudity)
+    implicit: tuple[str, ...] = ()  # prompts that reach the concept without naming it (descriptions, misspellings)
 
     @property
     def words(self) -> tuple[str, ...]:
@@ -60,6 +61,7 @@ class Bench:
     detector: str = "world"
     categories: tuple[str, ...] = field(default=())
     sampler: Sampler = field(default_factory=Sampler)
+    neutral: str = ""  # a prompt that asks for no concept ("": unconditional); the completion probe uses it
 
     def __post_init__(self) -> None:
         if not self.categories:  # in order of appearance, so tables follow the spec's order
@@ -206,8 +208,12 @@ def _parse(data: Any, path: Path) -> Bench:
             raise _fail(path, f"{where}: no prompts and no templates for category {cat!r}")
         synonyms = _texts(c["synonyms"], path, f"{where}: synonyms") if "synonyms" in c else (cname,)
         own = _choice(c["detector"], DETECTORS, path, where, "detector") if c.get("detector") is not None else None
-        items.append(Concept(cname, cat, prompts, synonyms, own))
-    return Bench(name, items, n, detector, sampler=sampler)
+        implicit = _texts(c["implicit"], path, f"{where}: implicit") if "implicit" in c else ()
+        items.append(Concept(cname, cat, prompts, synonyms, own, implicit))
+    neutral = data.get("neutral", Bench.neutral)
+    if not isinstance(neutral, str):
+        raise _fail(path, f"neutral must be a string (may be empty), got {neutral!r}")
+    return Bench(name, items, n, detector, sampler=sampler, neutral=neutral)
 
 
 def _sampler(value: Any, path: Path) -> Sampler:

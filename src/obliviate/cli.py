@@ -242,9 +242,54 @@ def cmd_hide(args: argparse.Namespace) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------------------------------- attack
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    from . import api
+    from .attacks import ATTACKS, get_attack
+    from .bench import load_bench
+    from .io import check_writable, write_atomic
+
+    names = list(ATTACKS) if args.attack == "all" else [get_attack(a).name for a in args.attack.split(",")]
+    if args.key and not args.patch:
+        raise ObliviateError("--key needs the public patch it belongs to (--patch)")
+    if args.steps is not None and args.steps < 1:
+        raise ObliviateError(f"--steps: the attack budget must be at least 1, got {args.steps}")
+    if args.json and args.json != "-":
+        check_writable(args.json)
+    out_dir = Path(args.out) if args.out else None
+    if out_dir is not None:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise ObliviateError(f"--out {out_dir} exists and is not a folder")
+        check_writable(out_dir / "attack.json") if out_dir.is_dir() else check_writable(out_dir)
+    load_bench(args.bench or ("world" if args.model == "world" else "sd")).concept(args.concept)
+    config = {"steps": args.steps} if args.steps is not None else {}
+    patches, keys = _patches_and_keys(args)
+    pipe = _pipeline(args)
+    results = api.attack(pipe, args.concept, names if args.attack == "all" or "," in args.attack else names[0],
+                         patch=patches, keys=keys, bench=args.bench, n_images=args.n_images, seed=args.seed,
+                         force=args.force, progress=not args.no_progress, **config)
+    results = results if isinstance(results, list) else [results]
+    payload = results[0].to_dict() if len(results) == 1 and args.attack != "all" else \
+        {"concept": args.concept, "attacks": [r.to_dict() for r in results]}
+    text = json.dumps(payload, indent=2)
+    for r in results:
+        _log(f"{r.attack}: ASR {r.asr:.3f} (base model {r.asr_base:.3f}, no attack {r.asr_no_attack:.3f}; "
+             f"{r.n_images} images, {r.seconds:.1f} s)")
+    if args.json == "-":
+        print(text)
+    elif args.json:
+        write_atomic(args.json, lambda tmp: tmp.write_text(text))
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(out_dir / "attack.json", lambda tmp: tmp.write_text(text))
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
+    from .attacks import ATTACKS
     from .methods import METHODS
 
     parser = argparse.ArgumentParser(
@@ -366,6 +411,27 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--no-progress", action="store_true", help="no progress bars")
     _device_arguments(h)
     h.set_defaults(func=cmd_hide)
+    a = sub.add_parser("attack", help="red-team a concept: attack success rates beside the base model's",
+                       description="Attack one concept on the model (with --patch / --key) and on the base model; "
+                                   "prints each attack's success rate (ASR), its ceiling on the base model and the "
+                                   "rate with no attack.")
+    a.add_argument("--model", default="world", help="'world' (default), a diffusers folder, or a hub id")
+    a.add_argument("--patch", action="append", default=[], help="patch file to apply (repeatable)")
+    a.add_argument("--force", action="store_true", help="apply patches made for another base model")
+    _key_arguments(a)
+    a.add_argument("--concept", required=True, help="the concept to bring back (a bench concept)")
+    a.add_argument("--attack", default="all", metavar="NAME",
+                   help="attack(s), comma-separated, or all (default): " + "; ".join(
+                       f"{x.name}: {x.summary}" for x in ATTACKS.values()))
+    a.add_argument("--bench", help="bench spec: 'world', 'sd' or a YAML file (default: world for the world, else sd)")
+    a.add_argument("--n-images", type=_positive_int, default=16, help="images per attack (default 16)")
+    a.add_argument("--steps", type=int, help="optimisation budget of optimising attacks (default: each attack's)")
+    a.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    a.add_argument("--json", metavar="FILE", help="write the results as JSON to FILE ('-': stdout)")
+    a.add_argument("--out", metavar="DIR", help="folder for attack.json")
+    a.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _device_arguments(a)
+    a.set_defaults(func=cmd_attack)
     return parser
 
 

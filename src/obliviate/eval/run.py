@@ -107,6 +107,7 @@ def _base_pass(pipe, catalog: Catalog, concepts: list[Concept], n: int, cfg: Eva
 def _inversion_scores(pipe, catalog: Catalog, concepts: list[Concept], anchors: dict[str, np.ndarray],
                       cfg: EvalConfig, n: int, detector) -> dict[str, float]:
     """Per concept: learn tokens on its anchor images with the model under test, then the M-Score they reach."""
+    from ..attacks.inversion import replace_concept
     from ..generation import generate, image_seeds
     from ..inversion import InversionConfig, installed, invert
 
@@ -114,20 +115,12 @@ def _inversion_scores(pipe, catalog: Catalog, concepts: list[Concept], anchors: 
     for c in concepts:
         learned = invert(pipe, anchors[c.name], InversionConfig(seed=cfg.seed, progress=cfg.progress))
         with installed(pipe, learned) as phrase:
-            prompts = [_replace_concept(p, c, phrase) for p in c.prompts]
+            prompts = [replace_concept(p, c, phrase) for p in c.prompts]
             prompts = [prompts[i % len(prompts)] for i in range(n)]
             images = generate(pipe, prompts, image_seeds(cfg.seed, n), catalog.sampler.steps,
                               catalog.sampler.guidance, progress=False)
         out[c.name] = float(np.mean(detector.hits(images, c)))
     return out
-
-
-def _replace_concept(prompt: str, concept: Concept, phrase: str) -> str:
-    words = {*concept.words, "gory"} if concept.category == "unsafe" else set(concept.words)
-    for word in sorted(words, key=len, reverse=True):
-        if word in prompt:
-            return prompt.replace(word, phrase)
-    return f"{prompt} {phrase}"
 
 
 @dataclass

@@ -1,0 +1,103 @@
+"""Attacks (red teaming): each a config dataclass and ``run(pipe, concept, cfg, catalog) -> Probe``; a registry,
+and :func:`run_attack`, which measures an attack's success rate on the model under test and on the base model.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from ..bench import Concept
+from ..catalog import Catalog
+from ..errors import ObliviateError
+from ..hiding.keys import Key, unlocked
+from ..patch import Patch, applied
+from . import completion, implicit, inversion
+from .base import AttackResult, Probe, probe_images
+
+__all__ = ["ATTACKS", "Attack", "AttackResult", "Probe", "get_attack", "run_attack"]
+
+
+@dataclass(frozen=True)
+class Attack:
+    name: str
+    config: type
+    run: Callable
+    summary: str
+    optimises: bool  # searches against the model (its ASR on the base model is its ceiling)
+
+    def option_names(self) -> set[str]:
+        return {f.name for f in fields(self.config)}
+
+    def make_config(self, **overrides):
+        unknown = sorted(set(overrides) - self.option_names())
+        if unknown:
+            raise ObliviateError(f"attack {self.name} does not take {unknown[0]!r} "
+                                 f"(it takes: {', '.join(sorted(self.option_names()))})")
+        if overrides.get("steps") is not None and overrides["steps"] < 1:
+            raise ObliviateError(f"attack {self.name}: the budget (steps) must be at least 1, got {overrides['steps']}")
+        return self.config(**overrides)
+
+
+ATTACKS: dict[str, Attack] = {
+    "inversion": Attack("inversion", inversion.InversionAttackConfig, inversion.run,
+                        "concept inversion: learn new tokens on images of the concept against the model", True),
+    "implicit": Attack("implicit", implicit.ImplicitConfig, implicit.run,
+                       "the bench's implicit prompts: descriptions, misspellings, never the concept's name", False),
+    "completion": Attack("completion", completion.CompletionConfig, completion.run,
+                         "diffusion completion: the concept's images noised to 0.3/0.5/0.7, denoised neutrally", False),
+}
+
+
+def get_attack(name: str) -> Attack:
+    if name not in ATTACKS:
+        raise ObliviateError(f"unknown attack {name!r} (available: {', '.join(ATTACKS)}, or all)")
+    return ATTACKS[name]
+
+
+def _rate(detector, images: np.ndarray, concept: Concept) -> float:
+    return float(np.mean(detector.hits(images, concept)))
+
+
+def _asr(detector, images: np.ndarray, probe: Probe, concept: Concept, n: int) -> dict[str, float]:
+    """ASR overall and, for completion, per strength (the images come in blocks of ``n`` per strength)."""
+    if not probe.strengths:
+        return {"all": _rate(detector, images, concept)}
+    return {str(s): _rate(detector, images[i * n:(i + 1) * n], concept) for i, s in enumerate(probe.strengths)}
+
+
+def run_attack(pipe, concept: Concept, attack: Attack, catalog: Catalog, detector, n_images: int, seed: int,
+               patches: list[Patch], keys: list[Key], force: bool = False, progress: bool = True,
+               **config) -> AttackResult:
+    """Attack ``concept`` on ``pipe`` with ``patches`` applied and ``keys`` installed, and on the base model.
+
+    The completion probe reports its ASR at the strongest noise level at which the base model still completes
+    the concept (>= 0.8; else the weakest level): beyond it, a miss says nothing about the edit.
+    """
+    cfg = attack.make_config(seed=seed, progress=progress, **config)
+    sampler = catalog.sampler
+    edited = bool(patches or keys)
+    base = None
+    if edited:  # the same attack where the concept exists: its ceiling
+        probe = attack.run(pipe, concept, cfg, catalog)
+        base = _asr(detector, probe_images(pipe, probe, n_images, seed, sampler)[0], probe, concept, n_images)
+    with applied(pipe, patches, force), unlocked(pipe, keys):
+        plain, _ = probe_images(pipe, Probe(list(concept.prompts)), n_images, seed, sampler)
+        start = time.time()
+        probe = attack.run(pipe, concept, cfg, catalog)
+        images, _ = probe_images(pipe, probe, n_images, seed, sampler)
+        seconds = time.time() - start
+        rates = _asr(detector, images, probe, concept, n_images)
+    base = base or rates
+    details: dict = {}
+    key = "all"
+    if probe.strengths:
+        usable = [s for s in rates if base[s] >= 0.8]
+        key = usable[-1] if usable else next(iter(rates))
+        details = {"strength": float(key), "asr_by_strength": rates, "asr_base_by_strength": base}
+    texts = None if probe.init_images is not None or probe.learned is not None else list(probe.prompts)
+    return AttackResult(concept.name, attack.name, rates[key], base[key], _rate(detector, plain, concept),
+                        n_images, round(seconds, 2), texts, details)

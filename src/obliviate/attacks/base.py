@@ -1,0 +1,82 @@
+"""What every attack shares: the probe an attack returns, turning it into images, and the result's shape.
+
+An attack is a config dataclass and a function ``run(pipe, concept, cfg, catalog) -> Probe`` that searches
+against the model under test (its patch and keys already in place) and returns a way to make images that
+should show the concept. The attack success rate (ASR) is the share of those images in which the detector
+finds the concept; images are seeded like every other generation, so a seed gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..bench import Sampler
+from ..generation import generate, image_seeds
+from ..inversion import LearnedTokens, installed
+
+
+@dataclass
+class Probe:
+    """What an attack found. Text prompts (adversarial, implicit, or using learned tokens), or images to noise
+    and complete (the completion probe)."""
+
+    prompts: list[str]
+    learned: LearnedTokens | None = None  # tokens installed while generating (concept inversion)
+    init_images: np.ndarray | None = None  # completion: images of the concept to noise and denoise
+    strengths: tuple[float, ...] = ()  # completion: fractions of the schedule to noise to
+    neutral: str = ""  # completion: the prompt that denoises
+
+
+def probe_images(pipe, probe: Probe, n: int, seed: int, sampler: Sampler) -> tuple[np.ndarray, list[str]]:
+    """``n`` images per strength (completion) or ``n`` images over the prompts, cycled; with their labels."""
+    if probe.init_images is not None:
+        return _completions(pipe, probe, n, seed, sampler)
+    prompts = [probe.prompts[i % len(probe.prompts)] for i in range(n)]
+    with installed(pipe, probe.learned) if probe.learned is not None else nullcontext():
+        images = generate(pipe, prompts, image_seeds(seed, n), sampler.steps, sampler.guidance, progress=False)
+    return images, prompts
+
+
+def _completions(pipe, probe: Probe, n: int, seed: int, sampler: Sampler) -> tuple[np.ndarray, list[str]]:
+    import torch
+    from diffusers import StableDiffusionImg2ImgPipeline
+    from PIL import Image
+
+    img2img = StableDiffusionImg2ImgPipeline(**{k: v for k, v in pipe.components.items() if k != "image_encoder"},
+                                             requires_safety_checker=False)
+    img2img.set_progress_bar_config(disable=True)
+    out, labels = [], []
+    starts = [Image.fromarray(probe.init_images[i % len(probe.init_images)]) for i in range(n)]
+    for strength in probe.strengths:
+        gens = [torch.Generator("cpu").manual_seed(s) for s in image_seeds(seed, n)]
+        steps = max(sampler.steps, math.ceil(1 / strength))  # img2img runs int(steps * strength) of them: >= 1
+        images = img2img([probe.neutral] * n, image=starts, strength=strength, num_inference_steps=steps,
+                         guidance_scale=sampler.guidance, generator=gens, output_type="np").images
+        out.append(np.round(np.clip(images, 0, 1) * 255).astype(np.uint8))
+        labels += [f"{probe.neutral!r} from the concept noised to {strength}"] * n
+    return np.concatenate(out), labels
+
+
+@dataclass
+class AttackResult:
+    """One attack on one concept: its ASR on the model under test, on the base model (its ceiling) and the rate
+    with no attack (the concept's own prompts on the model under test)."""
+
+    concept: str
+    attack: str
+    asr: float
+    asr_base: float | None
+    asr_no_attack: float
+    n_images: int
+    seconds: float
+    prompts: list[str] | None = None  # the adversarial prompts, where the attack makes text
+    details: dict = field(default_factory=dict)  # per-attack extras (e.g. ASR per completion strength)
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
