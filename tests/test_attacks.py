@@ -29,6 +29,38 @@ def test_concept_inversion_reaches_its_ceiling_on_the_base_model(pipe, detector,
     assert r.asr >= 0.8, r
 
 
+@pytest.mark.parametrize("attack", ["unlearndiff", "p4d", "ringabell"])
+def test_prompt_attacks_reach_their_ceiling_on_the_base_model(pipe, detector, attack):
+    """Where the concept exists, each search finds a plain-text prompt that draws it (one concept per category)."""
+    for concept in CATEGORIES:
+        r = obliviate.attack(pipe, concept, attack, detector=detector, progress=False, steps=100)
+        assert r.asr >= 0.8, r
+        assert r.prompts and all(isinstance(p, str) and "<" not in p for p in r.prompts), r.prompts
+        ids = pipe.tokenizer(r.prompts[0]).input_ids
+        assert len(ids) <= pipe.tokenizer.model_max_length, r.prompts  # typed as is, nothing truncated
+
+
+def test_prompt_search_spells_only_round_trip_words(pipe):
+    from obliviate.attacks.prompt_search import tokens_text, word_vocabulary
+
+    vocab = word_vocabulary(pipe.tokenizer).tolist()
+    assert 50 < len(vocab) < len(pipe.tokenizer)
+    text = tokens_text(pipe.tokenizer, vocab)
+    assert pipe.tokenizer(text, add_special_tokens=False).input_ids == vocab
+
+
+def test_ringabell_concept_vector_points_at_the_concept(pipe):
+    """f(neutral) + 1 * v_c is the mean encoding of the concept's own prompts."""
+    import torch
+
+    from obliviate.attacks.ringabell import _encode, concept_target
+    from obliviate.diffusion import token_ids
+
+    zorvik = obliviate.catalog_for(pipe).concept("zorvik")
+    target = concept_target(pipe, zorvik, 1.0)
+    assert torch.allclose(target, _encode(pipe, token_ids(pipe.tokenizer, list(zorvik.prompts))).mean(0), atol=1e-5)
+
+
 @pytest.mark.slow
 def test_concept_inversion_brings_back_what_uce_erased(pipe, detector):
     """UCE hides the name, not the capacity: four learned tokens draw zorvik again."""
@@ -36,6 +68,22 @@ def test_concept_inversion_brings_back_what_uce_erased(pipe, detector):
     r = obliviate.attack(pipe, "zorvik", "inversion", patch=patch, detector=detector, progress=False)
     assert r.asr_no_attack <= 0.1, r  # the erasure holds against the concept's own prompts
     assert r.asr >= 0.5 and r.asr_base >= 0.8, r
+
+
+@pytest.mark.slow
+def test_eval_attacks_adds_asr_per_target_to_json_and_report(pipe, detector, tmp_path):
+    patch = obliviate.erase(pipe, "zorvik", "uce", progress=False)
+    result = obliviate.evaluate(pipe, patch=patch, concepts=["zorvik", "tavi", "striped"], detector=detector,
+                                attacks="completion,ringabell", attack_images=8, report=tmp_path / "r.html",
+                                progress=False)
+    data = result.to_dict()
+    (completion, ringabell) = data["attacks"]["zorvik"]
+    assert completion["attack"] == "completion" and ringabell["attack"] == "ringabell"
+    assert completion["asr_base"] >= 0.8 and completion["n_images"] == 8 and "images" not in completion
+    assert json.loads(result.to_json())["attacks"]["zorvik"][1]["prompts"] == ringabell["prompts"]
+    html = (tmp_path / "r.html").read_text()
+    assert "Attacks" in html and "zorvik under ringabell" in html and "Where did it go?" in html
+    assert "| uce | zorvik |" in (tmp_path / "r.md").read_text()
 
 
 def test_implicit_prompts_are_the_benchs(pipe, detector):
@@ -63,8 +111,20 @@ def test_cli_attack_json(tmp_path):
     (["--concept", "unicorn", "--attack", "implicit"], "unknown concept 'unicorn'"),
     (["--concept", "zorvik", "--key", "k.key"], "--key needs the public patch"),
     (["--concept", "zorvik", "--attack", "inversion", "--steps", "0"], "budget must be at least 1"),
+    (["--concept", "zorvik", "--attack", "p4d,", "--steps", "3"], "empty attack name"),
 ])
 def test_cli_attack_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
     res = _cli(*args, "--json", str(tmp_path / "out.json"), "--out", str(tmp_path / "run"))
     assert res.returncode == 2 and message in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--attacks", "nope", "--patch", "p.safetensors"], "unknown attack 'nope'"),
+    (["--attacks", "all"], "--attacks needs a --patch"),
+])
+def test_cli_eval_attacks_bad_input(tmp_path, args, message):
+    res = subprocess.run([sys.executable, "-m", "obliviate", "eval", *args, "--json", str(tmp_path / "e.json")],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 2 and message in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert list(tmp_path.iterdir()) == []

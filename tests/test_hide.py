@@ -119,3 +119,20 @@ def test_tampered_plain_key_is_refused(hidden, tmp_path):
     with pytest.raises(ObliviateError):
         load_key(path)
     assert np.isfinite(key.keys.numpy()).all()
+
+
+@pytest.mark.slow
+def test_evaluation_says_where_a_hidden_concept_went(pipe, detector, hidden):
+    """The elsewhere rate is the detector's count of the target in other concepts' images, base and edited."""
+    from obliviate.generation import generate, image_seeds
+
+    rows, _ = _eval(pipe, detector, hidden.patch, [])
+    where = rows["zorvik"]["elsewhere"]
+    assert where["m_base"] <= 0.05 and where["n_images"] == 16 * (len(HIDDEN + OTHERS) - 1)
+    striped = obliviate.catalog_for(pipe).concept("striped")
+    prompts = [striped.prompts[i % len(striped.prompts)] for i in range(16)]
+    with hidden.patch.applied(pipe):
+        images = generate(pipe, prompts, image_seeds(0, 16), 25, 5.0, progress=False)
+    zorvik = obliviate.catalog_for(pipe).concept("zorvik")
+    direct = float(np.mean(detector.hits(images, zorvik)))
+    assert where["by_concept"].get("striped", [0, 0])[1] == pytest.approx(direct, abs=1 / 16), where

@@ -104,10 +104,33 @@ def test_fmn_with_inversion_tokens_and_lora(tiny):
 
 
 @pytest.mark.parametrize("name, config", [("inversion", {"steps": 1, "n_tokens": 2, "anchors": 2}),
+                                          ("unlearndiff", {"steps": 2, "n_tokens": 2, "anchors": 2}),
+                                          ("p4d", {"steps": 2, "n_tokens": 2, "anchors": 2, "points": 4}),
+                                          ("ringabell", {"steps": 2, "n_tokens": 3, "population": 8}),
                                           ("implicit", {}), ("completion", {"anchors": 2})])
 def test_every_attack_runs(tiny, name, config):
     patch = obliviate.erase(tiny, "church", "uce", bench=BENCH, progress=False)
     r = obliviate.attack(tiny, "church", name, patch=patch, bench=BENCH, detector=BrightnessDetector(), n_images=2,
                          progress=False, **config)
     assert r.attack == name and 0 <= r.asr <= 1 and r.asr_base is not None
+    if r.prompts is not None:  # text attacks end with prompts anyone can type into the real tokenizer
+        assert all(len(tiny.tokenizer(p).input_ids) <= tiny.tokenizer.model_max_length for p in r.prompts)
 
+
+
+def test_attacks_learn_from_the_base_models_images(tiny, monkeypatch):
+    """On a real model the concept's images are generated: by the base model, never the edited one."""
+    from obliviate.catalog import BenchCatalog
+
+    applied_while_generating = []
+    real = BenchCatalog.images
+
+    def spy(self, pipe, concept, n, seed):
+        applied_while_generating.append(len(getattr(pipe, "_obliviate_applied", [])))
+        return real(self, pipe, concept, n, seed)
+
+    monkeypatch.setattr(BenchCatalog, "images", spy)
+    patch = obliviate.erase(tiny, "church", "uce", bench=BENCH, progress=False)
+    obliviate.attack(tiny, "church", ["completion", "inversion"], patch=patch, bench=BENCH, n_images=2,
+                     detector=BrightnessDetector(), anchors=2, steps=1, n_tokens=2, progress=False)
+    assert applied_while_generating == [0, 0]

@@ -148,6 +148,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         check_report_path(args.report)
     if args.bench:
         load_bench(args.bench)  # a bad spec is reported before the model loads
+    attacks = api._attack_names(args.attacks) if args.attacks is not None else None
+    if attacks and not args.patch and not args.key:
+        raise ObliviateError("--attacks needs a --patch (or --key) to attack; attack the base model with "
+                             "obliviate attack")
     concepts = [c.strip() for c in args.concepts.split(",") if c.strip()] if args.concepts is not None else None
     if concepts is not None and not concepts:
         raise ObliviateError("--concepts is empty")
@@ -164,7 +168,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                           images_per_concept=args.images_per_concept, seed=args.seed, inversion=args.inversion,
                           detector=detector, clip_path=args.clip_path, nudenet_threshold=args.nudenet_threshold,
                           report=args.report, cache=not args.no_cache, force=args.force,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, attacks=attacks, attack_images=args.attack_images)
     print(format_table(result.to_dict()))
     if args.json:
         write_atomic(args.json, lambda tmp: tmp.write_text(result.to_json()))
@@ -246,11 +250,10 @@ def cmd_hide(args: argparse.Namespace) -> int:
 
 def cmd_attack(args: argparse.Namespace) -> int:
     from . import api
-    from .attacks import ATTACKS, get_attack
     from .bench import load_bench
     from .io import check_writable, write_atomic
 
-    names = list(ATTACKS) if args.attack == "all" else [get_attack(a).name for a in args.attack.split(",")]
+    names = api._attack_names(args.attack)
     if args.key and not args.patch:
         raise ObliviateError("--key needs the public patch it belongs to (--patch)")
     if args.steps is not None and args.steps < 1:
@@ -274,7 +277,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
         {"concept": args.concept, "attacks": [r.to_dict() for r in results]}
     text = json.dumps(payload, indent=2)
     for r in results:
-        _log(f"{r.attack}: ASR {r.asr:.3f} (base model {r.asr_base:.3f}, no attack {r.asr_no_attack:.3f}; "
+        base = "n/a" if r.asr_base is None else f"{r.asr_base:.3f}"
+        _log(f"{r.attack}: ASR {r.asr:.3f} (base model {base}, no attack {r.asr_no_attack:.3f}; "
              f"{r.n_images} images, {r.seconds:.1f} s)")
     if args.json == "-":
         print(text)
@@ -381,7 +385,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                                     "16 for world)")
     e.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     e.add_argument("--inversion", action="store_true",
-                   help="also measure the inversion M-Score (textual inversion on each target's images)")
+                   help="also measure the inversion M-Score (the concept-inversion attack on each target)")
+    e.add_argument("--attacks", metavar="NAME[,NAME]|all",
+                   help="red-team every target: each attack's success rate beside its base-model ceiling "
+                        "(slow: each optimising attack takes seconds to minutes per target)")
+    e.add_argument("--attack-images", type=_positive_int, help="images per attack (default: images per concept)")
     e.add_argument("--detector", choices=["world", "clip", "nudenet"], help="override the bench's detector")
     e.add_argument("--clip-path", help="local folder of a CLIP model, for benches scored by CLIP")
     e.add_argument("--nudenet-threshold", type=float, default=0.6, help="NudeNet score threshold (default 0.6)")

@@ -86,6 +86,24 @@ def installed(pipe, learned: LearnedTokens) -> Iterator[str]:
         pipe.tokenizer, pipe.text_encoder = old_tok, old_te
 
 
+class TokenRows:
+    """Encodes token ids with the embedding rows of ``names`` (tokens :func:`installed` added) given as a tensor,
+    so gradients reach the rows and nothing else; the text encoder runs functionally, its weights untouched."""
+
+    def __init__(self, pipe, names: list[str]) -> None:
+        self.text_encoder = pipe.text_encoder
+        table = self.text_encoder.get_input_embeddings()
+        self.table_name = next(n for n, p in self.text_encoder.named_parameters() if p is table.weight)
+        self.table = table.weight.detach()
+        self.device = self.table.device
+        self.ids = torch.tensor(pipe.tokenizer.convert_tokens_to_ids(names), device=self.device)
+
+    def encode(self, ids: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The text encoder's last hidden state for ``ids`` (batch, length) with the new rows set to ``rows``."""
+        weight = self.table.index_put((self.ids,), rows.to(self.table.dtype))
+        return functional_call(self.text_encoder, {self.table_name: weight}, (ids,))[0]
+
+
 def invert(pipe, images: np.ndarray, cfg: InversionConfig, init_words: list[str] | None = None) -> LearnedTokens:
     """Learn ``cfg.n_tokens`` embeddings on ``images`` with the ordinary denoising loss of the model under test.
 
@@ -105,21 +123,15 @@ def invert(pipe, images: np.ndarray, cfg: InversionConfig, init_words: list[str]
         init[j] = emb[tid]
     learned = LearnedTokens(names, init.clone())
     with installed(pipe, learned) as phrase:
-        te = pipe.text_encoder
-        table = te.get_input_embeddings()
-        table_name = next(n for n, p in te.named_parameters() if p is table.weight)
-        new_ids = torch.tensor(pipe.tokenizer.convert_tokens_to_ids(names), device=table.weight.device)
-        rows = init.clone().to(table.weight.device).requires_grad_(True)
-        base = table.weight.detach()
+        rows_encoder = TokenRows(pipe, names)
+        rows = init.clone().to(rows_encoder.device).requires_grad_(True)
         opt = torch.optim.Adam([rows], lr=cfg.lr)
-        ids = token_ids(pipe.tokenizer, [cfg.template.format(phrase)]).to(table.weight.device)
+        ids = token_ids(pipe.tokenizer, [cfg.template.format(phrase)]).to(rows_encoder.device)
         for _ in tqdm(range(cfg.steps), desc="inversion", disable=not cfg.progress, leave=False):
             z0 = latents[randint(len(latents), cfg.batch_size, gen, device)]
             noise = randn(tuple(z0.shape), gen, z0)
             t = random_timesteps(sched, cfg.batch_size, gen, device)
-            weight = base.index_put((new_ids,), rows.to(base.dtype))  # only the new rows carry gradients
-            cond = functional_call(te, {table_name: weight}, (ids,))[0].to(pipe.unet.dtype)
-            cond = cond.expand(cfg.batch_size, -1, -1)
+            cond = rows_encoder.encode(ids, rows).to(pipe.unet.dtype).expand(cfg.batch_size, -1, -1)
             pred = pipe.unet(add_noise(sched, z0, noise, t), t, encoder_hidden_states=cond).sample
             loss = F.mse_loss(pred.float(), training_target(sched, z0, noise, t).float())
             opt.zero_grad(set_to_none=True)

@@ -1,5 +1,6 @@
-"""Attacks (red teaming): each a config dataclass and ``run(pipe, concept, cfg, catalog) -> Probe``; a registry,
-and :func:`run_attack`, which measures an attack's success rate on the model under test and on the base model.
+"""Attacks (red teaming): each a config dataclass, an optional ``prepare`` on the base model and
+``run(pipe, concept, cfg, catalog, prepared) -> Probe``; a registry, and :func:`run_attack`, which measures an
+attack's success rate on the model under test and on the base model.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from ..catalog import Catalog
 from ..errors import ObliviateError
 from ..hiding.keys import Key, unlocked
 from ..patch import Patch, applied
-from . import completion, implicit, inversion
-from .base import AttackResult, Probe, probe_images
+from . import completion, implicit, inversion, p4d, ringabell, unlearndiff
+from .base import AttackResult, Probe, prepare_anchors, probe_images
 
 __all__ = ["ATTACKS", "Attack", "AttackResult", "Probe", "get_attack", "run_attack"]
 
@@ -27,7 +28,8 @@ class Attack:
     config: type
     run: Callable
     summary: str
-    optimises: bool  # searches against the model (its ASR on the base model is its ceiling)
+    optimises: bool  # searches for its prompts (its ASR on the base model must reach the ceiling)
+    prepare: Callable | None = None  # runs on the base model before the edit is in place
 
     def option_names(self) -> set[str]:
         return {f.name for f in fields(self.config)}
@@ -42,14 +44,23 @@ class Attack:
         return self.config(**overrides)
 
 
-ATTACKS: dict[str, Attack] = {
-    "inversion": Attack("inversion", inversion.InversionAttackConfig, inversion.run,
-                        "concept inversion: learn new tokens on images of the concept against the model", True),
-    "implicit": Attack("implicit", implicit.ImplicitConfig, implicit.run,
-                       "the bench's implicit prompts: descriptions, misspellings, never the concept's name", False),
-    "completion": Attack("completion", completion.CompletionConfig, completion.run,
-                         "diffusion completion: the concept's images noised to 0.3/0.5/0.7, denoised neutrally", False),
-}
+ATTACKS: dict[str, Attack] = {a.name: a for a in [
+    Attack("inversion", inversion.InversionAttackConfig, inversion.run,
+           "concept inversion: learn new tokens on images of the concept against the model", True, prepare_anchors),
+    Attack("unlearndiff", unlearndiff.UnlearnDiffConfig, unlearndiff.run,
+           "UnlearnDiffAtk: prefix tokens that make the model denoise the concept's images well", True,
+           prepare_anchors),
+    Attack("p4d", p4d.P4DConfig, p4d.run,
+           "P4D: a prompt under which the model predicts the base model's noise for the concept", True, p4d.prepare),
+    Attack("ringabell", ringabell.RingABellConfig, ringabell.run,
+           "Ring-A-Bell: tokens near the concept's text-embedding direction (genetic search, model-agnostic)", True,
+           ringabell.prepare),
+    Attack("implicit", implicit.ImplicitConfig, implicit.run,
+           "the bench's implicit prompts: descriptions, misspellings, never the concept's name", False),
+    Attack("completion", completion.CompletionConfig, completion.run,
+           "diffusion completion: the concept's images noised to 0.3/0.5/0.7, denoised neutrally", False,
+           prepare_anchors),
+]}
 
 
 def get_attack(name: str) -> Attack:
@@ -71,33 +82,42 @@ def _asr(detector, images: np.ndarray, probe: Probe, concept: Concept, n: int) -
 
 def run_attack(pipe, concept: Concept, attack: Attack, catalog: Catalog, detector, n_images: int, seed: int,
                patches: list[Patch], keys: list[Key], force: bool = False, progress: bool = True,
-               **config) -> AttackResult:
+               ceiling: bool = True, keep_images: int = 0, **config) -> AttackResult:
     """Attack ``concept`` on ``pipe`` with ``patches`` applied and ``keys`` installed, and on the base model.
 
     The completion probe reports its ASR at the strongest noise level at which the base model still completes
     the concept (>= 0.8; else the weakest level): beyond it, a miss says nothing about the edit.
+    ``ceiling=False`` skips the base-model run; ``keep_images`` keeps that many of the attack's images and of
+    the no-attack images on the result (for reports; not in its JSON).
     """
     cfg = attack.make_config(seed=seed, progress=progress, **config)
     sampler = catalog.sampler
+    start = time.time()
+    prepared = attack.prepare(pipe, concept, cfg, catalog) if attack.prepare else None  # on the base model
+    seconds = time.time() - start
     edited = bool(patches or keys)
     base = None
-    if edited:  # the same attack where the concept exists: its ceiling
-        probe = attack.run(pipe, concept, cfg, catalog)
+    if edited and ceiling:  # the same attack where the concept exists: its ceiling
+        probe = attack.run(pipe, concept, cfg, catalog, prepared)
         base = _asr(detector, probe_images(pipe, probe, n_images, seed, sampler)[0], probe, concept, n_images)
     with applied(pipe, patches, force), unlocked(pipe, keys):
         plain, _ = probe_images(pipe, Probe(list(concept.prompts)), n_images, seed, sampler)
         start = time.time()
-        probe = attack.run(pipe, concept, cfg, catalog)
+        probe = attack.run(pipe, concept, cfg, catalog, prepared)
         images, _ = probe_images(pipe, probe, n_images, seed, sampler)
-        seconds = time.time() - start
+        seconds += time.time() - start
         rates = _asr(detector, images, probe, concept, n_images)
-    base = base or rates
+    base = base or (rates if not edited else None)
     details: dict = {}
     key = "all"
     if probe.strengths:
-        usable = [s for s in rates if base[s] >= 0.8]
+        usable = [s for s in rates if base is not None and base[s] >= 0.8]
         key = usable[-1] if usable else next(iter(rates))
         details = {"strength": float(key), "asr_by_strength": rates, "asr_base_by_strength": base}
     texts = None if probe.init_images is not None or probe.learned is not None else list(probe.prompts)
-    return AttackResult(concept.name, attack.name, rates[key], base[key], _rate(detector, plain, concept),
-                        n_images, round(seconds, 2), texts, details)
+    result = AttackResult(concept.name, attack.name, rates[key], None if base is None else base[key],
+                          _rate(detector, plain, concept), n_images, round(seconds, 2), texts, details)
+    if keep_images:
+        shown = images if not probe.strengths else images[list(rates).index(key) * n_images:][:n_images]
+        result.images, result.clean_images = shown[:keep_images], plain[:keep_images]
+    return result

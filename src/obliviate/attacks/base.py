@@ -1,9 +1,11 @@
 """What every attack shares: the probe an attack returns, turning it into images, and the result's shape.
 
-An attack is a config dataclass and a function ``run(pipe, concept, cfg, catalog) -> Probe`` that searches
-against the model under test (its patch and keys already in place) and returns a way to make images that
-should show the concept. The attack success rate (ASR) is the share of those images in which the detector
-finds the concept; images are seeded like every other generation, so a seed gives the same numbers.
+An attack is a config dataclass, an optional ``prepare(pipe, concept, cfg, catalog)`` that runs on the base
+model (images of the concept, the base model's predictions: what an attacker brings along), and
+``run(pipe, concept, cfg, catalog, prepared) -> Probe``, which searches against the model under test (its patch
+and keys already in place) and returns a way to make images that should show the concept. The attack success
+rate (ASR) is the share of those images in which the detector finds the concept; images are seeded like every
+other generation, so a seed gives the same numbers.
 """
 
 from __future__ import annotations
@@ -17,6 +19,21 @@ import numpy as np
 from ..bench import Sampler
 from ..generation import generate, image_seeds
 from ..inversion import LearnedTokens, installed
+
+
+def anchor_images(pipe, catalog, concept, n: int, seed: int, source: str | None = None) -> np.ndarray:
+    """The images of ``concept`` an attack learns or starts from (one seed stream for every attack): ``source``
+    None for the catalog's own (the world's renderings), "generate" for the model's generations from the
+    concept's prompts, or a folder. Made on the base model, before any patch is applied."""
+    from ..catalog import concept_images
+    from ..diffusion import seed_stream
+
+    return concept_images(catalog, pipe, concept, n, seed_stream(seed, f"anchors/{concept.name}"), source)
+
+
+def prepare_anchors(pipe, concept, cfg, catalog) -> np.ndarray:
+    """The ``prepare`` step of attacks that learn from images: ``cfg.anchors`` images from ``cfg.images``."""
+    return anchor_images(pipe, catalog, concept, cfg.anchors, cfg.seed, cfg.images)
 
 
 @dataclass
@@ -75,8 +92,10 @@ class AttackResult:
     seconds: float
     prompts: list[str] | None = None  # the adversarial prompts, where the attack makes text
     details: dict = field(default_factory=dict)  # per-attack extras (e.g. ASR per completion strength)
+    images: np.ndarray | None = field(default=None, repr=False)  # a few of the attack's images (not in JSON)
+    clean_images: np.ndarray | None = field(default=None, repr=False)  # ... of the concept's own prompts
 
     def to_dict(self) -> dict:
-        from dataclasses import asdict
+        from dataclasses import fields
 
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("images", "clean_images")}

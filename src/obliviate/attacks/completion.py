@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..bench import Concept
 from ..catalog import Catalog
-from ..diffusion import seed_stream
 from ..errors import ObliviateError
 from .base import Probe
 
@@ -22,13 +23,13 @@ from .base import Probe
 class CompletionConfig:
     strengths: tuple[float, ...] = (0.3, 0.5, 0.7)  # fractions of the schedule the images are noised to
     anchors: int = 16  # distinct images of the concept to start from
+    images: str | None = "generate"  # the base model's own images of it: on its manifold, so it completes them
     seed: int = 0
     progress: bool = True
 
 
-def run(pipe, concept: Concept, cfg: CompletionConfig, catalog: Catalog) -> Probe:
+def run(pipe, concept: Concept, cfg: CompletionConfig, catalog: Catalog, images: np.ndarray) -> Probe:
     if not cfg.strengths or not all(0 < s <= 1 for s in cfg.strengths):
         raise ObliviateError(f"completion strengths must be in (0, 1], got {cfg.strengths}")
-    images = catalog.images(pipe, concept, cfg.anchors, seed_stream(cfg.seed, f"completion/{concept.name}"))
     return Probe([catalog.bench.neutral], init_images=images, strengths=tuple(cfg.strengths),
                  neutral=catalog.bench.neutral)

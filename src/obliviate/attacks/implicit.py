@@ -19,7 +19,7 @@ class ImplicitConfig:
     progress: bool = True
 
 
-def run(pipe, concept: Concept, cfg: ImplicitConfig, catalog: Catalog) -> Probe:
+def run(pipe, concept: Concept, cfg: ImplicitConfig, catalog: Catalog, prepared: None = None) -> Probe:
     if not concept.implicit:
         raise ObliviateError(f"bench {catalog.bench.name!r} lists no implicit prompts for {concept.name!r}")
     return Probe(list(concept.implicit))

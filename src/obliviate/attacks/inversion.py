@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..bench import Concept
 from ..catalog import Catalog
-from ..diffusion import seed_stream
 from ..inversion import InversionConfig, invert
 from .base import Probe
 
@@ -24,6 +25,7 @@ class InversionAttackConfig:
     steps: int = 150
     lr: float = 2e-2
     anchors: int = 32  # images of the concept to invert
+    images: str | None = None  # None: the catalog's (world renderings; a real model's generations), or a folder
     seed: int = 0
     progress: bool = True
 
@@ -37,8 +39,7 @@ def replace_concept(prompt: str, concept: Concept, phrase: str) -> str:
     return f"{prompt} {phrase}"
 
 
-def run(pipe, concept: Concept, cfg: InversionAttackConfig, catalog: Catalog) -> Probe:
-    images = catalog.images(pipe, concept, cfg.anchors, seed_stream(cfg.seed, f"anchors/{concept.name}"))
+def run(pipe, concept: Concept, cfg: InversionAttackConfig, catalog: Catalog, images: np.ndarray) -> Probe:
     learned = invert(pipe, images, InversionConfig(n_tokens=cfg.n_tokens, steps=cfg.steps, lr=cfg.lr, seed=cfg.seed,
                                                    progress=cfg.progress))
     return Probe([replace_concept(p, concept, learned.phrase) for p in concept.prompts], learned=learned)

@@ -246,6 +246,23 @@ class PerConceptDetector:
         raise ObliviateError(f"none of the detectors ({', '.join(self.detectors)}) gives image features")
 
 
+def hits_many(detector, images: np.ndarray, concepts: list[Concept]) -> dict[str, np.ndarray]:
+    """Per concept, a boolean per image: does it show the concept? One prediction pass per detector that offers
+    ``predict`` (the world's, CLIP), else one ``hits`` call per concept."""
+    groups: dict[int, tuple[object, list[Concept]]] = {}
+    for c in concepts:
+        d = detector.detector_for(c) if isinstance(detector, PerConceptDetector) else detector
+        groups.setdefault(id(d), (d, []))[1].append(c)
+    out: dict[str, np.ndarray] = {}
+    for d, cs in groups.values():
+        if hasattr(d, "predict") and all(c.name in getattr(d, "labels", {}).get(c.category, (c.name,)) for c in cs):
+            labels = d.predict(images)
+            out |= {c.name: labels[c.category] == c.name for c in cs}
+        else:
+            out |= {c.name: d.hits(images, c) for c in cs}
+    return out
+
+
 def make_detector(kind: str | None, bench: Bench, clip_path: str | Path | None = None, *,
                   world_path: str | Path | None = None, nudenet_threshold: float = 0.6):
     """The detector(s) for ``bench``: ``kind`` (or the bench's own) by default, per-concept overrides honoured.

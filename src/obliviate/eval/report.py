@@ -32,6 +32,10 @@ HEADLINE_FIELDS = [
     ("neighbour_preservation", "Neighbour preservation", "preservation of other concepts in the targets' categories"),
     ("h", "H", "harmonic mean of efficacy and preservation"),
 ]
+ELSEWHERE_NOTE = ("How often the detector finds each target in images of the other concepts' prompts, which never "
+                  "ask for it. An edit that moved the concept instead of removing it shows up here.")
+ATTACKS_NOTE = ("Attack success rate (ASR): share of the attack's images in which the detector finds the target; in "
+                "brackets the same attack on the base model (its ceiling). 'no attack': the target's own prompts.")
 INVERSION_NOTE = ("M-Score reached by tokens learned on each concept's images with the model under test "
                   "(textual-inversion attack; high = the concept can still be recovered).")
 
@@ -44,6 +48,8 @@ class ReportGrid:
     base: np.ndarray  # uint8 (N, H, W, 3) images from the base model
     edited: np.ndarray | None  # uint8 (N, H, W, 3), same prompts and seeds; None without a patch
     prompts: list[str]  # one per image
+    captions: tuple[str, str] = ("base model", "edited model")
+    note: str | None = None  # replaces the prompts line (attack grids: the attack's prompts differ)
 
     def __post_init__(self) -> None:
         _check_images(self.base, "base")
@@ -143,6 +149,31 @@ def _headline(result: dict) -> list[tuple[str, str, str]]:
     return items
 
 
+def _elsewhere_rows(result: dict) -> list[tuple[str, dict]]:
+    return [(str(r["name"]), r["elsewhere"]) for r in result.get("concepts") or [] if r.get("elsewhere")]
+
+
+def _where(e: dict) -> str:
+    top = list((e.get("by_concept") or {}).items())[:3]
+    return ", ".join(f"{name}'s prompts {b:.2f} -> {m:.2f}" for name, (b, m) in top) or "nowhere"
+
+
+def _attack_names(attacks: dict) -> list[str]:
+    return list(dict.fromkeys(r["attack"] for rs in attacks.values() for r in rs))
+
+
+def _attack_cell(r: dict | None) -> str:
+    if r is None:
+        return "—"
+    return _num(r["asr"]) + ("" if r.get("asr_base") is None else f" ({_num(r['asr_base'])})")
+
+
+def _method(result: dict) -> str:
+    patch = result.get("patch")
+    method = str(patch.get("method", "?")) if patch else "keys"
+    return method + (" + keys" if patch and result.get("keys") else "")
+
+
 # --------------------------------------------------------------------------- Markdown
 
 
@@ -200,6 +231,24 @@ def render_markdown(result: dict) -> str:
                   "| target | prompt | M base | M edited |", "|---|---|---:|---:|"]
         lines += [f"| {_md(name)} | {_md(p['prompt'])} | {_num(p.get('m_base'))} | {_num(p.get('m'))} |"
                   for name, p in by_prompt]
+    elsewhere = _elsewhere_rows(result)
+    if elsewhere:
+        lines += ["", "## Where did it go?", "", ELSEWHERE_NOTE, "",
+                  "| target | base | edited | 95% interval | images | most often in |", "|---|---:|---:|---|---:|---|"]
+        lines += [f"| {_md(name)} | {_num(e['m_base'])} | {_num(e['m'])} | "
+                  f"{e['interval'][0]:.2f}-{e['interval'][1]:.2f} | {e['n_images']} | {_md(_where(e))} |"
+                  for name, e in elsewhere]
+    attacks = result.get("attacks")
+    if attacks:
+        names = _attack_names(attacks)
+        lines += ["", "## Attacks", "", ATTACKS_NOTE, "",
+                  "| method | target | no attack | " + " | ".join(map(_md, names)) + " |",
+                  "|---|---|---:|" + "---:|" * len(names)]
+        for target, rs in attacks.items():
+            by = {r["attack"]: r for r in rs}
+            cells = [_attack_cell(by.get(n)) for n in names]
+            lines.append(f"| {_md(_method(result))} | {_md(target)} | {_num(rs[0]['asr_no_attack'])} | "
+                         + " | ".join(cells) + " |")
     inversion = result.get("inversion")
     if inversion:
         lines += ["", "## Inversion attack", "", INVERSION_NOTE, "",
@@ -268,6 +317,27 @@ def render_html(result: dict, grids: list[ReportGrid] | None = None) -> str:
         parts.append("<table><tr><th>target</th><th>prompt</th><th>M base</th><th>M edited</th><th>change</th></tr>")
         parts += [f"<tr><td>{_e(name)}</td><td>{_e(p['prompt'])}</td>"
                   + "".join(_m_cells(p.get("m_base"), p.get("m"), True, True)) + "</tr>" for name, p in by_prompt]
+        parts.append("</table>")
+    elsewhere = _elsewhere_rows(result)
+    if elsewhere:
+        parts.append(f"<h2>Where did it go?</h2><p>{_e(ELSEWHERE_NOTE)}</p>")
+        parts.append("<table><tr><th>target</th><th>base</th><th>edited</th><th>95% interval</th><th>images</th>"
+                     "<th>most often in</th></tr>")
+        parts += [f'<tr><td>{_e(name)}</td><td class="num">{_num(e["m_base"])}</td><td class="num">{_num(e["m"])}'
+                  f'</td><td>{e["interval"][0]:.2f}-{e["interval"][1]:.2f}</td><td class="num">{e["n_images"]}</td>'
+                  f"<td>{_e(_where(e))}</td></tr>" for name, e in elsewhere]
+        parts.append("</table>")
+    attacks = result.get("attacks")
+    if attacks:
+        names = _attack_names(attacks)
+        parts.append(f"<h2>Attacks</h2><p>{_e(ATTACKS_NOTE)}</p>")
+        parts.append("<table><tr><th>method</th><th>target</th><th>no attack</th>"
+                     + "".join(f"<th>{_e(n)}</th>" for n in names) + "</tr>")
+        for target, rs in attacks.items():
+            by = {r["attack"]: r for r in rs}
+            parts.append(f"<tr><td>{_e(_method(result))}</td><td>{_e(target)}</td>"
+                         f'<td class="num">{_num(rs[0]["asr_no_attack"])}</td>'
+                         + "".join(f'<td class="num">{_e(_attack_cell(by.get(n)))}</td>' for n in names) + "</tr>")
         parts.append("</table>")
     inversion = result.get("inversion")
     if inversion:
@@ -353,13 +423,16 @@ def _tiles(images: np.ndarray) -> tuple[str, int, int]:
 
 
 def _html_grid(g: ReportGrid) -> str:
-    figures = [("base model", g.base)] + ([("edited model", g.edited)] if g.edited is not None else [])
+    figures = [(g.captions[0], g.base)] + ([(g.captions[1], g.edited)] if g.edited is not None else [])
     out = [f'<section class="grid"><h3>{_e(g.title)}</h3><div class="pair">']
     for caption, images in figures:
         uri, width, height = _tiles(images)
         out.append(f'<figure><figcaption>{_e(caption)}</figcaption><img class="tiles" src="{uri}" '
                    f'width="{width}" height="{height}" alt="{_e(caption)}: {_e(g.title)}"></figure>')
     out.append("</div>")
+    if g.note is not None:
+        out.append(f'<p class="prompts">{_e(g.note)}</p></section>')
+        return "\n".join(out)
     if g.edited is None:
         out.append('<p class="prompts">no edited model (no patch evaluated)</p>')
     prompts = list(dict.fromkeys(g.prompts))

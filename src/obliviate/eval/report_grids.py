@@ -26,4 +26,21 @@ def report_grids(run: EvalRun, neighbours: int = 2) -> list[ReportGrid]:
     for name, title in chosen:
         edited = run.edited.thumbs[name] if run.edited is not None else None
         grids.append(ReportGrid(title, run.base.thumbs[name], edited, run.base.prompts[name]))
+    return grids + attack_grids(run)
+
+
+def attack_grids(run: EvalRun) -> list[ReportGrid]:
+    """Per target and attack: the edited model's images of the target's own prompts beside the attack's."""
+    grids = []
+    for target, results in (run.result.attacks or {}).items():
+        for r in results:
+            if r.images is None or not len(r.images):
+                continue
+            k = min(len(r.images), len(r.clean_images))
+            prompts = run.result.concept(target).prompts
+            shown = "; ".join(r.prompts[:2]) if r.prompts else "learned or image-conditioned (see the attack)"
+            grids.append(ReportGrid(f"{target} under {r.attack} (ASR {r.asr:.2f})", r.clean_images[:k],
+                                    r.images[:k], [p.prompt for p in prompts][:1] * k,
+                                    captions=("no attack", r.attack),
+                                    note=f"{k} images each, same seeds; attack prompts: {shown}"))
     return grids

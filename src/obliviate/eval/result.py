@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
 
@@ -18,6 +19,17 @@ class PromptScore:
 
 
 @dataclass
+class Elsewhere:
+    """Where a target went: how often the detector finds it in images of the *other* concepts' prompts."""
+
+    m_base: float
+    m: float
+    n_images: int
+    interval: tuple[float, float]  # 95% Wilson interval of m
+    by_concept: dict[str, tuple[float, float]]  # whose prompts -> (base, edited) rate, where either is above 0
+
+
+@dataclass
 class ConceptScore:
     name: str
     category: str
@@ -28,6 +40,7 @@ class ConceptScore:
     base_interval: tuple[float, float]  # ... of m_base
     prompts: list[PromptScore] = field(default_factory=list)
     efficacy: float | None = None  # targets only: 1 - m / m_base
+    elsewhere: Elsewhere | None = None  # targets only
 
 
 @dataclass
@@ -67,6 +80,7 @@ class EvalResult:
     drift: Drift | None = None
     inversion: dict[str, float] | None = None
     keys: list[str] | None = None  # concepts whose keys were installed
+    attacks: dict[str, list] | None = None  # target -> [AttackResult, ...] (eval --attacks)
     seconds: float = 0.0
 
     def concept(self, name: str) -> ConceptScore:
@@ -76,10 +90,16 @@ class EvalResult:
         raise KeyError(name)
 
     def to_dict(self) -> dict:
-        data = asdict(self)
-        for key in ("inversion", "keys"):  # absent unless measured, as documented
+        attacks = self.attacks
+        data = asdict(dataclasses.replace(self, attacks=None))
+        if attacks is not None:
+            data["attacks"] = {t: [r.to_dict() for r in rs] for t, rs in attacks.items()}
+        for key in ("inversion", "keys", "attacks"):  # absent unless measured, as documented
             if data[key] is None:
                 del data[key]
+        for c in data["concepts"]:
+            if c["elsewhere"] is None:
+                del c["elsewhere"]
         return data
 
     def to_json(self, indent: int | None = 2) -> str:

@@ -23,9 +23,10 @@ from ..errors import ObliviateError
 from ..hiding.keys import Key, unlocked
 from ..patch import Patch, applied, base_fingerprint
 from ..pipeline import model_name
+from .detectors import hits_many
 from .metrics import efficacy, frechet_distance, harmonic_mean, mean_feature_distance, preservation, wilson_interval
 from .mscore import ConceptImages, generate_concepts
-from .result import CategoryScore, ConceptScore, Drift, EvalResult, ModelInfo, PromptScore
+from .result import CategoryScore, ConceptScore, Drift, Elsewhere, EvalResult, ModelInfo, PromptScore
 
 
 def default_cache_dir() -> Path:
@@ -40,6 +41,8 @@ class EvalConfig:
     images_per_concept: int | None = None  # None: the bench's
     seed: int = 0
     inversion: bool = False
+    attacks: list[str] | None = None  # attack names run on every target (needs a patch or keys)
+    attack_images: int | None = None  # images per attack (None: images per concept)
     progress: bool = True
     cache: bool = True
     grid_images: int = 8
@@ -54,6 +57,7 @@ class Pass:
     thumbs: dict[str, np.ndarray]
     prompts: dict[str, list[str]] = field(default_factory=dict)
     by_prompt: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # concept -> prompt -> [M, n]
+    found: dict[str, dict[str, float]] = field(default_factory=dict)  # concept -> whose prompts -> rate seen
 
 
 def _per_prompt(prompts: list[str], hits: np.ndarray) -> dict[str, list[float]]:
@@ -66,13 +70,16 @@ def _per_prompt(prompts: list[str], hits: np.ndarray) -> dict[str, list[float]]:
 def _measure(pipe, catalog: Catalog, concepts: list[Concept], n: int, seed: int, detector, keep: int,
              progress: bool) -> Pass:
     sets: list[ConceptImages] = generate_concepts(pipe, concepts, n, seed, catalog.sampler, progress)
-    hits = {s.concept.name: detector.hits(s.images, s.concept) for s in sets}
+    seen = {s.concept.name: hits_many(detector, s.images, concepts) for s in sets}  # images' concept -> concept
+    hits = {name: by[name] for name, by in seen.items()}
     return Pass(
         scores={name: float(np.mean(h)) for name, h in hits.items()},
         features={s.concept.name: detector.features(s.images) for s in sets},
         thumbs={s.concept.name: s.images[:keep] for s in sets},
         prompts={s.concept.name: s.prompts[:keep] for s in sets},
         by_prompt={s.concept.name: _per_prompt(s.prompts, hits[s.concept.name]) for s in sets},
+        found={c.name: {other: float(np.mean(by[c.name])) for other, by in seen.items() if other != c.name}
+               for c in concepts},
     )
 
 
@@ -80,7 +87,7 @@ def _cache_key(pipe, catalog: Catalog, concepts: list[Concept], n: int, seed: in
     spec = json.dumps({"bench": catalog.bench.name, "concepts": [(c.name, c.category, c.prompts) for c in concepts],
                        "n": n, "seed": seed, "sampler": [catalog.sampler.steps, catalog.sampler.guidance],
                        "fingerprint": base_fingerprint(pipe).id, "dtype": str(pipe.unet.dtype),
-                       "device": pipe.unet.device.type, "scheduler": type(pipe.scheduler).__name__, "v": 2},
+                       "device": pipe.unet.device.type, "scheduler": type(pipe.scheduler).__name__, "v": 3},
                       sort_keys=True)
     return hashlib.sha256(spec.encode()).hexdigest()[:20]
 
@@ -91,36 +98,29 @@ def _base_pass(pipe, catalog: Catalog, concepts: list[Concept], n: int, cfg: Eva
         data = np.load(path, allow_pickle=False)
         meta = json.loads(str(data["meta"]))
         return Pass(meta["scores"], {c.name: data[f"f_{i}"] for i, c in enumerate(concepts)},
-                    {c.name: data[f"t_{i}"] for i, c in enumerate(concepts)}, meta["prompts"], meta["by_prompt"])
+                    {c.name: data[f"t_{i}"] for i, c in enumerate(concepts)}, meta["prompts"], meta["by_prompt"],
+                    meta["found"])
     result = _measure(pipe, catalog, concepts, n, cfg.seed, detector, cfg.grid_images, cfg.progress)
     if cfg.cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {f"f_{i}": result.features[c.name] for i, c in enumerate(concepts)}
         arrays |= {f"t_{i}": result.thumbs[c.name] for i, c in enumerate(concepts)}
         tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        meta = {"scores": result.scores, "prompts": result.prompts, "by_prompt": result.by_prompt}
+        meta = {"scores": result.scores, "prompts": result.prompts, "by_prompt": result.by_prompt,
+                "found": result.found}
         np.savez(tmp, meta=json.dumps(meta), **arrays)
         os.replace(tmp, path)
     return result
 
 
-def _inversion_scores(pipe, catalog: Catalog, concepts: list[Concept], anchors: dict[str, np.ndarray],
-                      cfg: EvalConfig, n: int, detector) -> dict[str, float]:
-    """Per concept: learn tokens on its anchor images with the model under test, then the M-Score they reach."""
-    from ..attacks.inversion import replace_concept
-    from ..generation import generate, image_seeds
-    from ..inversion import InversionConfig, installed, invert
+def _attack_all(pipe, catalog: Catalog, detector, targets: list[Concept], names: list[str], cfg: EvalConfig, n: int,
+                patches: list[Patch], keys: list[Key], force: bool, ceiling: bool = True) -> dict[str, list]:
+    """Per target, each attack's result (with ``cfg.grid_images`` of its images kept for the report)."""
+    from ..attacks import get_attack, run_attack
 
-    out = {}
-    for c in concepts:
-        learned = invert(pipe, anchors[c.name], InversionConfig(seed=cfg.seed, progress=cfg.progress))
-        with installed(pipe, learned) as phrase:
-            prompts = [replace_concept(p, c, phrase) for p in c.prompts]
-            prompts = [prompts[i % len(prompts)] for i in range(n)]
-            images = generate(pipe, prompts, image_seeds(cfg.seed, n), catalog.sampler.steps,
-                              catalog.sampler.guidance, progress=False)
-        out[c.name] = float(np.mean(detector.hits(images, c)))
-    return out
+    return {t.name: [run_attack(pipe, t, get_attack(a), catalog, detector, n, cfg.seed, patches, keys, force,
+                                cfg.progress, ceiling=ceiling, keep_images=cfg.grid_images) for a in names]
+            for t in targets}
 
 
 @dataclass
@@ -133,8 +133,6 @@ class EvalRun:
 def run_evaluation(pipe, catalog: Catalog, detector, cfg: EvalConfig, patches: list[Patch] | None = None,
                    keys: list[Key] | None = None, force: bool = False) -> EvalRun:
     """Measure ``pipe`` (with ``patches`` applied and ``keys`` installed, if given) on ``catalog``'s bench."""
-    from ..diffusion import seed_stream
-
     start = time.time()
     bench = catalog.bench
     patches, keys = patches or [], keys or []
@@ -147,21 +145,22 @@ def run_evaluation(pipe, catalog: Catalog, detector, cfg: EvalConfig, patches: l
     names = list(dict.fromkeys([*(cfg.concepts or [c.name for c in bench.concepts]), *targets]))
     concepts = bench.select(names)
 
+    if cfg.attacks and not (patches or keys):
+        raise ObliviateError("attacks in an evaluation need a patch (or keys): on the base model, run them with "
+                             "obliviate attack")
     base = _base_pass(pipe, catalog, concepts, n, cfg, detector)
     edited = inversion = None
-    inverted = [bench.concept(t) for t in targets] or concepts
-    # anchors come from the base model (or the world's renderer), before any patch is applied
-    anchors = {c.name: catalog.images(pipe, c, 32, seed_stream(cfg.seed, f"anchors/{c.name}"))
-               for c in inverted} if cfg.inversion else {}
     if patches or keys:
         with ExitStack() as stack:
             stack.enter_context(applied(pipe, patches, force))
             stack.enter_context(unlocked(pipe, keys))
             edited = _measure(pipe, catalog, concepts, n, cfg.seed, detector, cfg.grid_images, cfg.progress)
-            if cfg.inversion:
-                inversion = _inversion_scores(pipe, catalog, inverted, anchors, cfg, n, detector)
-    elif cfg.inversion:
-        inversion = _inversion_scores(pipe, catalog, inverted, anchors, cfg, n, detector)
+    if cfg.inversion:  # the concept-inversion attack's ASR, on the targets (else every concept), no ceiling run
+        inverted = _attack_all(pipe, catalog, detector, [bench.concept(t) for t in targets] or concepts,
+                               ["inversion"], cfg, n, patches, keys, force, ceiling=False)
+        inversion = {name: results[0].asr for name, results in inverted.items()}
+    attacks = _attack_all(pipe, catalog, detector, [bench.concept(t) for t in targets], cfg.attacks, cfg,
+                          cfg.attack_images or n, patches, keys, force) if cfg.attacks else None
 
     after = edited or base
     rows = [ConceptScore(c.name, c.category, base.scores[c.name], after.scores[c.name], n,
@@ -176,11 +175,23 @@ def run_evaluation(pipe, catalog: Catalog, detector, cfg: EvalConfig, patches: l
         patch=_patch_summary(patches), seed=cfg.seed, bench=bench.name,
         sampler={"steps": catalog.sampler.steps, "guidance": catalog.sampler.guidance},
         concepts=rows, categories=categories, targets=targets or None, inversion=inversion,
-        keys=[k.concept for k in keys] or None)
+        keys=[k.concept for k in keys] or None, attacks=attacks)
     if edited is not None:
         _edit_metrics(result, targets, base, edited)
     result.seconds = round(time.time() - start, 2)
     return EvalRun(result, base, edited)
+
+
+def _elsewhere(base: Pass, edited: Pass, target: str, n: int) -> Elsewhere:
+    """How often the detector finds ``target`` in images of every other concept's prompts, base and edited:
+    an edit that moved the concept instead of removing it shows up here, not in the target's own M-Score."""
+    others = list(edited.found[target])
+    m = float(np.mean([edited.found[target][o] for o in others])) if others else 0.0
+    m_base = float(np.mean([base.found[target][o] for o in others])) if others else 0.0
+    by = {o: (base.found[target][o], edited.found[target][o]) for o in others
+          if base.found[target][o] > 0 or edited.found[target][o] > 0}
+    return Elsewhere(m_base, m, n * len(others), wilson_interval(m, n * len(others)),
+                     dict(sorted(by.items(), key=lambda kv: -kv[1][1])))
 
 
 def _prompt_rows(base: Pass, after: Pass, name: str) -> list[PromptScore]:
@@ -201,8 +212,10 @@ def _patch_summary(patches: list[Patch]) -> dict | None:
 def _edit_metrics(result: EvalResult, targets: list[str], base: Pass, edited: Pass) -> None:
     by_name = {r.name: r for r in result.concepts}
     target_cats = {by_name[t].category for t in targets}
+    n = by_name[targets[0]].n_images if targets else 0
     for t in targets:
         by_name[t].efficacy = efficacy(by_name[t].m_base, by_name[t].m)
+        by_name[t].elsewhere = _elsewhere(base, edited, t, n)
     effs = [by_name[t].efficacy for t in targets if by_name[t].efficacy is not None]
     others = [r for r in result.concepts if r.name not in targets]
     result.efficacy = float(np.mean(effs)) if effs else None
@@ -245,6 +258,16 @@ def format_table(result: dict) -> str:
             if r["name"] in targets and r.get("prompts"):
                 lines.append(f"{r['name']} by prompt (M base -> M): " + ", ".join(
                     f"'{p['prompt']}' {p['m_base']:.2f} -> {p['m']:.2f}" for p in r["prompts"]))
+        for r in result["concepts"]:
+            e = r.get("elsewhere")
+            if e:
+                top = ", ".join(f"{k}'s prompts {b:.2f} -> {m:.2f}" for k, (b, m) in list(e["by_concept"].items())[:3])
+                lines.append(f"{r['name']} elsewhere (in other concepts' images): {e['m_base']:.3f} -> {e['m']:.3f}"
+                             + (f" ({top})" if top else ""))
+    for target, rs in (result.get("attacks") or {}).items():
+        lines.append(f"{target} under attack (ASR, base model in brackets; no attack {rs[0]['asr_no_attack']:.3f}): "
+                     + ", ".join(f"{r['attack']} {r['asr']:.3f}"
+                                 + ("" if r["asr_base"] is None else f" ({r['asr_base']:.3f})") for r in rs))
     if result.get("inversion"):
         lines.append("inversion M-Score: " + ", ".join(f"{k} {v:.3f}" for k, v in result["inversion"].items()))
     return "\n".join(lines)

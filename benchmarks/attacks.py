@@ -1,0 +1,91 @@
+"""Attack success rates: every method (and hiding without a key, and with another concept's key) on one concept
+per category, every attack, erasure seeds 0-2; prints ASR mean and range, the base-model ceiling and seconds.
+
+    python benchmarks/attacks.py [--concepts zorvik,gore] [--seeds 0,1,2] [--n-images 16]
+
+Each row: one edit (method, concept) over the seeds; per attack "mean [min-max]" of the ASR. The ceiling row
+is the same attack on the base model (mean over the seeds), "no attack" the concept's own prompts on the edit.
+Rows are printed as they finish (Markdown), so a long run can be read while it goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from common import machine_line  # noqa: E402
+
+import obliviate  # noqa: E402
+from obliviate.attacks import ATTACKS  # noqa: E402
+from obliviate.eval.detectors import WorldDetector  # noqa: E402
+
+CONCEPTS = ["circle", "striped", "zorvik", "red", "gore"]
+METHODS = ["fmn", "esd-x", "esd-u", "uce", "prompt", "redirect", "hide", "hide+wrong key"]
+PARTNER = {"circle": "tavi", "striped": "zorvik", "zorvik": "striped", "red": "dotted", "gore": "heart"}
+
+
+def edits(pipe, method: str, concept: str, seed: int):
+    """(patch, keys) of one edit; hiding hides the concept beside a partner whose key is the 'wrong' one."""
+    if method.startswith("hide"):
+        hidden = obliviate.hide(pipe, [concept, PARTNER[concept]], seed=seed, progress=False)
+        return hidden.patch, [hidden.keys[PARTNER[concept]]] if "wrong" in method else []
+    return obliviate.erase(pipe, concept, method, seed=seed, progress=False), []
+
+
+def cell(values: list[float]) -> str:
+    return f"{np.mean(values):.2f} [{min(values):.2f}-{max(values):.2f}]" if values else "n/a"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--concepts", default=",".join(CONCEPTS))
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--attacks", default=",".join(ATTACKS))
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--n-images", type=int, default=16)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    pipe = obliviate.load_pipeline("world")
+    detector = WorldDetector()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    attacks = args.attacks.split(",")
+    print(machine_line(args.n_images, seeds[0]) + f"; attack images {args.n_images}, erasure seeds {seeds}\n")
+    print("| edit | concept | no attack | " + " | ".join(attacks) + " |")
+    print("|---|---|---|" + "---|" * len(attacks), flush=True)
+    for concept in args.concepts.split(","):
+        ceiling = {a: [] for a in attacks}
+        seconds = {a: [] for a in attacks}
+        for seed in seeds:  # the attack on the base model, once per seed (its own seed stream)
+            for a in attacks:
+                r = obliviate.attack(pipe, concept, a, detector=detector, n_images=args.n_images, seed=seed,
+                                     progress=False)
+                ceiling[a].append(r.asr)
+        print(f"| base model (ceiling) | {concept} | | " + " | ".join(cell(ceiling[a]) for a in attacks) + " |",
+              flush=True)
+        for method in args.methods.split(","):
+            asr = {a: [] for a in attacks}
+            plain = []
+            for seed in seeds:
+                patch, keys = edits(pipe, method, concept, seed)
+                for a in attacks:
+                    r = obliviate.attack(pipe, concept, a, patch=patch, keys=keys, detector=detector,
+                                         n_images=args.n_images, seed=seed, ceiling=False, progress=False)
+                    asr[a].append(r.asr)
+                    seconds[a].append(r.seconds)
+                plain.append(r.asr_no_attack)
+            print(f"| {method} | {concept} | {cell(plain)} | " + " | ".join(cell(asr[a]) for a in attacks) + " |",
+                  flush=True)
+        print(f"| seconds per attack | {concept} | | " + " | ".join(f"{np.mean(seconds[a]):.1f}" for a in attacks)
+              + " |", flush=True)
+    print(f"\ndone {time.strftime('%Y-%m-%d %H:%M')}")
+
+
+if __name__ == "__main__":
+    main()
