@@ -29,14 +29,17 @@ from obliviate.eval.detectors import WorldDetector  # noqa: E402
 CONCEPTS = ["circle", "striped", "zorvik", "red", "gore"]
 METHODS = ["fmn", "esd-x", "esd-u", "uce", "prompt", "redirect", "hide", "hide+wrong key"]
 PARTNER = {"circle": "tavi", "striped": "zorvik", "zorvik": "striped", "red": "dotted", "gore": "heart"}
+REDIRECT = {"circle": "square", "striped": "dotted", "zorvik": "maelin", "red": "green", "gore": "red"}
 
 
 def edits(pipe, method: str, concept: str, seed: int):
-    """(patch, keys) of one edit; hiding hides the concept beside a partner whose key is the 'wrong' one."""
+    """(patch, keys) of one edit; hiding hides the concept beside a partner whose key is the 'wrong' one;
+    redirect sends the concept to a neighbour of its category."""
     if method.startswith("hide"):
         hidden = obliviate.hide(pipe, [concept, PARTNER[concept]], seed=seed, progress=False)
         return hidden.patch, [hidden.keys[PARTNER[concept]]] if "wrong" in method else []
-    return obliviate.erase(pipe, concept, method, seed=seed, progress=False), []
+    extra = {"redirect": REDIRECT[concept]} if method == "redirect" else {}
+    return obliviate.erase(pipe, concept, method, seed=seed, progress=False, **extra), []
 
 
 def cell(values: list[float]) -> str:
