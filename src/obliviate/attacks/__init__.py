@@ -28,7 +28,6 @@ class Attack:
     config: type
     run: Callable
     summary: str
-    optimises: bool  # searches for its prompts (its ASR on the base model must reach the ceiling)
     prepare: Callable | None = None  # runs on the base model before the edit is in place
 
     def option_names(self) -> set[str]:
@@ -46,19 +45,19 @@ class Attack:
 
 ATTACKS: dict[str, Attack] = {a.name: a for a in [
     Attack("inversion", inversion.InversionAttackConfig, inversion.run,
-           "concept inversion: learn new tokens on images of the concept against the model", True, prepare_anchors),
+           "concept inversion: learn new tokens on images of the concept against the model", prepare_anchors),
     Attack("unlearndiff", unlearndiff.UnlearnDiffConfig, unlearndiff.run,
-           "UnlearnDiffAtk: prefix tokens that make the model denoise the concept's images well", True,
+           "UnlearnDiffAtk: prefix tokens that make the model denoise the concept's images well",
            prepare_anchors),
     Attack("p4d", p4d.P4DConfig, p4d.run,
-           "P4D: a prompt under which the model predicts the base model's noise for the concept", True, p4d.prepare),
+           "P4D: a prompt under which the model predicts the base model's noise for the concept", p4d.prepare),
     Attack("ringabell", ringabell.RingABellConfig, ringabell.run,
-           "Ring-A-Bell: tokens near the concept's text-embedding direction (genetic search, model-agnostic)", True,
+           "Ring-A-Bell: tokens near the concept's text-embedding direction (genetic search, model-agnostic)",
            ringabell.prepare),
     Attack("implicit", implicit.ImplicitConfig, implicit.run,
-           "the bench's implicit prompts: descriptions, misspellings, never the concept's name", False),
+           "the bench's implicit prompts: descriptions, misspellings, never the concept's name"),
     Attack("completion", completion.CompletionConfig, completion.run,
-           "diffusion completion: the concept's images noised to 0.3/0.5/0.7, denoised neutrally", False,
+           "diffusion completion: the concept's images noised to 0.3/0.5/0.7, denoised neutrally",
            prepare_anchors),
 ]}
 

@@ -76,4 +76,4 @@ def run(pipe, concept: Concept, cfg: P4DConfig, catalog: Catalog, base: BasePred
 
     found = search_prompt(pipe, ["{}"], n_tokens, prediction_gap, cfg.steps, cfg.lr, cfg.seed,
                           progress=cfg.progress, desc="p4d")
-    return Probe([found.text])
+    return Probe([found])

@@ -10,7 +10,6 @@ the vocabulary, so the search ends with a plain text prompt that anyone can type
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -24,13 +23,6 @@ from ..inversion import LearnedTokens, TokenRows, installed
 Objective = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
-@dataclass
-class Found:
-    tokens: list[str]  # the vocabulary tokens found
-    text: str  # the same, as text (what the attack's prompts contain)
-    loss: float  # the objective at the tokens, on the fixed comparison draw
-
-
 _VOCABULARIES: dict[tuple[str, int], torch.Tensor] = {}
 
 
@@ -42,7 +34,7 @@ def word_vocabulary(tokenizer) -> torch.Tensor:
         special = set(tokenizer.all_special_ids)
         ids = sorted(i for tok, i in tokenizer.get_vocab().items() if tok.endswith("</w>") and i not in special)
         texts = [tokenizer.decode([i]).strip() for i in ids]
-        back = tokenizer([t for t in texts], add_special_tokens=False).input_ids
+        back = tokenizer(texts, add_special_tokens=False).input_ids
         _VOCABULARIES[key] = torch.tensor([i for i, t, b in zip(ids, texts, back, strict=True)
                                            if t.isprintable() and b == [i]])
     return _VOCABULARIES[key]
@@ -53,8 +45,8 @@ def tokens_text(tokenizer, ids: list[int]) -> str:
 
 
 def search_prompt(pipe, templates: list[str], n_tokens: int, objective: Objective, steps: int, lr: float,
-                  seed: int, check_every: int = 10, progress: bool = True, desc: str = "prompt search") -> Found:
-    """The ``n_tokens`` vocabulary tokens that minimise ``objective`` in ``templates`` (each a prompt with one
+                  seed: int, check_every: int = 10, progress: bool = True, desc: str = "prompt search") -> str:
+    """The ``n_tokens`` vocabulary tokens (as text) that minimise ``objective`` in ``templates`` (each a prompt with one
     ``{}`` where the tokens go). Every ``check_every`` steps the current projection is scored on one fixed
     draw of the objective's randomness and the best one seen is kept (the training loss is too noisy to pick)."""
     gen = generator(seed)
@@ -90,5 +82,4 @@ def search_prompt(pipe, templates: list[str], n_tokens: int, objective: Objectiv
             opt.step()
         hard, chosen = projected()
         best = min(best, (score(hard), chosen))
-    loss, chosen = best
-    return Found(pipe.tokenizer.convert_ids_to_tokens(chosen), tokens_text(pipe.tokenizer, chosen), loss)
+    return tokens_text(pipe.tokenizer, best[1])

@@ -19,8 +19,15 @@ import torch.nn.functional as F
 
 from ..bench import Concept
 from ..catalog import Catalog
-from ..diffusion import add_noise, images_to_latents, randint, randn, random_timesteps, training_scheduler
-from ..diffusion import training_target as target_of
+from ..diffusion import (
+    add_noise,
+    images_to_latents,
+    randint,
+    randn,
+    random_timesteps,
+    training_scheduler,
+    training_target,
+)
 from .base import Probe
 from .prompt_search import search_prompt
 
@@ -48,8 +55,8 @@ def run(pipe, concept: Concept, cfg: UnlearnDiffConfig, catalog: Catalog, images
         t = random_timesteps(sched, cfg.batch_size, gen, latents.device)
         prompt = randint(n_prompts, cfg.batch_size, gen, cond.device)
         pred = pipe.unet(add_noise(sched, z0, noise, t), t, encoder_hidden_states=cond[prompt]).sample
-        return F.mse_loss(pred.float(), target_of(sched, z0, noise, t).float())
+        return F.mse_loss(pred.float(), training_target(sched, z0, noise, t).float())
 
     found = search_prompt(pipe, [f"{{}} {p}" for p in concept.prompts], cfg.n_tokens, denoising_loss, cfg.steps,
                           cfg.lr, cfg.seed, progress=cfg.progress, desc="unlearndiff")
-    return Probe([f"{found.text} {p}" for p in concept.prompts])
+    return Probe([f"{found} {p}" for p in concept.prompts])
