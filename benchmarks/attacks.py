@@ -1,7 +1,7 @@
 """Attack success rates: every method (and hiding without a key, and with another concept's key) on one concept
 per category, every attack, erasure seeds 0-2; prints ASR mean and range, the base-model ceiling and seconds.
 
-    python benchmarks/attacks.py [--concepts zorvik,gore] [--seeds 0,1,2] [--n-images 16]
+    python benchmarks/attacks.py [--concepts zorvik,gore] [--seeds 0,1,2] [--n-images 16] [--threads 2]
 
 Each row: one edit (method, concept) over the seeds; per attack "mean [min-max]" of the ASR. The ceiling row
 is the same attack on the base model (mean over the seeds), "no attack" the concept's own prompts on the edit.
@@ -53,8 +53,9 @@ def main() -> None:
     ap.add_argument("--attacks", default=",".join(ATTACKS))
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--n-images", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (1 each when running two side by side)")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     pipe = obliviate.load_pipeline("world")
     detector = WorldDetector()
     seeds = [int(s) for s in args.seeds.split(",")]
