@@ -45,10 +45,13 @@ def tokens_text(tokenizer, ids: list[int]) -> str:
 
 
 def search_prompt(pipe, templates: list[str], n_tokens: int, objective: Objective, steps: int, lr: float,
-                  seed: int, check_every: int = 10, progress: bool = True, desc: str = "prompt search") -> str:
+                  seed: int, check_every: int = 10, score_draws: int = 4, progress: bool = True,
+                  desc: str = "prompt search") -> str:
     """The ``n_tokens`` vocabulary tokens (as text) that minimise ``objective`` in ``templates`` (each a prompt with one
-    ``{}`` where the tokens go). Every ``check_every`` steps the current projection is scored on one fixed
-    draw of the objective's randomness and the best one seen is kept (the training loss is too noisy to pick)."""
+    ``{}`` where the tokens go). Every ``check_every`` steps the current projection is scored on ``score_draws``
+    fixed draws of the objective's randomness (the same for every candidate) and the best one seen is kept: the
+    training loss is too noisy to pick, and so is a single draw (it let filler words that drown the concept's
+    own word win)."""
     gen = generator(seed)
     table = pipe.text_encoder.get_input_embeddings().weight.detach().float()
     vocab = word_vocabulary(pipe.tokenizer).to(table.device)
@@ -69,7 +72,7 @@ def search_prompt(pipe, templates: list[str], n_tokens: int, objective: Objectiv
         def score(chosen_rows: torch.Tensor) -> float:
             with torch.no_grad():
                 cond = encoder.encode(ids, chosen_rows).to(pipe.unet.dtype)
-                return float(objective(cond, generator(seed, "compare")))
+                return sum(float(objective(cond, generator(seed, f"compare{i}"))) for i in range(score_draws))
 
         for step in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
             hard, chosen = projected()
