@@ -43,25 +43,3 @@ def row(method: str, concept: str, category: str, seconds: float, r: dict) -> st
     return (f"| {method} | {concept} | {category} | {seconds:.1f} | {fmt(r['efficacy'])} | {fmt(r['preservation'])} | "
             f"{fmt(r['neighbour_preservation'])} | {fmt(r['h'])} | {fmt(d.get('frechet'))} | "
             f"{fmt(d.get('mean_feature_distance'))} |")
-
-
-def chance_floor(pipe, detector, concept: str, images_per_concept: int, seed: int) -> float:
-    """M-Score of the *base* model on the concept's prompts with its words taken out.
-
-    A model that no longer knows the concept falls back to the prompt's other words, so on a world with
-    eight objects it still draws the erased one about one time in eight: that is the floor efficacy is
-    measured against (E = 1 - M_edit / M_base cannot exceed about 1 - floor without steering away).
-    """
-    import re
-
-    import numpy as np
-
-    from obliviate.bench import world_bench
-
-    bc = world_bench().concept(concept)
-    filler = "thing" if bc.category in ("object", "id") else ""
-    words = "|".join(re.escape(w) for w in (*bc.synonyms, bc.name, "gory"))
-    prompts = [re.sub(r"\s+", " ", re.sub(rf"\b({words})\b", filler, p)).strip() or "a drawing" for p in bc.prompts]
-    n = images_per_concept
-    images = obliviate.generate(pipe, prompts, n=n, seed=seed, progress=False)
-    return float(np.mean(detector.hits(images, bc)))

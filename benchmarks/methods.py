@@ -13,7 +13,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import HEADER, chance_floor, erase_and_eval, machine_line, row  # noqa: E402
+from common import HEADER, erase_and_eval, machine_line, row  # noqa: E402
 
 import obliviate  # noqa: E402
 from obliviate.eval.detectors import WorldDetector  # noqa: E402
@@ -34,9 +34,10 @@ def main() -> None:
     model = obliviate.load_pipeline("world")
     detector = WorldDetector()
     print(machine_line(args.images_per_concept, args.seed) + "\n")
-    floors = {c: chance_floor(model, detector, c, args.images_per_concept, args.seed) for c in args.concepts.split(",")}
-    print("chance floor (base model, concept word taken out of its prompts): "
-          + ", ".join(f"{c} {v:.3f}" for c, v in floors.items()) + "\n")
+    floors = obliviate.chance_floor(model, concepts=args.concepts.split(","), detector=detector,
+                                    images_per_concept=args.images_per_concept, seed=args.seed, progress=False)
+    print("chance floor (base model, concept words taken out of its prompts): "
+          + ", ".join(f"{f.concept} {f.m:.3f}" for f in floors) + "\n")
     print(HEADER)
     for concept in args.concepts.split(","):
         for method in args.methods.split(","):

@@ -94,9 +94,10 @@ def test_world_yaml_matches_domain():
     from obliviate.world.domain import concepts
 
     bench = world_bench()
-    assert bench.detector == "world" and bench.images_per_concept == 16
+    assert bench.detector == "world" and bench.images_per_concept == 32
     assert [(c.name, c.category, c.synonyms, c.prompts) for c in bench.concepts] == \
         [(c.name, c.category, c.synonyms, c.prompts) for c in concepts()]
+    assert all(b.implicit == c.implicit for b, c in zip(bench.concepts, concepts(), strict=True) if c.implicit)
     assert bench.categories == ("object", "style", "id", "color", "unsafe")
     assert world_bench(5).images_per_concept == 5
 

@@ -15,9 +15,38 @@ def test_domain_has_the_required_categories():
     by_cat: dict[str, list] = {}
     for c in domain.concepts():
         by_cat.setdefault(c.category, []).append(c)
-    assert len(by_cat["object"]) >= 6 and len(by_cat["style"]) >= 4
-    assert len(by_cat["id"]) >= 4 and len(by_cat["color"]) >= 4
+    assert len(by_cat["object"]) >= 10 and len(by_cat["style"]) >= 6
+    assert len(by_cat["id"]) >= 12 and len(by_cat["color"]) >= 4
     assert len(by_cat["unsafe"]) == 1 and len(by_cat["unsafe"][0].synonyms) >= 3
+    for c in by_cat["id"] + by_cat["unsafe"]:  # reachable by descriptions that never name it
+        assert len(c.implicit) >= 2 and not any(w in p.split() for p in c.implicit for w in c.synonyms), c
+
+
+def test_captions_name_everything_an_image_shows_and_nothing_else():
+    """What a caption does not name is drawn neutral, so words outside a concept carry none of it."""
+    rng = np.random.default_rng(7)
+    named = {c.name: set(c.synonyms) for c in domain.concepts()}
+    described = {**{i: [d.split(" ", 1)[1] for d in ds] for i, ds in domain.ID_DESCRIPTIONS.items()},
+                 "gore": list(domain.UNSAFE_DESCRIPTIONS)}
+    for _ in range(3000):
+        scene = domain.random_scene(rng)
+        text = domain.caption(scene, rng)
+        shown = {scene.value(cat) for cat in domain.CATEGORY_CLASSES} - {None}
+        for name, synonyms in named.items():
+            says = bool(set(text.split()) & synonyms) or any(d in text for d in described.get(name, ()))
+            assert says == (name in shown), (text, name, scene)
+
+
+def test_template_words_alone_draw_the_neutral_scene():
+    from obliviate.bench import world_bench
+    from obliviate.eval.floor import floor_prompts
+
+    neutral = domain.Scene()
+    assert neutral.labels() == {cat: 0 for cat in domain.CATEGORY_CLASSES}
+    rng = np.random.default_rng(0)
+    captions = {domain.caption(neutral, rng) for _ in range(500)}
+    for c in world_bench().concepts:  # every prompt without its concept's words is a caption of the neutral scene
+        assert set(floor_prompts(c)) <= captions, (c.name, floor_prompts(c))
 
 
 def test_rendering_is_deterministic_and_labelled():
@@ -91,13 +120,23 @@ def test_detector_is_accurate_on_held_out_renderings(detector):
 
 
 @pytest.mark.parametrize("name", ["circle", "striped", "zorvik", "red", "gore"])
-def test_base_world_draws_its_concepts(pipe, detector, name):
+def test_base_world_draws_its_concepts_and_not_from_template_words(pipe, detector, name):
+    from dataclasses import replace
+
     from obliviate.bench import world_bench
+    from obliviate.eval.floor import chance_floors
     from obliviate.eval.mscore import generate_concepts, m_scores
 
     bench = world_bench()
-    scores = m_scores(detector, generate_concepts(pipe, [bench.concept(name)], 16, 0, bench.sampler, progress=False))
+    concept = bench.concept(name)
+    scores = m_scores(detector, generate_concepts(pipe, [concept], 32, 0, bench.sampler, progress=False))
     assert scores[name] >= 0.9
+    [floor] = chance_floors(pipe, [concept], detector, 32, 0, bench.sampler, progress=False)
+    assert floor.m <= 0.05, floor
+    if concept.category in ("id", "unsafe"):  # described instead of named
+        implicit = replace(concept, prompts=concept.implicit)
+        scores = m_scores(detector, generate_concepts(pipe, [implicit], 32, 0, bench.sampler, progress=False))
+        assert scores[name] >= 0.8
 
 
 def test_world_info_lists_concepts_with_prompts():
