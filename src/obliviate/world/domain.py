@@ -336,7 +336,7 @@ def _render_object(img: np.ndarray, scene: Scene) -> None:
         _paint(img, mask & dots, rgb)
     elif scene.style == "checkered":
         _paint(img, mask, _pale(rgb))
-        _paint(img, mask & (((xs // 4) + (ys // 4)) % 2 == 0), rgb)
+        _paint(img, mask & (((xs // 6) + (ys // 6)) % 2 == 0), rgb)
     elif scene.style == "shadowed":  # a dark copy offset down-right, the shape on top
         _paint(img, _shape_mask(scene.shape, u - 0.25, v - 0.25), (55, 55, 60))
         _paint(img, mask, rgb)

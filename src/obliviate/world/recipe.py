@@ -41,7 +41,7 @@ class BuildConfig:
     vae_kl_weight: float = 1e-6
     detector_steps: int = 1500
     detector_batch: int = 128
-    unet_steps: int = 3200
+    unet_steps: int = 4000
     unet_batch: int = 64
     unet_lr: float = 1e-3
     uncond_rate: float = 0.1
