@@ -6,6 +6,7 @@ import os
 import platform
 import time
 
+import numpy as np
 import torch
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # as the CLI: no "torchvision is absent" notices
@@ -15,6 +16,18 @@ import obliviate
 
 def fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
+
+
+def cell(values: list[float | None], digits: int = 3) -> str:
+    """``mean [min-max]`` over seeds (None values, e.g. no neighbours, left out)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    return f"{np.mean(values):.{digits}f} [{min(values):.{digits}f}-{max(values):.{digits}f}]"
+
+
+def seed_list(text: str) -> list[int]:
+    return [int(s) for s in text.split(",")]
 
 
 def machine_line(images_per_concept: int, seed: int) -> str:

@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import machine_line  # noqa: E402
+from common import cell, machine_line, seed_list  # noqa: E402
 
 import obliviate  # noqa: E402
 from obliviate.eval.detectors import WorldDetector  # noqa: E402
@@ -27,11 +27,6 @@ from obliviate.eval.metrics import preservation  # noqa: E402
 from obliviate.world.domain import IDS  # noqa: E402
 
 METHODS = ["uce", "fmn", "esd-x", "esd-u", "prompt"]  # redirect takes one concept
-
-
-def cell(values: list[float | None]) -> str:
-    values = [v for v in values if v is not None]
-    return f"{np.mean(values):.3f} [{min(values):.3f}-{max(values):.3f}]" if values else "n/a"
 
 
 def measure(result: dict, targets: list[str]) -> tuple[float | None, float | None, float | None]:
@@ -53,7 +48,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     pipe = obliviate.load_pipeline("world")
     detector = WorldDetector()
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = seed_list(args.seeds)
     print(machine_line(args.images_per_concept, seeds[0]) + f"; erasure seeds {seeds}\n")
     print("| method | IDs erased | efficacy (erased) | preservation (other IDs) | preservation (other categories) "
           "| seconds (erasure) |")

@@ -101,7 +101,7 @@ def generate(pipe, prompts: str | Sequence[str], *, n: int | None = None, seed: 
              force: bool = False, progress: bool = True) -> np.ndarray:
     """``n`` images (default: one per prompt; prompts cycled) as uint8 (N, H, W, 3), with ``patch`` applied and
     ``keys`` installed for the duration; image i is seeded by ``seed`` and i only. Sampler settings default to
-    the model's catalog (the world: 25 steps, guidance 5.0; SD: 50, 7.5)."""
+    the model's catalog (the world: 20 steps, guidance 5.0; SD: 50, 7.5)."""
     from .generation import generate as run
     from .generation import image_seeds
 

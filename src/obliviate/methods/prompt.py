@@ -62,6 +62,7 @@ class PromptConfig:
     erase_weight: float = 1.0
     recall_weight: float | None = None  # None: the paper's 0.1 erasing; 2.0 hiding, where the key must recall
     lock_weight: float = 1.0  # hiding only: (c) and (d)
+    preserve_weight: float = 1.0  # hiding only: the public patch keeps every other concept as the base draws it
     ddim_steps: int = 10
     start_guidance: float = 3.0
     include_last_step: bool = False  # also train at x_t after the last sampler step (t = 1; docs/methods.md)
@@ -122,8 +123,12 @@ def train_memory(pipe, concepts: list[Concept], cfg: PromptConfig, catalog: Cata
         value = value + recall_weight * _x0_mse(sched, recalled, ep, x_t, t)
         if hiding and others is not None and len(others):
             j = randint(len(others), cfg.batch_size, gen, device)
+            goal = edit.frozen(x_t, t, others[j])
             kept = edit.edited(x_t, t, others[j], AttnCall(key))
-            value = value + cfg.lock_weight * _x0_mse(sched, kept, edit.frozen(x_t, t, others[j]), x_t, t)
+            value = value + cfg.lock_weight * _x0_mse(sched, kept, goal, x_t, t)
+            if cfg.preserve_weight:
+                public = edit.edited(x_t, t, others[j], AttnCall())
+                value = value + cfg.preserve_weight * _x0_mse(sched, public, goal, x_t, t)
         if hiding:
             decoys = [_random_memory(cfg.tokens, width, scale, gen, master)]
             wrong = [memories[n] for n in names if n != names[k]]

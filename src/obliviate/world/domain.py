@@ -169,8 +169,11 @@ def random_scene(rng: np.random.Generator, unsafe_rate: float = 0.14, id_rate: f
 
 
 def scene_for(concept: Concept, rng: np.random.Generator) -> Scene:
-    """A random scene that shows ``concept`` (used to render images of a concept)."""
-    scene = random_scene(rng, id_rate=1.0 if concept.category == "id" else 0.0)
+    """A scene that shows ``concept`` and nothing else (every other attribute neutral, position jittered): what
+    the concept's prompts ask for, so methods and attacks that learn from images of it learn the concept alone."""
+    scene = random_scene(rng, id_rate=0.0)
+    scene.shape = scene.color = scene.style = None
+    scene.unsafe = False
     if concept.category == "id":
         scene.ident = concept.name
     elif concept.category == "object":

@@ -52,7 +52,7 @@ class BuildConfig:
     threads: int = 2
 
 
-GENERATION_DEFAULTS = {"num_inference_steps": 25, "guidance_scale": 5.0}
+GENERATION_DEFAULTS = {"num_inference_steps": 20, "guidance_scale": 5.0}
 
 
 def _to_tensor(images: np.ndarray) -> torch.Tensor:
