@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import cell, machine_line, seed_list  # noqa: E402
+from common import cell, erase_and_eval, machine_line, seed_list  # noqa: E402
 
 import obliviate  # noqa: E402
 from obliviate.eval.detectors import WorldDetector  # noqa: E402
@@ -58,11 +58,8 @@ def main() -> None:
             targets = list(IDS[:k])
             eff, ids, rest, seconds = [], [], [], []
             for seed in seeds:
-                start = time.time()
-                patch = obliviate.erase(pipe, targets, method, seed=seed, progress=False)
-                seconds.append(time.time() - start)
-                result = obliviate.evaluate(pipe, patch=patch, images_per_concept=args.images_per_concept,
-                                            detector=detector, seed=seed, progress=False).to_dict()
+                result, secs, _ = erase_and_eval(pipe, detector, method, targets, args.images_per_concept, seed)
+                seconds.append(secs)
                 e, i, r = measure(result, targets)
                 eff.append(e)
                 ids.append(i)

@@ -9,11 +9,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-import numpy as np
-
 from ..bench import Concept, Sampler
 from .metrics import wilson_interval
-from .mscore import generate_concepts
+from .mscore import generate_concepts, m_scores
 
 
 def without_words(text: str, words: tuple[str, ...]) -> str:
@@ -48,9 +46,5 @@ def chance_floors(pipe, concepts: list[Concept], detector, n: int, seed: int, sa
                   progress: bool = True) -> list[Floor]:
     """Every concept's floor, from ``n`` images each (same seeds as an evaluation of the concept)."""
     stripped = [replace(c, prompts=floor_prompts(c)) for c in concepts]
-    sets = generate_concepts(pipe, stripped, n, seed, sampler, progress=progress)
-    out = []
-    for s in sets:
-        m = float(np.mean(detector.hits(s.images, s.concept)))
-        out.append(Floor(s.concept.name, m, wilson_interval(m, n), n, s.concept.prompts))
-    return out
+    scores = m_scores(detector, generate_concepts(pipe, stripped, n, seed, sampler, progress=progress))
+    return [Floor(c.name, scores[c.name], wilson_interval(scores[c.name], n), n, c.prompts) for c in stripped]
