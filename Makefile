@@ -23,7 +23,7 @@ setup: $(BIN)/.installed
 demo: setup
 	mkdir -p demo
 	$(BIN)/obliviate erase --model world --method fmn --concept zorvik --seed 0 --out demo/fmn-zorvik.safetensors
-	$(BIN)/obliviate eval --model world --patch demo/fmn-zorvik.safetensors --images-per-concept 16 --seed 0 \
+	$(BIN)/obliviate eval --model world --patch demo/fmn-zorvik.safetensors --seed 0 \
 		--json demo/eval.json --report demo/report.html
 	$(BIN)/obliviate generate --model world --prompt "a photo of zorvik" -n 16 --seed 0 --scale 4 --out demo/zorvik-before.png
 	$(BIN)/obliviate generate --model world --prompt "a photo of zorvik" -n 16 --seed 0 --scale 4 \

@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import machine_line  # noqa: E402
+from common import cell, machine_line, seed_list  # noqa: E402
 
 import obliviate  # noqa: E402
 from obliviate.attacks import ATTACKS  # noqa: E402
@@ -42,10 +42,6 @@ def edits(pipe, method: str, concept: str, seed: int):
     return obliviate.erase(pipe, concept, method, seed=seed, progress=False, **extra), []
 
 
-def cell(values: list[float]) -> str:
-    return f"{np.mean(values):.2f} [{min(values):.2f}-{max(values):.2f}]" if values else "n/a"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--concepts", default=",".join(CONCEPTS))
@@ -58,7 +54,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     pipe = obliviate.load_pipeline("world")
     detector = WorldDetector()
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = seed_list(args.seeds)
     attacks = args.attacks.split(",")
     print(machine_line(args.n_images, seeds[0]) + f"; attack images {args.n_images}, erasure seeds {seeds}\n")
     print("| edit | concept | no attack | " + " | ".join(attacks) + " |")
@@ -71,7 +67,7 @@ def main() -> None:
                 r = obliviate.attack(pipe, concept, a, detector=detector, n_images=args.n_images, seed=seed,
                                      progress=False)
                 ceiling[a].append(r.asr)
-        print(f"| base model (ceiling) | {concept} | | " + " | ".join(cell(ceiling[a]) for a in attacks) + " |",
+        print(f"| base model (ceiling) | {concept} | | " + " | ".join(cell(ceiling[a], 2) for a in attacks) + " |",
               flush=True)
         for method in args.methods.split(","):
             asr = {a: [] for a in attacks}
@@ -84,7 +80,7 @@ def main() -> None:
                     asr[a].append(r.asr)
                     seconds[a].append(r.seconds)
                 plain.append(r.asr_no_attack)
-            print(f"| {method} | {concept} | {cell(plain)} | " + " | ".join(cell(asr[a]) for a in attacks) + " |",
+            print(f"| {method} | {concept} | {cell(plain, 2)} | " + " | ".join(cell(asr[a], 2) for a in attacks) + " |",
                   flush=True)
         print(f"| seconds per attack | {concept} | | " + " | ".join(f"{np.mean(seconds[a]):.1f}" for a in attacks)
               + " |", flush=True)

@@ -6,6 +6,7 @@ import os
 import platform
 import time
 
+import numpy as np
 import torch
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # as the CLI: no "torchvision is absent" notices
@@ -15,6 +16,18 @@ import obliviate
 
 def fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
+
+
+def cell(values: list[float | None], digits: int = 3) -> str:
+    """``mean [min-max]`` over seeds (None values, e.g. no neighbours, left out)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    return f"{np.mean(values):.{digits}f} [{min(values):.{digits}f}-{max(values):.{digits}f}]"
+
+
+def seed_list(text: str) -> list[int]:
+    return [int(s) for s in text.split(",")]
 
 
 def machine_line(images_per_concept: int, seed: int) -> str:
@@ -43,25 +56,3 @@ def row(method: str, concept: str, category: str, seconds: float, r: dict) -> st
     return (f"| {method} | {concept} | {category} | {seconds:.1f} | {fmt(r['efficacy'])} | {fmt(r['preservation'])} | "
             f"{fmt(r['neighbour_preservation'])} | {fmt(r['h'])} | {fmt(d.get('frechet'))} | "
             f"{fmt(d.get('mean_feature_distance'))} |")
-
-
-def chance_floor(pipe, detector, concept: str, images_per_concept: int, seed: int) -> float:
-    """M-Score of the *base* model on the concept's prompts with its words taken out.
-
-    A model that no longer knows the concept falls back to the prompt's other words, so on a world with
-    eight objects it still draws the erased one about one time in eight: that is the floor efficacy is
-    measured against (E = 1 - M_edit / M_base cannot exceed about 1 - floor without steering away).
-    """
-    import re
-
-    import numpy as np
-
-    from obliviate.bench import world_bench
-
-    bc = world_bench().concept(concept)
-    filler = "thing" if bc.category in ("object", "id") else ""
-    words = "|".join(re.escape(w) for w in (*bc.synonyms, bc.name, "gory"))
-    prompts = [re.sub(r"\s+", " ", re.sub(rf"\b({words})\b", filler, p)).strip() or "a drawing" for p in bc.prompts]
-    n = images_per_concept
-    images = obliviate.generate(pipe, prompts, n=n, seed=seed, progress=False)
-    return float(np.mean(detector.hits(images, bc)))

@@ -29,13 +29,15 @@ def test_concept_inversion_reaches_its_ceiling_on_the_base_model(pipe, detector,
     assert r.asr >= 0.8, r
 
 
-@pytest.mark.parametrize("attack", ["unlearndiff", "p4d", "ringabell"])
-def test_prompt_attacks_reach_their_ceiling_on_the_base_model(pipe, detector, attack):
-    """Where the concept exists, each search finds a plain-text prompt that draws it (one concept per category)."""
+@pytest.mark.parametrize(("attack", "steps"), [("unlearndiff", 100), ("p4d", None), ("ringabell", 100)])
+def test_prompt_attacks_reach_their_ceiling_on_the_base_model(pipe, detector, attack, steps):
+    """Where the concept exists, each search finds a plain-text prompt that draws it (one concept per category).
+    P4D runs its default 300 steps: at 100 its search can stall (circle, seed 0: 0.00; at 300: 1.00)."""
+    budget = {"steps": steps} if steps else {}
     for concept in CATEGORIES:
-        r = obliviate.attack(pipe, concept, attack, detector=detector, progress=False, steps=100)
+        r = obliviate.attack(pipe, concept, attack, detector=detector, progress=False, **budget)
         assert r.asr >= 0.8, r
-        assert r.prompts and all(isinstance(p, str) and "<" not in p for p in r.prompts), r.prompts
+        assert r.prompts and all(isinstance(p, str) and "<inv" not in p for p in r.prompts), r.prompts  # no new tokens
         ids = pipe.tokenizer(r.prompts[0]).input_ids
         assert len(ids) <= pipe.tokenizer.model_max_length, r.prompts  # typed as is, nothing truncated
 

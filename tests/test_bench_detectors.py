@@ -16,6 +16,7 @@ detector: clip
 images_per_concept: 4
 templates:
   object: ["a photo of a {name}", "a {name}"]
+phrasing: {style: "a painting by {name}"}
 concepts:
   - {name: cat, category: object}
   - {name: dog, category: object, prompts: ["a dog running"]}
@@ -41,6 +42,7 @@ def test_load_user_bench(tmp_path):
     assert bench.concept("nudity").detector == "nudenet" and bench.concept("cat").detector is None
     assert bench.detector_of(bench.concept("nudity")) == "nudenet"
     assert load_bench(str(tmp_path / "bench.yaml"), images_per_concept=2).images_per_concept == 2
+    assert bench.phrasing == {"style": "a painting by {name}"} and load_bench("sd").phrasing == {}
 
 
 @pytest.mark.parametrize("text, message", [
@@ -69,6 +71,10 @@ def test_load_user_bench(tmp_path):
      "no {name} placeholder"),
     ("name: x\ndetector: clip\ntemplates: {animal: ['{name}']}\nconcepts: [{name: a, category: object}]\n",
      "unknown category 'animal'"),
+    ("name: x\ndetector: clip\nphrasing: {style: a photo}\nconcepts: [{name: a, category: object, prompts: [a]}]\n",
+     "phrasing.style: 'a photo' has no {name} placeholder"),
+    ("name: x\ndetector: clip\nphrasing: [a]\nconcepts: [{name: a, category: object, prompts: [a]}]\n",
+     "phrasing must be a mapping"),
     ("name: 3\ndetector: clip\nconcepts: [{name: a, category: object, prompts: [a]}]\n", "name must be a non-empty"),
     ("- just\n- a list\n", "must be a YAML mapping"),
     ("name: x\ndetector: clip\nconcepts: [{name: a, category: object, prompts: [a]\n", "invalid YAML at line"),
@@ -94,9 +100,10 @@ def test_world_yaml_matches_domain():
     from obliviate.world.domain import concepts
 
     bench = world_bench()
-    assert bench.detector == "world" and bench.images_per_concept == 16
+    assert bench.detector == "world" and bench.images_per_concept == 32
     assert [(c.name, c.category, c.synonyms, c.prompts) for c in bench.concepts] == \
         [(c.name, c.category, c.synonyms, c.prompts) for c in concepts()]
+    assert all(b.implicit == c.implicit for b, c in zip(bench.concepts, concepts(), strict=True) if c.implicit)
     assert bench.categories == ("object", "style", "id", "color", "unsafe")
     assert world_bench(5).images_per_concept == 5
 

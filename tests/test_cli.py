@@ -9,7 +9,7 @@ import pytest
 
 from obliviate.cli import build_parser, main
 
-SUBCOMMANDS = [["world"], ["world", "build"], ["world", "info"], ["generate"], ["eval"]]
+SUBCOMMANDS = [["world"], ["world", "build"], ["world", "info"], ["generate"], ["eval"], ["floor"]]
 
 
 @pytest.mark.parametrize("cmd", [[]] + SUBCOMMANDS)
@@ -66,3 +66,18 @@ def test_eval_unknown_concept_fails_cleanly(tmp_path):
     res = _run("eval", "--concepts", "unicorn", "--json", str(tmp_path / "e.json"))
     assert res.returncode != 0 and "Traceback" not in res.stderr and "unicorn" in res.stderr
     assert not (tmp_path / "e.json").exists()
+
+
+def test_floor_prints_each_concepts_floor_as_json(capsys):
+    assert main(["floor", "--concepts", "circle,zorvik", "--images-per-concept", "4", "--json", "-",
+                 "--no-progress"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [f["concept"] for f in data["floors"]] == ["circle", "zorvik"]
+    assert data["floors"][0]["prompts"][0] == "a photo of a" and data["floors"][0]["n_images"] == 4
+    assert all(0 <= f["interval"][0] <= f["m"] <= f["interval"][1] <= 1 for f in data["floors"])
+
+
+def test_floor_unknown_concept_fails_cleanly(tmp_path):
+    res = _run("floor", "--concepts", "unicorn", "--json", str(tmp_path / "f.json"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "unicorn" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "f.json").exists()

@@ -53,7 +53,7 @@ def test_base_world_scores_high_on_every_concept(pipe, detector):
     data = result.to_dict()
     assert set(data) >= TOP_KEYS and "inversion" not in data
     assert result.patch is None and result.efficacy is None and result.drift is None
-    assert result.sampler == {"steps": 25, "guidance": 5.0} and result.model.name == "world"
+    assert result.sampler == {"steps": 20, "guidance": 5.0} and result.model.name == "world"
     assert len(result.concepts) == len(world_bench().concepts)
     for row in result.concepts:
         assert row.m >= 0.9, row

@@ -19,7 +19,8 @@ def _measure(pipe, detector, patch, concepts, n=8):
 
 @pytest.mark.slow
 def test_fmn_erases_one_style_and_preserves_the_rest(pipe, detector):
-    patch = obliviate.erase(pipe, "striped", "fmn", progress=False)
+    # adjectival concepts need a larger step than the defaults (docs/methods.md, FMN: 1.00 on seeds 0-2)
+    patch = obliviate.erase(pipe, "striped", "fmn", lr=0.015, steps=120, progress=False)
     assert patch.method == "fmn" and patch.concepts == ["striped"]
     assert patch.base.matches(fingerprint(pipe))  # taken before training, so the patch fits its own model
     assert all(k.startswith("delta.unet.") and (".attn2.to_q." in k or ".attn2.to_k." in k) for k in patch.tensors)

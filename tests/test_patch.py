@@ -85,6 +85,15 @@ def test_patch_for_another_model_is_refused(pipe):
     patch.apply(pipe, force=True).remove()
 
 
+def test_a_patch_made_on_world_v1_is_refused_by_name(pipe):
+    """tests/data holds a real UCE patch made on the retired world v1 (same layer shapes as today's UNet)."""
+    from pathlib import Path
+
+    old = Patch.load(Path(__file__).parent / "data" / "world-v1-uce-zorvik.safetensors")
+    with pytest.raises(ObliviateError, match="made for the embedded world v1"):
+        old.apply(pipe)
+
+
 def test_a_float32_patch_fits_the_same_model_in_bfloat16():
     """The fingerprint tells base models apart, not dtypes: rounding to bf16 keeps it matching."""
     base = load_pipeline("world")

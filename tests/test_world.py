@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+import obliviate
 from obliviate.world import domain, world_dir, world_info
 from obliviate.world.recipe import BuildConfig, build
 
@@ -15,9 +16,38 @@ def test_domain_has_the_required_categories():
     by_cat: dict[str, list] = {}
     for c in domain.concepts():
         by_cat.setdefault(c.category, []).append(c)
-    assert len(by_cat["object"]) >= 6 and len(by_cat["style"]) >= 4
-    assert len(by_cat["id"]) >= 4 and len(by_cat["color"]) >= 4
+    assert len(by_cat["object"]) >= 10 and len(by_cat["style"]) >= 6
+    assert len(by_cat["id"]) >= 12 and len(by_cat["color"]) >= 4
     assert len(by_cat["unsafe"]) == 1 and len(by_cat["unsafe"][0].synonyms) >= 3
+    for c in by_cat["id"] + by_cat["unsafe"]:  # reachable by descriptions that never name it
+        assert len(c.implicit) >= 2 and not any(w in p.split() for p in c.implicit for w in c.synonyms), c
+
+
+def test_captions_name_everything_an_image_shows_and_nothing_else():
+    """What a caption does not name is drawn neutral, so words outside a concept carry none of it."""
+    rng = np.random.default_rng(7)
+    named = {c.name: set(c.synonyms) for c in domain.concepts()}
+    described = {**{i: [d.split(" ", 1)[1] for d in ds] for i, ds in domain.ID_DESCRIPTIONS.items()},
+                 "gore": list(domain.UNSAFE_DESCRIPTIONS)}
+    for _ in range(3000):
+        scene = domain.random_scene(rng)
+        text = domain.caption(scene, rng)
+        shown = {scene.value(cat) for cat in domain.CATEGORY_CLASSES} - {None}
+        for name, synonyms in named.items():
+            says = bool(set(text.split()) & synonyms) or any(d in text for d in described.get(name, ()))
+            assert says == (name in shown), (text, name, scene)
+
+
+def test_template_words_alone_draw_the_neutral_scene():
+    from obliviate.bench import world_bench
+    from obliviate.eval.floor import floor_prompts
+
+    neutral = domain.Scene()
+    assert neutral.labels() == {cat: 0 for cat in domain.CATEGORY_CLASSES}
+    rng = np.random.default_rng(0)
+    captions = {domain.caption(neutral, rng) for _ in range(500)}
+    for c in world_bench().concepts:  # every prompt without its concept's words is a caption of the neutral scene
+        assert set(floor_prompts(c)) <= captions, (c.name, floor_prompts(c))
 
 
 def test_rendering_is_deterministic_and_labelled():
@@ -69,13 +99,13 @@ def test_shipped_weights_are_small_fp16_safetensors():
 def test_generation_is_deterministic_under_a_seed(pipe):
     from obliviate.generation import generate
 
-    a = generate(pipe, ["a blue star"] * 3, [1, 2, 3], 25, 5.0, progress=False)
-    b = generate(pipe, ["a blue star"] * 3, [1, 2, 3], 25, 5.0, progress=False)
-    c = generate(pipe, ["a blue star"] * 3, [4, 5, 6], 25, 5.0, progress=False)
+    a = generate(pipe, ["a blue star"] * 3, [1, 2, 3], 20, 5.0, progress=False)
+    b = generate(pipe, ["a blue star"] * 3, [1, 2, 3], 20, 5.0, progress=False)
+    c = generate(pipe, ["a blue star"] * 3, [4, 5, 6], 20, 5.0, progress=False)
     assert np.array_equal(a, b)
     assert not np.array_equal(a, c)
     # image i does not depend on the batch it is generated in
-    d = generate(pipe, ["a blue star"], [2], 25, 5.0, progress=False)
+    d = generate(pipe, ["a blue star"], [2], 20, 5.0, progress=False)
     assert np.abs(d[0].astype(int) - a[1].astype(int)).max() <= 2
 
 
@@ -90,14 +120,35 @@ def test_detector_is_accurate_on_held_out_renderings(detector):
         assert acc >= 0.98, f"{cat}: {acc:.3f}"
 
 
+def test_images_of_a_concept_show_it_and_nothing_else(pipe, detector):
+    """What methods and attacks learn from: the concept alone, every other attribute neutral (as its prompts ask)."""
+    catalog = obliviate.catalog_for(pipe)
+    for name in ["circle", "striped", "zorvik", "red", "gore"]:
+        concept = catalog.concept(name)
+        pred = detector.predict(catalog.images(pipe, concept, 16, seed=3))
+        for cat, labels in pred.items():
+            expected = name if cat == concept.category else "none"
+            assert (labels == expected).mean() >= 0.95, (name, cat, labels)
+
+
 @pytest.mark.parametrize("name", ["circle", "striped", "zorvik", "red", "gore"])
-def test_base_world_draws_its_concepts(pipe, detector, name):
+def test_base_world_draws_its_concepts_and_not_from_template_words(pipe, detector, name):
+    from dataclasses import replace
+
     from obliviate.bench import world_bench
+    from obliviate.eval.floor import chance_floors
     from obliviate.eval.mscore import generate_concepts, m_scores
 
     bench = world_bench()
-    scores = m_scores(detector, generate_concepts(pipe, [bench.concept(name)], 16, 0, bench.sampler, progress=False))
+    concept = bench.concept(name)
+    scores = m_scores(detector, generate_concepts(pipe, [concept], 32, 0, bench.sampler, progress=False))
     assert scores[name] >= 0.9
+    [floor] = chance_floors(pipe, [concept], detector, 32, 0, bench.sampler, progress=False)
+    assert floor.m <= 0.05, floor
+    if concept.category in ("id", "unsafe"):  # described instead of named
+        implicit = replace(concept, prompts=concept.implicit)
+        scores = m_scores(detector, generate_concepts(pipe, [implicit], 32, 0, bench.sampler, progress=False))
+        assert scores[name] >= 0.8
 
 
 def test_world_info_lists_concepts_with_prompts():

@@ -19,6 +19,7 @@ __version__ = "0.2.0"
 
 _EXPORTS = {
     "load_pipeline": "api", "erase": "api", "hide": "api", "generate": "api", "evaluate": "api", "attack": "api",
+    "chance_floor": "api",
     "ATTACKS": "attacks",
     "Patch": "patch", "AppliedPatch": "patch", "Key": "hiding.keys", "load_key": "hiding.keys", "Hidden": "hiding",
     "EvalResult": "eval.result", "ObliviateError": "errors", "Fingerprint": "fingerprint",

@@ -24,7 +24,7 @@ from .methods import get_method
 from .patch import Patch, applied, base_fingerprint, check_fits
 from .pipeline import check_pipeline, load_pipeline
 
-__all__ = ["attack", "erase", "evaluate", "generate", "hide", "load_pipeline"]
+__all__ = ["attack", "chance_floor", "erase", "evaluate", "generate", "hide", "load_pipeline"]
 
 BenchLike = Bench | str | Path | None
 PatchLike = Patch | str | Path
@@ -101,7 +101,7 @@ def generate(pipe, prompts: str | Sequence[str], *, n: int | None = None, seed: 
              force: bool = False, progress: bool = True) -> np.ndarray:
     """``n`` images (default: one per prompt; prompts cycled) as uint8 (N, H, W, 3), with ``patch`` applied and
     ``keys`` installed for the duration; image i is seeded by ``seed`` and i only. Sampler settings default to
-    the model's catalog (the world: 25 steps, guidance 5.0; SD: 50, 7.5)."""
+    the model's catalog (the world: 20 steps, guidance 5.0; SD: 50, 7.5)."""
     from .generation import generate as run
     from .generation import image_seeds
 
@@ -170,6 +170,25 @@ def evaluate(pipe, *, patch: PatchLike | Sequence[PatchLike] | None = None, keys
     if report is not None:
         write_report(run.result.to_dict(), report, report_grids(run))
     return run.result
+
+
+def chance_floor(pipe, *, bench: BenchLike = None, concepts: Sequence[str] | None = None,
+                 images_per_concept: int | None = None, seed: int = 0, detector=None,
+                 clip_path: str | Path | None = None, progress: bool = True):
+    """Each concept's chance floor on ``pipe``: its M-Score on its own prompts with every word that names it taken
+    out (what the rest of the prompt draws anyway). Returns a list of :class:`~obliviate.eval.floor.Floor`."""
+    from .eval.detectors import make_detector
+    from .eval.floor import chance_floors
+
+    check_pipeline(pipe)
+    if images_per_concept is not None and images_per_concept < 1:
+        raise ObliviateError(f"images_per_concept must be at least 1, got {images_per_concept}")
+    catalog = catalog_for(pipe, bench)
+    chosen = catalog.bench.concepts if concepts is None else [catalog.bench.concept(c) for c in _names(concepts)]
+    if detector is None:
+        detector = make_detector(None, catalog.bench, clip_path)
+    n = images_per_concept or catalog.bench.images_per_concept
+    return chance_floors(pipe, chosen, detector, n, seed, catalog.bench.sampler, progress=progress)
 
 
 def _attack_names(attacks: str | Sequence[str] | None) -> list[str]:

@@ -21,7 +21,7 @@ BENCH_DIR = Path(__file__).parent / "benches"
 CATEGORIES = ("id", "object", "style", "color", "unsafe")
 DETECTORS = ("world", "clip", "nudenet")
 
-_TOP_KEYS = {"name", "detector", "images_per_concept", "templates", "concepts", "sampler", "neutral"}
+_TOP_KEYS = {"name", "detector", "images_per_concept", "templates", "concepts", "sampler", "neutral", "phrasing"}
 _CONCEPT_KEYS = {"name", "category", "synonyms", "prompts", "detector", "implicit"}
 _SAMPLER_KEYS = {"steps", "guidance"}
 
@@ -62,6 +62,9 @@ class Bench:
     categories: tuple[str, ...] = field(default=())
     sampler: Sampler = field(default_factory=Sampler)
     neutral: str = ""  # a prompt that asks for no concept ("": unconditional); the completion probe uses it
+    # category -> the one prompt ("{name}" for the concept) a method that takes a single prompt per concept
+    # uses (FMN, redirect); a category not listed gets the method's paper template
+    phrasing: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.categories:  # in order of appearance, so tables follow the spec's order
@@ -175,6 +178,20 @@ def _templates(value: Any, path: Path) -> dict[str, tuple[str, ...]]:
     return out
 
 
+def _phrasing(value: Any, path: Path) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _fail(path, f"phrasing must be a mapping of category -> one prompt, got {value!r}")
+    out = {}
+    for cat, text in value.items():
+        _choice(cat, CATEGORIES, path, "phrasing", "category")
+        out[cat] = _text(text, path, f"phrasing.{cat}")
+        if "{name}" not in out[cat]:
+            raise _fail(path, f"phrasing.{cat}: {out[cat]!r} has no {{name}} placeholder")
+    return out
+
+
 def _parse(data: Any, path: Path) -> Bench:
     if not isinstance(data, dict):
         raise _fail(path, f"a bench spec must be a YAML mapping, got {type(data).__name__}")
@@ -213,7 +230,8 @@ def _parse(data: Any, path: Path) -> Bench:
     neutral = data.get("neutral", Bench.neutral)
     if not isinstance(neutral, str):
         raise _fail(path, f"neutral must be a string (may be empty), got {neutral!r}")
-    return Bench(name, items, n, detector, sampler=sampler, neutral=neutral)
+    return Bench(name, items, n, detector, sampler=sampler, neutral=neutral,
+                 phrasing=_phrasing(data.get("phrasing"), path))
 
 
 def _sampler(value: Any, path: Path) -> Sampler:

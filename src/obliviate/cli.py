@@ -178,6 +178,36 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_floor(args: argparse.Namespace) -> int:
+    from . import api
+    from .bench import load_bench
+    from .io import check_writable, write_atomic
+
+    if args.json and args.json != "-":
+        check_writable(args.json)
+    if args.bench:
+        load_bench(args.bench)
+    concepts = [c.strip() for c in args.concepts.split(",") if c.strip()] if args.concepts is not None else None
+    if concepts is not None and not concepts:
+        raise ObliviateError("--concepts is empty")
+    pipe = _pipeline(args)
+    floors = api.chance_floor(pipe, bench=args.bench, concepts=concepts, images_per_concept=args.images_per_concept,
+                              seed=args.seed, clip_path=args.clip_path, progress=not args.no_progress)
+    text = json.dumps({"seed": args.seed, "floors": [f.to_dict() for f in floors]}, indent=2)
+    if args.json == "-":
+        print(text)
+    else:
+        print("| concept | floor | 95% interval | images | prompts without the concept's words |")
+        print("|---|---|---|---|---|")
+        for f in floors:
+            print(f"| {f.concept} | {f.m:.3f} | [{f.interval[0]:.3f}, {f.interval[1]:.3f}] | {f.n_images} | "
+                  + "; ".join(repr(p) for p in f.prompts) + " |")
+        if args.json:
+            write_atomic(args.json, lambda tmp: tmp.write_text(text + "\n"))
+            _log(f"wrote {args.json}")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------------- erase
 
 # erase options that map one to one onto fields of the method configs (checked against the chosen method)
@@ -399,6 +429,21 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
     _device_arguments(e)
     e.set_defaults(func=cmd_eval)
+
+    f = sub.add_parser("floor", help="each concept's chance floor: its prompts drawn with its words taken out",
+                       description="The base model's M-Score on each concept's prompts with every word that names "
+                                   "the concept taken out: what the rest of the prompt draws anyway. An erasure's "
+                                   "M-Score is only meaningful above it.")
+    f.add_argument("--model", default="world", help="'world' (default), a diffusers folder, or a hub id")
+    f.add_argument("--bench", help="bench spec: 'world', 'sd' or a YAML file (default: world for the world, else sd)")
+    f.add_argument("--concepts", help="comma-separated concept names (default: all of the bench)")
+    f.add_argument("--images-per-concept", type=_positive_int, help="images per concept (default: the bench's)")
+    f.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    f.add_argument("--clip-path", help="local folder of a CLIP model, for benches scored by CLIP")
+    f.add_argument("--json", help="write the floors as JSON to this file ('-': to stdout instead of the table)")
+    f.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _device_arguments(f)
+    f.set_defaults(func=cmd_floor)
 
     h = sub.add_parser("hide", help="hide concepts behind secret keys: a public patch and one key per concept",
                        description="Erase concepts from the public model with a learnable prompt that becomes a "

@@ -192,6 +192,10 @@ def check_fits(pipe, patch: Patch, force: bool = False) -> None:
         return
     have = base_fingerprint(pipe)
     if not want.matches(have):
+        from .world import RETIRED_WORLDS
+
+        if want.id in RETIRED_WORLDS:
+            raise ObliviateError(f"patch was made for {RETIRED_WORLDS[want.id]}; this model is {have.id}")
         raise ObliviateError(f"patch was made for model {want.id}, this model is {have.id} "
                              "(use --force / force=True to apply anyway)")
 

@@ -26,7 +26,7 @@ from .prompt_search import tokens_text, word_vocabulary
 @dataclass
 class RingABellConfig:
     n_tokens: int = 16  # the paper's prompt length; clipped to the tokenizer's
-    alpha: float = 3.0  # strength of the concept vector
+    alpha: float = 2.0  # strength of the concept vector; 3 overshoots into neighbouring concepts (docs)
     population: int = 64
     steps: int = 200  # generations
     mutation: float = 0.1  # chance that a token is resampled

@@ -44,7 +44,7 @@ class ESDConfig:
     lr: float = 1e-3
     batch_size: int = 4
     eta: float = 1.0
-    ddim_steps: int = 10  # partial sampling; the world's sampler uses 25
+    ddim_steps: int = 10  # partial sampling; the world's sampler uses 20
     start_guidance: float = 3.0
     trainable: str = "attn2"  # esd-x; esd-u uses "non-attn2"
     x_t_from: str = "frozen"  # which model draws x_t: "frozen" (kinder to neighbours) or "edited" (the paper)

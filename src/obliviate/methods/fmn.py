@@ -64,8 +64,12 @@ class FMNConfig:
     progress: bool = True
 
 
-def fmn_prompt(concept: Concept, phrase: str) -> str:
-    """FMN's prompts: "a photo in the style of X" for styles, "a photo of X" otherwise."""
+def fmn_prompt(catalog: Catalog, concept: Concept, phrase: str) -> str:
+    """FMN's prompt: the bench's phrasing of the concept's category, else the paper's ("a photo in the style
+    of X" for styles, "a photo of X" otherwise)."""
+    own = catalog.bench.phrasing.get(concept.category)
+    if own is not None:
+        return own.replace("{name}", phrase)
     return f"a photo in the style of {phrase}" if concept.category == "style" else f"a photo of {phrase}"
 
 
@@ -93,7 +97,7 @@ def _job(pipe, catalog: Catalog, concept: Concept, cfg: FMNConfig, stack: ExitSt
                                                        seed=cfg.seed, progress=cfg.progress),
                          init_words=[concept.name])
         phrase, words = stack.enter_context(installed(pipe, learned)), learned.tokens
-    prompt = [fmn_prompt(concept, phrase)]
+    prompt = [fmn_prompt(catalog, concept, phrase)]
     mask = token_positions(pipe.tokenizer, prompt, words, cfg.include_eot)
     return _Job(images_to_latents(pipe, images), encode_prompts(pipe, prompt), from_first(mask)
                 if cfg.include_context else mask)

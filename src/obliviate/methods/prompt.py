@@ -17,7 +17,8 @@ The released model is used without the memory. Hiding adds two terms that make t
       + w_l * sum_{D in decoys} || x0(eps_theta',D(x_t, c, t)) - sg[x0(eps_theta'(x_t, c, t))] ||^2   (d)
 
 where the decoys are a random memory of the same shape and another concept's key (not detached: each key
-learns to open its own concept only).
+learns to open its own concept only), plus the public patch's preservation (the (c) term without P). The c_j
+terms are taken at x_t and, where the catalog renders images, at the other concepts' own noised renderings.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from ..diffusion import (
     encode_prompts,
     generator,
     latent_shape,
+    noised,
     partial_sample,
     predicted_x0,
     randint,
@@ -45,6 +47,7 @@ from ..diffusion import (
 from ..errors import ObliviateError
 from ..patch import Patch
 from .esd import negative_guidance
+from .fmn import keep_bank
 from .loop import Edit, LoopSettings, make_patch, train
 
 
@@ -52,7 +55,7 @@ from .loop import Edit, LoopSettings, make_patch, train
 class PromptConfig:
     """World defaults (docs/benchmarks.md); the paper's public runs use m=10, lr 1e-5, 1000 iterations."""
 
-    steps: int = 200
+    steps: int | None = None  # None: 200 erasing, 300 hiding (the key must also leave the others alone)
     lr: float = 1e-3
     prompt_lr: float = 2e-2
     batch_size: int = 4
@@ -62,6 +65,7 @@ class PromptConfig:
     erase_weight: float = 1.0
     recall_weight: float | None = None  # None: the paper's 0.1 erasing; 2.0 hiding, where the key must recall
     lock_weight: float = 1.0  # hiding only: (c) and (d)
+    preserve_weight: float = 1.0  # hiding only: the public patch keeps every other concept as the base draws it
     ddim_steps: int = 10
     start_guidance: float = 3.0
     include_last_step: bool = False  # also train at x_t after the last sampler step (t = 1; docs/methods.md)
@@ -90,6 +94,7 @@ def train_memory(pipe, concepts: list[Concept], cfg: PromptConfig, catalog: Cata
                  method: str) -> PromptResult:
     """Train the weight edit and one prompt memory per concept (with the locking terms when ``hiding``)."""
     recall_weight = cfg.recall_weight if cfg.recall_weight is not None else (2.0 if hiding else 0.1)
+    steps = cfg.steps if cfg.steps is not None else (300 if hiding else 200)
     unet, device = pipe.unet, pipe.unet.device
     sched, sampler = training_scheduler(pipe), ddim_scheduler(pipe, cfg.ddim_steps)
     # The seed itself, not a named stream: it reproduces the draws of the figures in docs/benchmarks.md, and
@@ -97,7 +102,9 @@ def train_memory(pipe, concepts: list[Concept], cfg: PromptConfig, catalog: Cata
     gen = generator(cfg.seed)
     conds = [encode_prompts(pipe, list(c.prompts)) for c in concepts]
     uncond = encode_prompts(pipe, [""]).expand(cfg.batch_size, -1, -1)
-    others = encode_prompts(pipe, [k.prompts[0] for k in catalog.keep(concepts)]) if hiding else None
+    # (c) and the public patch's preservation: other concepts' prompts, on their own noised renderings where
+    # the catalog renders them (x_t of the hidden concept's prompt alone let a key redraw another concept)
+    others = keep_bank(pipe, catalog, concepts, None, cfg.seed) if hiding else None
     width = pipe.text_encoder.config.hidden_size
     scale = pipe.text_encoder.get_input_embeddings().weight.float().std().item()
     master = torch.zeros((), device=device)  # memories are float32 masters on the model's device
@@ -120,10 +127,18 @@ def train_memory(pipe, concepts: list[Concept], cfg: PromptConfig, catalog: Cata
         key = memories[names[k]]
         recalled = edit.edited(x_t, t, cond, AttnCall(key), detach=not cfg.recall_edits_weights)
         value = value + recall_weight * _x0_mse(sched, recalled, ep, x_t, t)
-        if hiding and others is not None and len(others):
-            j = randint(len(others), cfg.batch_size, gen, device)
-            kept = edit.edited(x_t, t, others[j], AttnCall(key))
-            value = value + cfg.lock_weight * _x0_mse(sched, kept, edit.frozen(x_t, t, others[j]), x_t, t)
+        if others is not None:
+            j = randint(len(others.cond), cfg.batch_size, gen, device)
+            x_o, t_o = x_t, t
+            if others.latents is not None:  # both: the hidden concept's trajectory and the others' own
+                x_o, t_o = torch.cat([x_t, noised(sched, others.latents[j], t, gen)]), t.repeat(2)
+                j = j.repeat(2)
+            goal = edit.frozen(x_o, t_o, others.cond[j])
+            kept = edit.edited(x_o, t_o, others.cond[j], AttnCall(key))
+            value = value + cfg.lock_weight * _x0_mse(sched, kept, goal, x_o, t_o)
+            if cfg.preserve_weight:
+                public = edit.edited(x_o, t_o, others.cond[j], AttnCall())
+                value = value + cfg.preserve_weight * _x0_mse(sched, public, goal, x_o, t_o)
         if hiding:
             decoys = [_random_memory(cfg.tokens, width, scale, gen, master)]
             wrong = [memories[n] for n in names if n != names[k]]
@@ -135,7 +150,7 @@ def train_memory(pipe, concepts: list[Concept], cfg: PromptConfig, catalog: Cata
         return value
 
     memory_params = [p for m in memories.values() for p in (m.keys, m.values)]
-    settings = LoopSettings(steps=cfg.steps, lr=cfg.lr, seed=cfg.seed, clip_grad=cfg.clip_grad,
+    settings = LoopSettings(steps=steps, lr=cfg.lr, seed=cfg.seed, clip_grad=cfg.clip_grad,
                             progress=cfg.progress, extra_groups=[{"params": memory_params, "lr": cfg.prompt_lr}])
     with attn2_processors(unet, None, cfg.placement):
         train(edit, loss, settings, f"{method} {', '.join(names)}")

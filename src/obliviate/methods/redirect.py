@@ -68,7 +68,8 @@ def fit(pipe, concepts: list[Concept], cfg: RedirectConfig, catalog: Catalog) ->
     device = pipe.unet.device
     images = concept_images(catalog, pipe, to, cfg.n_images, seed_stream(cfg.seed, f"images/{to.name}"), cfg.images)
     latents = images_to_latents(pipe, images)
-    ask, goal_cond = encode_prompts(pipe, [fmn_prompt(source, source.name), fmn_prompt(to, to.name)]).chunk(2)
+    ask, goal_cond = encode_prompts(pipe, [fmn_prompt(catalog, source, source.name),
+                                                fmn_prompt(catalog, to, to.name)]).chunk(2)
     keep = keep_bank(pipe, catalog, [source], cfg.preserve, cfg.seed) if cfg.preserve_weight > 0 else None
     edit = Edit(pipe.unet, cfg.trainable, cfg.rank, cfg.seed)
     b = cfg.batch_size

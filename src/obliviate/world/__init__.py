@@ -11,6 +11,10 @@ from .domain import CATEGORY_CLASSES, Concept, concept_by_name, concepts
 
 WEIGHTS = Path(__file__).parent / "weights"
 
+# Fingerprint ids of worlds that are no longer shipped: a patch made on one is refused with its name.
+RETIRED_WORLDS = {"c4b63148-bd9eb27d": "the embedded world v1 (replaced by v2: objects, styles and characters "
+                                       "changed; make the patch again on the shipped world)"}
+
 
 def world_dir() -> Path:
     """Folder of the shipped world (``pipeline/``, ``detector.safetensors``, ``world.json``)."""

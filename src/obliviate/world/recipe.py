@@ -39,9 +39,9 @@ class BuildConfig:
     vae_batch: int = 32
     vae_lr: float = 1e-3
     vae_kl_weight: float = 1e-6
-    detector_steps: int = 1000
+    detector_steps: int = 1500
     detector_batch: int = 128
-    unet_steps: int = 3200
+    unet_steps: int = 4000
     unet_batch: int = 64
     unet_lr: float = 1e-3
     uncond_rate: float = 0.1
@@ -52,7 +52,7 @@ class BuildConfig:
     threads: int = 2
 
 
-GENERATION_DEFAULTS = {"num_inference_steps": 25, "guidance_scale": 5.0}
+GENERATION_DEFAULTS = {"num_inference_steps": 20, "guidance_scale": 5.0}
 
 
 def _to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -211,23 +211,35 @@ def build(out: Path, cfg: BuildConfig, log: Callable[[str], None] = print, bar: 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".world-", dir=out.parent))
     try:
+        stages: dict[str, float] = {}
+        clock = time.time()
+
+        def stage(name: str) -> None:  # seconds per stage go to world.json (what to trim when a build is slow)
+            nonlocal clock
+            stages[name] = round(time.time() - clock, 1)
+            clock = time.time()
+
         tokenizer = build_tokenizer(domain.vocabulary(), tmp / "pipeline" / "tokenizer", cfg.arch.max_length)
         scenes = [domain.random_scene(rng) for _ in range(cfg.n_images)]
         log(f"rendering {len(scenes)} images")
         images = _to_tensor(render_parallel(scenes, cfg.threads))
+        stage("render")
         vae, scaling = train_vae(images, cfg, gen, bar)
         latents = encode_latents(vae, images, bar)
         n_rec = min(len(images), 6000)
         with torch.no_grad():
             recon = torch.cat([vae.decode(latents[i:i + 256] / scaling).sample.clamp(-1, 1)
                                for i in range(0, n_rec, 256)])
+        stage("vae")
         labels = _labels(scenes)
         det = train_detector(images, labels, recon, cfg, gen, bar)
         held_rng = np.random.default_rng(cfg.seed + 10_000)
         held = [domain.random_scene(held_rng) for _ in range(cfg.n_heldout)]
         accuracy = detector_accuracy(det, _to_tensor(domain.render_batch(held)), _labels(held))
         log("detector held-out accuracy: " + ", ".join(f"{c} {a:.4f}" for c, a in accuracy.items()))
+        stage("detector")
         unet, text_encoder = train_unet(latents, scenes, tokenizer, cfg, gen, rng, bar)
+        stage("unet+text")
         pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                        scheduler=make_scheduler(), safety_checker=None, feature_extractor=None,
                                        requires_safety_checker=False)
@@ -240,7 +252,7 @@ def build(out: Path, cfg: BuildConfig, log: Callable[[str], None] = print, bar: 
             "generation": GENERATION_DEFAULTS,
             "image_size": domain.IMAGE_SIZE,
             "detector_accuracy": accuracy,
-            "build": {**asdict(cfg), "seconds": round(time.time() - start, 1)},
+            "build": {**asdict(cfg), "seconds": round(time.time() - start, 1), "stage_seconds": stages},
         }
         (tmp / "world.json").write_text(json.dumps(info, indent=2))
         if out.exists():
