@@ -66,6 +66,7 @@ def test_public_patch_holds_nothing_of_the_keys(hidden, tmp_path):
                     cos = torch.nn.functional.normalize(v, dim=-1) @ torch.nn.functional.normalize(rows, dim=-1).T
                     assert cos.abs().max() < 0.99
     text = str(patch.metadata)
+    assert patch.metadata["config"]["steps"] == 300 and patch.metadata["config"]["recall_weight"] == 2.0  # as ran
     assert "keys" not in patch.metadata and all(k.content_hash() not in text for k in hidden.keys.values())
 
 

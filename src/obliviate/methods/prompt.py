@@ -23,7 +23,7 @@ terms are taken at x_t and, where the catalog renders images, at the other conce
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -154,7 +154,8 @@ def train_memory(pipe, concepts: list[Concept], cfg: PromptConfig, catalog: Cata
                             progress=cfg.progress, extra_groups=[{"params": memory_params, "lr": cfg.prompt_lr}])
     with attn2_processors(unet, None, cfg.placement):
         train(edit, loss, settings, f"{method} {', '.join(names)}")
-    patch = make_patch(edit.tensors(), method, concepts, cfg, placement=cfg.placement)
+    ran = replace(cfg, steps=steps, recall_weight=recall_weight)  # the metadata says what ran, not None
+    patch = make_patch(edit.tensors(), method, concepts, ran, placement=cfg.placement)
     return PromptResult(patch, {n: PromptMemory(m.keys.detach().float().cpu(), m.values.detach().float().cpu())
                                 for n, m in memories.items()})
 
