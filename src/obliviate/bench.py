@@ -163,32 +163,19 @@ def _check_keys(data: dict, allowed: set[str], required: tuple[str, ...], path: 
         raise _fail(path, f"{where}: missing key(s) {', '.join(missing)}")
 
 
-def _templates(value: Any, path: Path) -> dict[str, tuple[str, ...]]:
+def _by_category(value: Any, path: Path, key: str, what: str, read) -> dict:
+    """A mapping category -> ``read(item, where)`` whose every prompt has a {name} placeholder."""
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise _fail(path, f"templates must be a mapping of category -> list of prompts, got {value!r}")
+        raise _fail(path, f"{key} must be a mapping of category -> {what}, got {value!r}")
     out = {}
-    for cat, items in value.items():
-        _choice(cat, CATEGORIES, path, "templates", "category")
-        out[cat] = _texts(items, path, f"templates.{cat}")
-        for t in out[cat]:
+    for cat, item in value.items():
+        _choice(cat, CATEGORIES, path, key, "category")
+        out[cat] = read(item, path, f"{key}.{cat}")
+        for t in (out[cat],) if isinstance(out[cat], str) else out[cat]:
             if "{name}" not in t:
-                raise _fail(path, f"templates.{cat}: template {t!r} has no {{name}} placeholder")
-    return out
-
-
-def _phrasing(value: Any, path: Path) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise _fail(path, f"phrasing must be a mapping of category -> one prompt, got {value!r}")
-    out = {}
-    for cat, text in value.items():
-        _choice(cat, CATEGORIES, path, "phrasing", "category")
-        out[cat] = _text(text, path, f"phrasing.{cat}")
-        if "{name}" not in out[cat]:
-            raise _fail(path, f"phrasing.{cat}: {out[cat]!r} has no {{name}} placeholder")
+                raise _fail(path, f"{key}.{cat}: {t!r} has no {{name}} placeholder")
     return out
 
 
@@ -199,7 +186,7 @@ def _parse(data: Any, path: Path) -> Bench:
     name = _text(data["name"], path, "name")
     detector = _choice(data["detector"], DETECTORS, path, "detector", "detector")
     n = _positive_int(data.get("images_per_concept", 16), path, "images_per_concept")
-    templates = _templates(data.get("templates"), path)
+    templates = _by_category(data.get("templates"), path, "templates", "list of prompts", _texts)
     sampler = _sampler(data.get("sampler"), path)
     raw = data["concepts"]
     if not isinstance(raw, list) or not raw:
@@ -231,7 +218,7 @@ def _parse(data: Any, path: Path) -> Bench:
     if not isinstance(neutral, str):
         raise _fail(path, f"neutral must be a string (may be empty), got {neutral!r}")
     return Bench(name, items, n, detector, sampler=sampler, neutral=neutral,
-                 phrasing=_phrasing(data.get("phrasing"), path))
+                 phrasing=_by_category(data.get("phrasing"), path, "phrasing", "one prompt", _text))
 
 
 def _sampler(value: Any, path: Path) -> Sampler:

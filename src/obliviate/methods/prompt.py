@@ -11,7 +11,7 @@ with e_0 = eps_theta(x_t, {}, t) and e_c = eps_theta(x_t, c, t) from the frozen 
 Without the memory, the weights follow ESD's negative guidance; with it, the model reproduces the
 frozen original on the concept, so the memory absorbs the concept and the weight edit removes it with less
 collateral damage. Both in x0-space; (b) trains the memory and the weights (``recall_edits_weights``).
-The released model is used without the memory. Hiding adds two terms that make the memory a key:
+The released model is used without the memory. Hiding adds terms that make the memory a key:
 
       + w_l * E_j || x0(eps_theta',P(x_t, c_j, t)) - x0(eps_theta(x_t, c_j, t)) ||^2       (c) the key keeps others
       + w_l * sum_{D in decoys} || x0(eps_theta',D(x_t, c, t)) - sg[x0(eps_theta'(x_t, c, t))] ||^2   (d)
@@ -47,7 +47,7 @@ from ..diffusion import (
 from ..errors import ObliviateError
 from ..patch import Patch
 from .esd import negative_guidance
-from .fmn import keep_bank
+from .keep import keep_bank
 from .loop import Edit, LoopSettings, make_patch, train
 
 

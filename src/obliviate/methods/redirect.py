@@ -31,7 +31,8 @@ from ..diffusion import (
 )
 from ..errors import ObliviateError
 from ..patch import Patch
-from .fmn import fmn_prompt, keep_bank
+from .fmn import fmn_prompt
+from .keep import keep_bank
 from .loop import Edit, LoopSettings, make_patch, train
 
 
