@@ -11,6 +11,7 @@ Rows are printed as they finish (Markdown), so a long run can be read while it g
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -27,16 +28,22 @@ from obliviate.attacks import ATTACKS  # noqa: E402
 from obliviate.eval.detectors import WorldDetector  # noqa: E402
 
 CONCEPTS = ["circle", "striped", "zorvik", "red", "gore"]
-METHODS = ["fmn", "esd-x", "esd-u", "uce", "prompt", "redirect", "hide", "hide+wrong key"]
+METHODS = ["fmn", "esd-x", "esd-u", "uce", "rece", "prompt", "redirect", "hide", "hide+wrong key"]
 PARTNER = {"circle": "tavi", "striped": "zorvik", "zorvik": "striped", "red": "dotted", "gore": "heart"}
 REDIRECT = {"circle": "square", "striped": "dotted", "zorvik": "maelin", "red": "green", "gore": "red"}
+
+
+@functools.lru_cache(maxsize=4)
+def hidden_pair(pipe, concept: str, seed: int):
+    """One hiding per (concept, seed), shared by the 'hide' and 'hide+wrong key' rows."""
+    return obliviate.hide(pipe, [concept, PARTNER[concept]], seed=seed, progress=False)
 
 
 def edits(pipe, method: str, concept: str, seed: int):
     """(patch, keys) of one edit; hiding hides the concept beside a partner whose key is the 'wrong' one;
     redirect sends the concept to a neighbour of its category."""
     if method.startswith("hide"):
-        hidden = obliviate.hide(pipe, [concept, PARTNER[concept]], seed=seed, progress=False)
+        hidden = hidden_pair(pipe, concept, seed)
         return hidden.patch, [hidden.keys[PARTNER[concept]]] if "wrong" in method else []
     extra = {"redirect": REDIRECT[concept]} if method == "redirect" else {}
     return obliviate.erase(pipe, concept, method, seed=seed, progress=False, **extra), []

@@ -26,6 +26,7 @@ FAST = {
     "esd-x": {"steps": 2, "batch_size": 1, "ddim_steps": 3},
     "esd-u": {"steps": 1, "batch_size": 1, "ddim_steps": 3},
     "uce": {},
+    "rece": {"rounds": 2},
     "prompt": {"steps": 2, "batch_size": 1, "ddim_steps": 3, "tokens": 2},
 }
 

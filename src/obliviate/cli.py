@@ -212,7 +212,7 @@ def cmd_floor(args: argparse.Namespace) -> int:
 
 # erase options that map one to one onto fields of the method configs (checked against the chosen method)
 _ERASE_OPTIONS = ("steps", "lr", "batch_size", "trainable", "rank", "inversion_tokens", "images", "redirect",
-                  "include_eot", "guide", "preserve_weight", "preserve", "x_t_from", "ddim_steps")
+                  "include_eot", "guide", "preserve_weight", "preserve", "x_t_from", "ddim_steps", "rounds")
 
 
 def cmd_erase(args: argparse.Namespace) -> int:
@@ -389,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "fmn this selects --method redirect)")
     r.add_argument("--include-eot", action="store_true", help="FMN: also re-steer the (first) end-of-text token")
     r.add_argument("--guide", help="UCE: word the concept is mapped onto (default '': the prompt without it)")
+    r.add_argument("--rounds", type=_positive_int, help="RECE: rounds of derive-and-erase (default: 3)")
     r.add_argument("--preserve", help="comma-separated concepts to keep (default: every other concept of the bench)")
     r.add_argument("--preserve-weight", type=_non_negative_float,
                    help="FMN: weight of the preservation anchor (default 300; lower erases more, keeps less; 0: the "

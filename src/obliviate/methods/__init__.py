@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from functools import partial
 
 from ..errors import ObliviateError
-from . import esd, fmn, prompt, redirect, uce
+from . import esd, fmn, prompt, rece, redirect, uce
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,8 @@ METHODS: dict[str, Method] = {
                     "ESD negative guidance, everything but cross-attention",
                     {"trainable": "non-attn2", "lr": 3e-4, "x_t_from": "edited"}),
     "uce": Method("uce", uce.UCEConfig, uce.fit, "UCE closed-form edit of attn2 keys and values"),
+    "rece": Method("rece", rece.RECEConfig, rece.fit,
+                   "RECE: UCE, then closed-form rounds that erase the embeddings still reaching the concept"),
     "prompt": Method("prompt", prompt.PromptConfig, prompt.fit,
                      "learnable-prompt erasure: a prompt memory absorbs the concept, the release drops it"),
 }

@@ -78,26 +78,37 @@ def _keep_vectors(pipe, kept: list[Concept]) -> torch.Tensor | None:
     return torch.cat(rows) if rows else None
 
 
+def cross_attention_kv(unet) -> dict[str, torch.Tensor]:
+    """Every attn2 to_k / to_v weight, float64 on the CPU: the matrices a closed-form edit solves for."""
+    weights = {name: param.detach().double().cpu() for name, param in unet.named_parameters()
+               if ".attn2.to_k." in name or ".attn2.to_v." in name}
+    if not weights:
+        raise ObliviateError("the UNet has no attn2 to_k / to_v projections")
+    return weights
+
+
+def solve(anchor: torch.Tensor, erase: torch.Tensor, erase_targets: torch.Tensor, keep: torch.Tensor | None,
+          keep_targets: torch.Tensor | None, cfg: UCEConfig) -> torch.Tensor:
+    """UCE's normal equations for one projection: rows of ``erase`` map to ``erase_targets`` (outputs), rows of
+    ``keep`` to ``keep_targets``, and ``lam`` pulls the solution towards ``anchor``."""
+    d = erase.shape[1]
+    gram = cfg.erase_scale * erase.T @ erase + cfg.lam * torch.eye(d, dtype=torch.float64)
+    lhs = cfg.erase_scale * erase_targets.T @ erase + cfg.lam * anchor
+    if keep is not None:
+        gram = gram + cfg.preserve_scale * keep.T @ keep
+        lhs = lhs + cfg.preserve_scale * keep_targets.T @ keep
+    return torch.linalg.solve(gram, lhs.T).T  # lhs @ gram^-1, gram symmetric
+
+
 def fit(pipe, concepts: list[Concept], cfg: UCEConfig, catalog: Catalog) -> Patch:
     """Erase ``concepts`` in closed form; returns the edit of every attn2 to_k / to_v as a Patch."""
     pairs = [_pairs(pipe, c, cfg.guide) for c in concepts]
     c_erase = torch.cat([p[0] for p in pairs])
     c_guide = torch.cat([p[1] for p in pairs])
     c_keep = _keep_vectors(pipe, catalog.keep(concepts, cfg.preserve))
-    d = c_erase.shape[1]
-    rhs = cfg.erase_scale * c_erase.T @ c_erase + cfg.lam * torch.eye(d, dtype=torch.float64)
-    if c_keep is not None:
-        rhs = rhs + cfg.preserve_scale * c_keep.T @ c_keep
-    inverse = torch.linalg.inv(rhs)
     tensors = {}
-    for name, param in pipe.unet.named_parameters():
-        if ".attn2.to_k." not in name and ".attn2.to_v." not in name:
-            continue
-        w_old = param.detach().double().cpu()
-        lhs = cfg.erase_scale * (w_old @ c_guide.T) @ c_erase + cfg.lam * w_old
-        if c_keep is not None:
-            lhs = lhs + cfg.preserve_scale * (w_old @ c_keep.T) @ c_keep
-        tensors[f"delta.unet.{name}"] = (lhs @ inverse - w_old).float().cpu()
-    if not tensors:
-        raise ObliviateError("the UNet has no attn2 to_k / to_v projections")
+    for name, w_old in cross_attention_kv(pipe.unet).items():
+        keep_targets = None if c_keep is None else c_keep @ w_old.T
+        w_new = solve(w_old, c_erase, c_guide @ w_old.T, c_keep, keep_targets, cfg)
+        tensors[f"delta.unet.{name}"] = (w_new - w_old).float()
     return make_patch(tensors, "uce", concepts, cfg)
