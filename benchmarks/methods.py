@@ -24,7 +24,7 @@ from obliviate.eval.detectors import WorldDetector  # noqa: E402
 from obliviate.world import concept_by_name  # noqa: E402
 
 CONCEPTS = ["circle", "striped", "zorvik", "red", "gore"]
-METHODS = ["fmn", "esd-x", "esd-u", "uce", "rece", "prompt"]
+METHODS = ["fmn", "esd-x", "esd-u", "uce", "rece", "advunlearn", "stereo", "prompt"]
 COLUMNS = ["efficacy", "preservation", "neighbour_preservation", "h"]
 HEADER = ("| method | concept | category | seconds | efficacy | preservation | neighbour pres. | H "
           "| mean feat. dist. |\n|---|---|---|---|---|---|---|---|---|")

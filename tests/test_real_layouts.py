@@ -27,6 +27,9 @@ FAST = {
     "esd-u": {"steps": 1, "batch_size": 1, "ddim_steps": 3},
     "uce": {},
     "rece": {"rounds": 2},
+    "stereo": {"iterations": 2, "search_steps": 1, "inversion_steps": 1, "inversion_images": 2, "steps": 2,
+               "batch_size": 1, "ddim_steps": 3},
+    "advunlearn": {"steps": 2, "batch_size": 1, "ddim_steps": 3, "attack_steps": 1, "attack_tokens": 2},
     "prompt": {"steps": 2, "batch_size": 1, "ddim_steps": 3, "tokens": 2},
 }
 
@@ -76,14 +79,18 @@ def test_the_layouts_ship_their_real_schedulers(tiny):
 
 @pytest.mark.parametrize("method", list(FAST))
 def test_every_method_runs_and_its_patch_applies(tiny, method):
-    before = {k: v.clone() for k, v in tiny.unet.state_dict().items()}
+    def weights():
+        return {f"{part}.{k}": v for part in ("unet", "text_encoder")
+                for k, v in getattr(tiny, part).state_dict().items()}
+
+    before = {k: v.clone() for k, v in weights().items()}
     patch = obliviate.erase(tiny, "church", method, bench=BENCH, progress=False, **FAST[method])
     assert patch.tensors and patch.concepts == ["church"]
     assert all(t.dtype == torch.float32 and t.device.type == "cpu" for t in patch.tensors.values())
-    assert all(torch.equal(before[k], v) for k, v in tiny.unet.state_dict().items())  # the method wrote nothing
+    assert all(torch.equal(before[k], v) for k, v in weights().items())  # the method wrote nothing
     with patch.applied(tiny):
-        assert any(not torch.equal(before[k], v) for k, v in tiny.unet.state_dict().items())
-    assert all(torch.equal(before[k], v) for k, v in tiny.unet.state_dict().items())
+        assert any(not torch.equal(before[k], v) for k, v in weights().items())
+    assert all(torch.equal(before[k], v) for k, v in weights().items())
     images = obliviate.generate(tiny, "a photo of the church", n=2, patch=patch, bench=BENCH, progress=False)
     assert images.shape == (2, 64, 64, 3) and images.dtype == np.uint8
 

@@ -379,8 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--steps", type=_positive_int, help="training steps (default: the method's; fmn: per concept)")
     r.add_argument("--lr", type=float, help="learning rate (default: the method's)")
     r.add_argument("--batch-size", type=_positive_int, help="batch size (default: the method's)")
-    r.add_argument("--trainable", choices=["attn2-qk", "attn2", "unet", "lora"],
-                   help="what to edit (FMN; default attn2-qk, attn2 with --redirect)")
+    r.add_argument("--trainable", choices=["attn2-qk", "attn2", "unet", "lora", "text-encoder"],
+                   help="what to edit (FMN: default attn2-qk, attn2 with --redirect; advunlearn: default "
+                        "text-encoder, or attn2)")
     r.add_argument("--rank", type=_positive_int, help="LoRA rank with --trainable lora (default 4)")
     r.add_argument("--inversion-tokens", type=int, help="FMN stage A: learn K tokens first (default 0: off)")
     r.add_argument("--images", help="images of the concept: 'generate' (the base model's) or a folder (default: "
@@ -393,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--preserve", help="comma-separated concepts to keep (default: every other concept of the bench)")
     r.add_argument("--preserve-weight", type=_non_negative_float,
                    help="FMN: weight of the preservation anchor (default 300; lower erases more, keeps less; 0: the "
-                        "paper's loss)")
+                        "paper's loss); advunlearn: weight of the retain term (default 3)")
     r.add_argument("--x-t-from", choices=["edited", "frozen"],
                    help="ESD: which model draws x_t (default: frozen for esd-x, edited for esd-u)")
     r.add_argument("--ddim-steps", type=_positive_int, help="ESD, prompt: partial-sampling steps (default 10)")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from functools import partial
 
 from ..errors import ObliviateError
-from . import esd, fmn, prompt, rece, redirect, uce
+from . import advunlearn, esd, fmn, prompt, rece, redirect, stereo, uce
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,10 @@ METHODS: dict[str, Method] = {
     "uce": Method("uce", uce.UCEConfig, uce.fit, "UCE closed-form edit of attn2 keys and values"),
     "rece": Method("rece", rece.RECEConfig, rece.fit,
                    "RECE: UCE, then closed-form rounds that erase the embeddings still reaching the concept"),
+    "advunlearn": Method("advunlearn", advunlearn.AdvUnlearnConfig, advunlearn.fit,
+                         "AdvUnlearn: ESD against an embedding adversary, with a retain set (the text encoder)"),
+    "stereo": Method("stereo", stereo.STEREOConfig, stereo.fit,
+                     "STEREO: collect concept-inversion embeddings, then erase them all at once"),
     "prompt": Method("prompt", prompt.PromptConfig, prompt.fit,
                      "learnable-prompt erasure: a prompt memory absorbs the concept, the release drops it"),
 }

@@ -19,6 +19,7 @@ class KeepBank:
 
     cond: torch.Tensor
     latents: torch.Tensor | None
+    prompts: list[str]
 
 
 def keep_bank(pipe, catalog: Catalog, erased: list[Concept], names: tuple[str, ...] | None, seed: int) \
@@ -41,4 +42,5 @@ def keep_bank(pipe, catalog: Catalog, erased: list[Concept], names: tuple[str, .
             seen[k.name] = i + 1
             rows.append(images[k.name][i % len(images[k.name])])
         latents = images_to_latents(pipe, np.stack(rows))
-    return KeepBank(encode_prompts(pipe, [p for _, p in pairs]), latents)
+    prompts = [p for _, p in pairs]
+    return KeepBank(encode_prompts(pipe, prompts), latents, prompts)

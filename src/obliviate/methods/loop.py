@@ -23,14 +23,18 @@ from ..diffusion import generator
 from ..errors import ObliviateError
 from ..patch import Patch
 
-TRAINABLE_SETS = ("attn2", "attn2-kv", "attn2-qk", "unet", "non-attn2", "lora")
+TRAINABLE_SETS = ("attn2", "attn2-kv", "attn2-qk", "unet", "non-attn2", "lora", "text-encoder")
 LORA_TARGETS = ("attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0")
 
 
-def trainable_names(unet, which: str) -> list[str]:
+def trainable_names(module, which: str) -> list[str]:
     """Parameters a set names: ``attn2`` (cross-attention), its ``-kv`` / ``-qk`` projections, ``non-attn2``
-    (everything else, ESD-u), ``unet`` (all), ``lora`` (the attn2 projection weights a LoRA wraps)."""
-    names = [n for n, _ in unet.named_parameters()]
+    (everything else, ESD-u), ``unet`` (all), ``lora`` (the attn2 projection weights a LoRA wraps) of a UNet;
+    ``text-encoder``: a text encoder's transformer layers (its token and position tables stay, so the patch
+    does not carry the vocabulary)."""
+    if (which == "text-encoder") != hasattr(module, "get_input_embeddings"):
+        raise ObliviateError(f"trainable set {which!r} does not name parameters of a {type(module).__name__}")
+    names = [n for n, _ in module.named_parameters()]
     chosen = {
         "attn2": [n for n in names if ".attn2." in n],
         "attn2-kv": [n for n in names if ".attn2.to_k." in n or ".attn2.to_v." in n],  # a function of the prompt
@@ -38,23 +42,26 @@ def trainable_names(unet, which: str) -> list[str]:
         "non-attn2": [n for n in names if ".attn2." not in n],
         "unet": names,
         "lora": [n for n in names if n.endswith(".weight") and any(f".{t}.weight" in f".{n}" for t in LORA_TARGETS)],
+        "text-encoder": [n for n in names if "embeddings." not in n],
     }.get(which)
     if chosen is None:
         raise ObliviateError(f"unknown trainable set {which!r} (choose from {', '.join(TRAINABLE_SETS)})")
     if not chosen:
-        raise ObliviateError(f"the UNet has no parameters in set {which!r}")
+        raise ObliviateError(f"the model has no parameters in set {which!r}")
     return chosen
 
 
 class Edit:
-    """Trainable float32 copies of a UNet subset (or LoRA factors on it), applied functionally."""
+    """Trainable float32 copies of a UNet subset (or LoRA factors on it), applied functionally; ``component``
+    names the pipeline part the module is (``unet``, or ``text_encoder`` with the set ``text-encoder``)."""
 
-    def __init__(self, unet, which: str, rank: int = 4, seed: int = 0) -> None:
-        self.unet = unet
+    def __init__(self, module, which: str, rank: int = 4, seed: int = 0, component: str = "unet") -> None:
+        self.module = module
         self.which = which
-        self.dtype = unet.dtype
-        names = trainable_names(unet, which)
-        self.base = {n: unet.get_parameter(n).detach() for n in names}
+        self.component = component
+        self.dtype = module.dtype
+        names = trainable_names(module, which)
+        self.base = {n: module.get_parameter(n).detach() for n in names}
         self.masters: dict[str, torch.Tensor] = {}
         self.down: dict[str, torch.Tensor] = {}
         self.up: dict[str, torch.Tensor] = {}
@@ -76,22 +83,26 @@ class Edit:
             return {n: (w.float() + self.up[n] @ self.down[n]).to(self.dtype) for n, w in self.base.items()}
         return {n: m.to(self.dtype) for n, m in self.masters.items()}
 
+    def call(self, *args, detach: bool = False, override: dict[str, torch.Tensor] | None = None, **kw):
+        """The edited module's forward (``detach``: no gradient reaches the edit; ``override``: more weights to
+        substitute, e.g. a token table with adversarial rows)."""
+        weights = self.weights()
+        if detach:
+            weights = {n: w.detach() for n, w in weights.items()}
+        return functional_call(self.module, {**weights, **(override or {})}, args, kw, strict=False)
+
     def edited(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, call: AttnCall | None = None,
                detach: bool = False) -> torch.Tensor:
         """The edited model's UNet output (``detach``: no gradient reaches the edit through this call)."""
         extra = {"cross_attention_kwargs": kwargs(call)} if call is not None else {}
-        weights = self.weights()
-        if detach:
-            weights = {n: w.detach() for n, w in weights.items()}
-        return functional_call(self.unet, weights, (x, t),
-                               {"encoder_hidden_states": cond, **extra}, strict=False).sample
+        return self.call(x, t, encoder_hidden_states=cond, detach=detach, **extra).sample
 
     @torch.no_grad()
     def frozen(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, call: AttnCall | None = None) \
             -> torch.Tensor:
         """The base model's UNet output (the pipeline's own, untouched weights)."""
         extra = {"cross_attention_kwargs": kwargs(call)} if call is not None else {}
-        return self.unet(x, t, encoder_hidden_states=cond, **extra).sample
+        return self.module(x, t, encoder_hidden_states=cond, **extra).sample
 
     @torch.no_grad()
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -100,14 +111,14 @@ class Edit:
             out = {}
             for n in self.base:
                 module = n[: -len(".weight")]
-                out[f"lora_down.unet.{module}"] = self.down[n].detach().float().cpu().clone()
-                out[f"lora_up.unet.{module}"] = self.up[n].detach().float().cpu().clone()
+                out[f"lora_down.{self.component}.{module}"] = self.down[n].detach().float().cpu().clone()
+                out[f"lora_up.{self.component}.{module}"] = self.up[n].detach().float().cpu().clone()
             return out
         out = {}
         for n, m in self.masters.items():
             delta = (m.detach() - self.base[n].float()).cpu()
             if torch.count_nonzero(delta):
-                out[f"delta.unet.{n}"] = delta
+                out[f"delta.{self.component}.{n}"] = delta
         return out
 
 

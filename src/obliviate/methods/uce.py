@@ -42,7 +42,7 @@ def _states(pipe, prompts: list[str]) -> torch.Tensor:
     return encode_prompts(pipe, prompts).double().cpu()
 
 
-def _replace(prompt: str, concept: Concept, guide: str) -> str:
+def replace_words(prompt: str, concept: Concept, guide: str) -> str:
     for word in sorted(concept.words, key=len, reverse=True):
         if word in prompt:
             return " ".join(prompt.replace(word, guide).split())
@@ -53,7 +53,7 @@ def _pairs(pipe, concept: Concept, guide: str) -> tuple[torch.Tensor, torch.Tens
     """(c_i, c_i^guide) row pairs over the concept's prompts, aligned from the end of the sequence."""
     tok = pipe.tokenizer
     prompts = list(concept.prompts)
-    guides = [_replace(p, concept, guide) for p in prompts]
+    guides = [replace_words(p, concept, guide) for p in prompts]
     concept_states, guide_states = _states(pipe, prompts), _states(pipe, guides)
     mask = token_positions(tok, prompts, list(concept.words))
     src, dst = [], []
