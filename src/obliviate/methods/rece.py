@@ -34,7 +34,7 @@ from .uce import UCEConfig, _keep_vectors, _pairs, cross_attention_kv, solve
 @dataclass
 class RECEConfig(UCEConfig):
     rounds: int = 3  # the paper: 1 for styles and objects, 2-3 for unsafe concepts
-    reg: float = 0.1  # ridge on the derived embedding (the paper: 0.1, 1e-3 for styles)
+    reg: float = 0.01  # ridge on the derived embedding (the paper: 0.1, 1e-3 for styles; docs/methods.md)
 
 
 def adversarial_map(edited: dict[str, torch.Tensor], original: dict[str, torch.Tensor], reg: float) -> torch.Tensor:
