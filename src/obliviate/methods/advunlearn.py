@@ -85,7 +85,6 @@ def fit(pipe, concepts: list[Concept], cfg: AdvUnlearnConfig, catalog: Catalog) 
     uncond = encode_prompts(pipe, [""]).expand(cfg.batch_size, -1, -1)
     sampler, sched = ddim_scheduler(pipe, cfg.ddim_steps), training_scheduler(pipe)
     bank = keep_bank(pipe, catalog, concepts, cfg.preserve, cfg.seed)
-    keep_latents = None if bank is None or bank.latents is None else bank.latents
     table = pipe.text_encoder.get_input_embeddings().weight.detach().float()
     step_size = cfg.attack_lr * table.std().item()
     names = [f"<advunlearn_{i}>" for i in range(cfg.attack_tokens)]
@@ -115,8 +114,8 @@ def fit(pipe, concepts: list[Concept], cfg: AdvUnlearnConfig, catalog: Catalog) 
             return pipe.unet(x, t, encoder_hidden_states=cond).sample
 
         def predict(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, detach: bool = False) -> torch.Tensor:
-            if text_edit:
-                return pipe.unet(x, t, encoder_hidden_states=cond).sample
+            if text_edit:  # the frozen UNet; the gradient reaches the text encoder through ``cond``
+                return frozen(x, t, cond)
             return edit.edited(x, t, cond, detach=detach)
 
         def loss(step: int) -> torch.Tensor:
@@ -139,11 +138,11 @@ def fit(pipe, concepts: list[Concept], cfg: AdvUnlearnConfig, catalog: Catalog) 
             if bank is None or not cfg.preserve_weight:
                 return unlearn
             k = randint(len(bank.cond), cfg.batch_size, gen, device)
-            if keep_latents is None:
+            if bank.latents is None:
                 x_r, t_r = x_t, t
             else:
                 t_r = random_timesteps(sched, cfg.batch_size, gen, device)
-                x_r = noised(sched, keep_latents[k], t_r, gen)
+                x_r = noised(sched, bank.latents[k], t_r, gen)
             with torch.no_grad():
                 goal = frozen(x_r, t_r, bank.cond[k])
             kept = predict(x_r, t_r, encode(keep_ids[k.to(keep_ids.device)], None))

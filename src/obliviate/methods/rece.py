@@ -28,7 +28,7 @@ from ..bench import Concept
 from ..catalog import Catalog
 from ..patch import Patch
 from .loop import make_patch
-from .uce import UCEConfig, _keep_vectors, _pairs, cross_attention_kv, solve
+from .uce import UCEConfig, _keep_vectors, _pairs, cross_attention_kv, normal_inverse, solve
 
 
 @dataclass
@@ -56,10 +56,12 @@ def fit(pipe, concepts: list[Concept], cfg: RECEConfig, catalog: Catalog) -> Pat
     c_guide = torch.cat([p[1] for p in pairs])
     c_keep = _keep_vectors(pipe, catalog.keep(concepts, cfg.preserve))
     original = cross_attention_kv(pipe.unet)
+    keep_targets = {name: None if c_keep is None else c_keep @ w.T for name, w in original.items()}
 
     def erase(c_erase: torch.Tensor) -> dict[str, torch.Tensor]:
         guides = c_guide.repeat(c_erase.shape[0] // c_guide.shape[0], 1)
-        return {name: solve(w, c_erase, guides @ w.T, c_keep, None if c_keep is None else c_keep @ w.T, cfg)
+        inverse = normal_inverse(c_erase, c_keep, cfg)
+        return {name: solve(inverse, w, c_erase, guides @ w.T, c_keep, keep_targets[name], cfg)
                 for name, w in original.items()}
 
     c_erase = c_concept

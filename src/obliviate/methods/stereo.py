@@ -46,7 +46,7 @@ from ..diffusion import (
 from ..errors import ObliviateError
 from ..inversion import InversionConfig, LearnedTokens, installed, invert
 from ..patch import Patch
-from .esd import training_prompts
+from .esd import negative_guidance, training_prompts
 from .keep import keep_bank
 from .loop import Edit, LoopSettings, make_patch, train
 from .uce import replace_words
@@ -93,7 +93,7 @@ class _Erasure:
             x_t, t = partial_sample(self.edit.frozen, self.sampler, start, cond, self.uncond,
                                     random_stop(cfg.ddim_steps, self.gen), cfg.start_guidance)
             e_uncond = self.edit.frozen(x_t, t, self.uncond)
-            goal = e_uncond - cfg.eta * (self.edit.frozen(x_t, t, cond) - e_uncond)
+            goal = negative_guidance(e_uncond, self.edit.frozen(x_t, t, cond), cfg.eta)
             if anchor is not None:
                 goal = goal + cfg.anchor_eta * (self.edit.frozen(x_t, t, anchor[pick]) - e_uncond)
         return F.mse_loss(self.edit.edited(x_t, t, inputs[pick]).float(), goal.float())
@@ -112,11 +112,12 @@ def fit(pipe, concepts: list[Concept], cfg: STEREOConfig, catalog: Catalog) -> P
 
     # stage one: search on a scratch edit
     found: list[tuple[int, torch.Tensor]] = []  # (index of the concept's first prompt, embedding rows)
+    inputs, stands = prompts, prompts  # what to erase, and the concept prompt each stands for
     scratch = Edit(pipe.unet, cfg.trainable, seed=cfg.seed)
     search = _Erasure(pipe, cfg, scratch, gen)
     for i in tqdm(range(cfg.iterations), desc="stereo search", disable=not cfg.progress, leave=False):
+        current = scratch.tensors()  # the scratch edit so far: each concept's inversion runs against it
         for k, c in enumerate(concepts):
-            current = scratch.tensors()
             with Patch(current).applied(pipe, force=True) if current else nullcontext():
                 learned = invert(pipe, images[c.name], InversionConfig(
                     n_tokens=cfg.inversion_tokens, steps=cfg.inversion_steps, seed=seed_stream(cfg.seed, f"{i}/{k}"),
@@ -127,12 +128,10 @@ def fit(pipe, concepts: list[Concept], cfg: STEREOConfig, catalog: Catalog) -> P
         settings = LoopSettings(steps=cfg.search_steps, lr=cfg.lr, seed=cfg.seed, progress=False)
         train(scratch, lambda step, i=inputs, s=stands: search.loss(i, s, None), settings, "stereo search")
 
-    # stage two: erase once, from the original model
+    # stage two: erase once, from the original model, the same prompts and embeddings
     edit = Edit(pipe.unet, cfg.trainable, seed=cfg.seed)
     erase = _Erasure(pipe, cfg, edit, gen)
-    idx = [j for j, _ in found]
-    inputs = torch.cat([prompts, adversarial_prompts(pipe, found)]) if found else prompts
-    stands, anchor = torch.cat([prompts, prompts[idx]]), torch.cat([anchors, anchors[idx]])
+    anchor = torch.cat([anchors, anchors[[j for j, _ in found]]])
     bank = keep_bank(pipe, catalog, concepts, cfg.preserve, cfg.seed) if cfg.preserve_weight else None
     sched = training_scheduler(pipe)
 

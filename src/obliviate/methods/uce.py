@@ -87,17 +87,23 @@ def cross_attention_kv(unet) -> dict[str, torch.Tensor]:
     return weights
 
 
-def solve(anchor: torch.Tensor, erase: torch.Tensor, erase_targets: torch.Tensor, keep: torch.Tensor | None,
-          keep_targets: torch.Tensor | None, cfg: UCEConfig) -> torch.Tensor:
-    """UCE's normal equations for one projection: rows of ``erase`` map to ``erase_targets`` (outputs), rows of
-    ``keep`` to ``keep_targets``, and ``lam`` pulls the solution towards ``anchor``."""
-    d = erase.shape[1]
-    gram = cfg.erase_scale * erase.T @ erase + cfg.lam * torch.eye(d, dtype=torch.float64)
-    lhs = cfg.erase_scale * erase_targets.T @ erase + cfg.lam * anchor
+def normal_inverse(erase: torch.Tensor, keep: torch.Tensor | None, cfg: UCEConfig) -> torch.Tensor:
+    """(e C^T C + p K^T K + lam I)^-1: the right-hand factor of UCE's solution, the same for every projection."""
+    gram = cfg.erase_scale * erase.T @ erase + cfg.lam * torch.eye(erase.shape[1], dtype=torch.float64)
     if keep is not None:
         gram = gram + cfg.preserve_scale * keep.T @ keep
+    return torch.linalg.inv(gram)
+
+
+def solve(inverse: torch.Tensor, anchor: torch.Tensor, erase: torch.Tensor, erase_targets: torch.Tensor,
+          keep: torch.Tensor | None, keep_targets: torch.Tensor | None, cfg: UCEConfig) -> torch.Tensor:
+    """UCE's normal equations for one projection: rows of ``erase`` map to ``erase_targets`` (outputs), rows of
+    ``keep`` to ``keep_targets``, and ``lam`` pulls the solution towards ``anchor``; ``inverse`` is
+    :func:`normal_inverse` of the same rows."""
+    lhs = cfg.erase_scale * erase_targets.T @ erase + cfg.lam * anchor
+    if keep is not None:
         lhs = lhs + cfg.preserve_scale * keep_targets.T @ keep
-    return torch.linalg.solve(gram, lhs.T).T  # lhs @ gram^-1, gram symmetric
+    return lhs @ inverse
 
 
 def fit(pipe, concepts: list[Concept], cfg: UCEConfig, catalog: Catalog) -> Patch:
@@ -106,9 +112,10 @@ def fit(pipe, concepts: list[Concept], cfg: UCEConfig, catalog: Catalog) -> Patc
     c_erase = torch.cat([p[0] for p in pairs])
     c_guide = torch.cat([p[1] for p in pairs])
     c_keep = _keep_vectors(pipe, catalog.keep(concepts, cfg.preserve))
+    inverse = normal_inverse(c_erase, c_keep, cfg)
     tensors = {}
     for name, w_old in cross_attention_kv(pipe.unet).items():
         keep_targets = None if c_keep is None else c_keep @ w_old.T
-        w_new = solve(w_old, c_erase, c_guide @ w_old.T, c_keep, keep_targets, cfg)
+        w_new = solve(inverse, w_old, c_erase, c_guide @ w_old.T, c_keep, keep_targets, cfg)
         tensors[f"delta.unet.{name}"] = (w_new - w_old).float()
     return make_patch(tensors, "uce", concepts, cfg)
