@@ -112,7 +112,7 @@ def test_cli_attack_json(tmp_path):
     (["--concept", "zorvik", "--attack", "nope"], "unknown attack 'nope'"),
     (["--concept", "unicorn", "--attack", "implicit"], "unknown concept 'unicorn'"),
     (["--concept", "zorvik", "--key", "k.key"], "--key needs the public patch"),
-    (["--concept", "zorvik", "--attack", "inversion", "--steps", "0"], "budget must be at least 1"),
+    (["--concept", "zorvik", "--attack", "inversion", "--steps", "0"], "--steps: must be at least 1"),
     (["--concept", "zorvik", "--attack", "p4d,", "--steps", "3"], "empty attack name"),
 ])
 def test_cli_attack_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):

@@ -136,6 +136,7 @@ def evaluate(pipe, *, patch: PatchLike | Sequence[PatchLike] | None = None, keys
     preservation, neighbour preservation, drift and where each target went (its rate in other concepts'
     images). ``attacks`` ("all", a name or names) also red-teams every target (ASR per attack, base ceiling).
     ``report`` also writes the HTML report (and .md beside it)."""
+    from .attacks import attack_names
     from .eval.detectors import make_detector
     from .eval.report import check_report_path, write_report
     from .eval.report_grids import report_grids
@@ -146,11 +147,11 @@ def evaluate(pipe, *, patch: PatchLike | Sequence[PatchLike] | None = None, keys
         check_report_path(report)
     if images_per_concept is not None and images_per_concept < 1:
         raise ObliviateError(f"images_per_concept must be at least 1, got {images_per_concept}")
-    attack_names = _attack_names(attacks)
+    chosen_attacks = attack_names(attacks)
     if attack_images is not None and attack_images < 1:
         raise ObliviateError(f"attack_images must be at least 1, got {attack_images}")
     patches = _patches(patch)
-    if attack_names and not patches and not keys:
+    if chosen_attacks and not patches and not keys:
         raise ObliviateError("attacks in an evaluation need a patch (or keys); attack the base model with attack()")
     for p in patches:
         check_fits(pipe, p, force)  # before any concept lookup: a foreign patch names foreign concepts
@@ -165,7 +166,7 @@ def evaluate(pipe, *, patch: PatchLike | Sequence[PatchLike] | None = None, keys
     if detector is None:
         detector = make_detector(None, catalog.bench, clip_path, nudenet_threshold=nudenet_threshold)
     cfg = EvalConfig(concepts=concepts, images_per_concept=images_per_concept, seed=seed, inversion=inversion,
-                     cache=cache, progress=progress, attacks=attack_names or None, attack_images=attack_images)
+                     cache=cache, progress=progress, attacks=chosen_attacks or None, attack_images=attack_images)
     run = run_evaluation(pipe, catalog, detector, cfg, patches, key_list, force)
     if report is not None:
         write_report(run.result.to_dict(), report, report_grids(run))
@@ -191,20 +192,6 @@ def chance_floor(pipe, *, bench: BenchLike = None, concepts: Sequence[str] | Non
     return chance_floors(pipe, chosen, detector, n, seed, catalog.bench.sampler, progress=progress)
 
 
-def _attack_names(attacks: str | Sequence[str] | None) -> list[str]:
-    """Attack names from "all", a name, "a,b" or a list; each checked."""
-    from .attacks import ATTACKS, get_attack
-
-    if attacks is None:
-        return []
-    if attacks == "all":
-        return list(ATTACKS)
-    names = [a.strip() for a in attacks.split(",")] if isinstance(attacks, str) else list(attacks)
-    if not names or not all(names):
-        raise ObliviateError(f"empty attack name in {attacks!r} (give names separated by commas, or all)")
-    return [get_attack(a).name for a in names]
-
-
 def attack(pipe, concept: str, attack: str | Sequence[str] = "inversion", *,
            patch: PatchLike | Sequence[PatchLike] | None = None, keys=None, passphrase: str | None = None,
            bench: BenchLike = None, detector=None, clip_path: str | Path | None = None, n_images: int = 16,
@@ -214,11 +201,11 @@ def attack(pipe, concept: str, attack: str | Sequence[str] = "inversion", *,
     model (its ceiling) and the rate with no attack. ``attack``: a name, a list of names, or "all". Returns an
     :class:`~obliviate.attacks.AttackResult`, or a list of them for several attacks. ``config`` goes to every
     attack that takes it (e.g. ``steps``); ``ceiling=False`` skips the base-model run (``asr_base`` None)."""
-    from .attacks import get_attack, run_attack
+    from .attacks import attack_names, get_attack, run_attack
     from .eval.detectors import make_detector
 
     check_pipeline(pipe)
-    attacks = [get_attack(a) for a in _attack_names(attack)]
+    attacks = [get_attack(a) for a in attack_names(attack)]
     if n_images < 1:
         raise ObliviateError(f"n_images must be at least 1, got {n_images}")
     patches = _patches(patch)

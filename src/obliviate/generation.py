@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from .errors import ObliviateError
 from .io import write_atomic
+from .progress import bar
 
 
 def image_seeds(seed: int, n: int) -> list[int]:
@@ -21,23 +21,31 @@ def image_seeds(seed: int, n: int) -> list[int]:
 
 @torch.no_grad()
 def generate(pipe, prompts: list[str], seeds: list[int], steps: int, guidance: float, batch_size: int = 64,
-             progress: bool = True) -> np.ndarray:
+             progress: bool = True, desc: str = "images") -> np.ndarray:
     """Generate one image per (prompt, seed) pair with the pipeline's own sampler; returns uint8 (N, H, W, 3).
 
     Noise comes from one CPU generator per image, so image i is the same whatever batch or device it is made on.
+    The progress bar counts images and moves with every sampler step, so its ETA appears within seconds.
     """
     if len(prompts) != len(seeds):
         raise ValueError("one seed per prompt")
     if any(not p.strip() for p in prompts):
         raise ObliviateError("empty prompt")
     out = []
-    starts = range(0, len(prompts), batch_size)
-    for start in tqdm(starts, desc="generate", disable=not progress or len(starts) < 2, leave=False):
-        chunk = slice(start, start + batch_size)
-        gens = [torch.Generator("cpu").manual_seed(s) for s in seeds[chunk]]
-        images = pipe(prompts[chunk], generator=gens, num_inference_steps=steps, guidance_scale=guidance,
-                      output_type="np").images
-        out.append(np.round(np.clip(images, 0, 1) * 255).astype(np.uint8))
+    with bar(total=len(prompts), desc=desc, unit="img", enabled=progress, whole=True) as images_bar:
+        for start in range(0, len(prompts), batch_size):
+            chunk = slice(start, start + batch_size)
+            share = len(prompts[chunk]) / steps
+
+            def advance(_pipe, _i, _t, kwargs, share=share):
+                images_bar.update(share)
+                return kwargs
+
+            gens = [torch.Generator("cpu").manual_seed(s) for s in seeds[chunk]]
+            images = pipe(prompts[chunk], generator=gens, num_inference_steps=steps, guidance_scale=guidance,
+                          output_type="np", callback_on_step_end=advance if progress else None).images
+            images_bar.update(min(start + batch_size, len(prompts)) - images_bar.n)  # whole images, no drift
+            out.append(np.round(np.clip(images, 0, 1) * 255).astype(np.uint8))
     return np.concatenate(out)
 
 

@@ -17,7 +17,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
-from tqdm.auto import tqdm
 
 from .diffusion import (
     add_noise,
@@ -31,6 +30,7 @@ from .diffusion import (
     training_target,
 )
 from .errors import ObliviateError
+from .progress import bar
 
 
 @dataclass
@@ -127,7 +127,7 @@ def invert(pipe, images: np.ndarray, cfg: InversionConfig, init_words: list[str]
         rows = init.clone().to(rows_encoder.device).requires_grad_(True)
         opt = torch.optim.Adam([rows], lr=cfg.lr)
         ids = token_ids(pipe.tokenizer, [cfg.template.format(phrase)]).to(rows_encoder.device)
-        for _ in tqdm(range(cfg.steps), desc="inversion", disable=not cfg.progress, leave=False):
+        for _ in bar(range(cfg.steps), desc="inversion", unit="step", enabled=cfg.progress):
             z0 = latents[randint(len(latents), cfg.batch_size, gen, device)]
             noise = randn(tuple(z0.shape), gen, z0)
             t = random_timesteps(sched, cfg.batch_size, gen, device)

@@ -21,6 +21,12 @@ def check_writable(path: str | Path) -> Path:
         raise ObliviateError(f"cannot write {path}: folder {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise ObliviateError(f"cannot write {path}: folder {parent} is not writable")
+    try:  # os.access says yes to root everywhere; creating a file is the real test (e.g. /proc refuses)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ObliviateError(f"cannot write {path}: cannot create a file in {parent} ({exc.strerror or exc})") from None
     return path
 
 

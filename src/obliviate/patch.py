@@ -23,10 +23,10 @@ from safetensors.torch import save as safetensors_bytes
 
 from . import __version__
 from .errors import ObliviateError
+from .files import PATCH_FORMAT, patch_metadata
 from .fingerprint import Fingerprint, fingerprint
 from .io import write_atomic
 
-FORMAT = "obliviate.patch/2"
 COMPONENTS = ("unet", "text_encoder")
 
 
@@ -40,9 +40,12 @@ class Patch:
 
     tensors: dict[str, torch.Tensor]
     metadata: dict = field(default_factory=dict)
+    # Where :meth:`load` read it and the hash it verified: what a report names, so a reader can cite the file.
+    file: str | None = field(default=None, repr=False, compare=False)
+    file_sha256: str | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.metadata = json.loads(json.dumps({"format": FORMAT, "obliviate_version": __version__,
+        self.metadata = json.loads(json.dumps({"format": PATCH_FORMAT, "obliviate_version": __version__,
                                                **self.metadata}))  # tuples -> lists: what a file holds
 
     @property
@@ -82,28 +85,16 @@ class Patch:
     def load(cls, path: str | Path) -> Patch:
         """Read and verify a patch file; any problem is a one-line :class:`ObliviateError`."""
         path = Path(path)
-        if not path.is_file():
-            raise ObliviateError(f"patch file {path} does not exist")
+        meta = patch_metadata(path)
         try:
             with safe_open(str(path), "pt") as f:
-                raw = (f.metadata() or {}).get("obliviate")
                 tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is no dict)
         except (SafetensorError, OSError, ValueError) as exc:
             raise ObliviateError(f"{path} is not a safetensors patch ({' '.join(str(exc).split())})") from None
-        if raw is None:
-            raise ObliviateError(f"{path} has no obliviate metadata: not an obliviate patch")
-        try:
-            meta = json.loads(raw)
-        except json.JSONDecodeError:
-            raise ObliviateError(f"{path} has corrupt metadata") from None
-        if not isinstance(meta, dict):
-            raise ObliviateError(f"{path} has corrupt metadata")
-        if meta.get("format") != FORMAT:
-            raise ObliviateError(f"{path} is patch format {meta.get('format')!r}; this obliviate reads {FORMAT} "
-                                 "(make the patch again with this version)")
         patch = cls(tensors, {k: v for k, v in meta.items() if k != "content_sha256"})
         if patch.content_hash() != meta.get("content_sha256"):
             raise ObliviateError(f"{path} has been modified since it was written (content hash mismatch)")
+        patch.file, patch.file_sha256 = str(path), meta["content_sha256"]
         return patch
 
     # ---------------------------------------------------------------------------------------- on a model

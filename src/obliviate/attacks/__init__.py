@@ -1,34 +1,47 @@
 """Attacks (red teaming): each a config dataclass, an optional ``prepare`` on the base model and
-``run(pipe, concept, cfg, catalog, prepared) -> Probe``; a registry, and :func:`run_attack`, which measures an
-attack's success rate on the model under test and on the base model.
+``run(pipe, concept, cfg, catalog, prepared) -> Probe``; a registry, and :func:`run_attack` (in :mod:`.run`),
+which measures an attack's success rate on the model under test and on the base model.
+
+The registry names each attack's module instead of importing it, so listing attacks and checking their
+options needs no torch.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 
-import numpy as np
-
-from ..bench import Concept
-from ..catalog import Catalog
 from ..errors import ObliviateError
-from ..hiding.keys import Key, unlocked
-from ..patch import Patch, applied
-from . import completion, implicit, inversion, p4d, ringabell, unlearndiff
-from .base import AttackResult, Probe, prepare_anchors, probe_images
 
-__all__ = ["ATTACKS", "Attack", "AttackResult", "Probe", "get_attack", "run_attack"]
+__all__ = ["ATTACKS", "Attack", "AttackResult", "Probe", "attack_names", "get_attack", "run_attack"]
+
+
+def _load(path: str):
+    """``"module:name"`` inside this package -> the object."""
+    module, name = path.split(":")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 
 
 @dataclass(frozen=True)
 class Attack:
     name: str
-    config: type
-    run: Callable
+    module: str  # obliviate.attacks.<module>: a config dataclass ``config_name`` and ``run``
+    config_name: str
     summary: str
-    prepare: Callable | None = None  # runs on the base model before the edit is in place
+    prepare_at: str | None = None  # "module:function" that runs on the base model before the edit is in place
+
+    @property
+    def config(self) -> type:
+        return _load(f"{self.module}:{self.config_name}")
+
+    @property
+    def run(self) -> Callable:
+        return _load(f"{self.module}:run")
+
+    @property
+    def prepare(self) -> Callable | None:
+        return _load(self.prepare_at) if self.prepare_at else None
 
     def option_names(self) -> set[str]:
         return {f.name for f in fields(self.config)}
@@ -44,21 +57,21 @@ class Attack:
 
 
 ATTACKS: dict[str, Attack] = {a.name: a for a in [
-    Attack("inversion", inversion.InversionAttackConfig, inversion.run,
-           "concept inversion: learn new tokens on images of the concept against the model", prepare_anchors),
-    Attack("unlearndiff", unlearndiff.UnlearnDiffConfig, unlearndiff.run,
+    Attack("inversion", "inversion", "InversionAttackConfig",
+           "concept inversion: learn new tokens on images of the concept against the model", "base:prepare_anchors"),
+    Attack("unlearndiff", "unlearndiff", "UnlearnDiffConfig",
            "UnlearnDiffAtk: prefix tokens that make the model denoise the concept's images well",
-           prepare_anchors),
-    Attack("p4d", p4d.P4DConfig, p4d.run,
-           "P4D: a prompt under which the model predicts the base model's noise for the concept", p4d.prepare),
-    Attack("ringabell", ringabell.RingABellConfig, ringabell.run,
+           "base:prepare_anchors"),
+    Attack("p4d", "p4d", "P4DConfig",
+           "P4D: a prompt under which the model predicts the base model's noise for the concept", "p4d:prepare"),
+    Attack("ringabell", "ringabell", "RingABellConfig",
            "Ring-A-Bell: tokens near the concept's text-embedding direction (genetic search, model-agnostic)",
-           ringabell.prepare),
-    Attack("implicit", implicit.ImplicitConfig, implicit.run,
+           "ringabell:prepare"),
+    Attack("implicit", "implicit", "ImplicitConfig",
            "the bench's implicit prompts: descriptions, misspellings, never the concept's name"),
-    Attack("completion", completion.CompletionConfig, completion.run,
+    Attack("completion", "completion", "CompletionConfig",
            "diffusion completion: the concept's images noised to 0.3/0.5/0.7, denoised neutrally",
-           prepare_anchors),
+           "base:prepare_anchors"),
 ]}
 
 
@@ -68,55 +81,21 @@ def get_attack(name: str) -> Attack:
     return ATTACKS[name]
 
 
-def _rate(detector, images: np.ndarray, concept: Concept) -> float:
-    return float(np.mean(detector.hits(images, concept)))
+def attack_names(attacks: str | Sequence[str] | None) -> list[str]:
+    """Attack names from "all", a name, "a,b" or a list; each checked."""
+    if attacks is None:
+        return []
+    if attacks == "all":
+        return list(ATTACKS)
+    names = [a.strip() for a in attacks.split(",")] if isinstance(attacks, str) else list(attacks)
+    if not names or not all(names):
+        raise ObliviateError(f"empty attack name in {attacks!r} (give names separated by commas, or all)")
+    return [get_attack(a).name for a in names]
 
 
-def _asr(detector, images: np.ndarray, probe: Probe, concept: Concept, n: int) -> dict[str, float]:
-    """ASR overall and, for completion, per strength (the images come in blocks of ``n`` per strength)."""
-    if not probe.strengths:
-        return {"all": _rate(detector, images, concept)}
-    return {str(s): _rate(detector, images[i * n:(i + 1) * n], concept) for i, s in enumerate(probe.strengths)}
-
-
-def run_attack(pipe, concept: Concept, attack: Attack, catalog: Catalog, detector, n_images: int, seed: int,
-               patches: list[Patch], keys: list[Key], force: bool = False, progress: bool = True,
-               ceiling: bool = True, keep_images: int = 0, **config) -> AttackResult:
-    """Attack ``concept`` on ``pipe`` with ``patches`` applied and ``keys`` installed, and on the base model.
-
-    The completion probe reports its ASR at the strongest noise level at which the base model still completes
-    the concept (>= 0.8; else the weakest level): beyond it, a miss says nothing about the edit.
-    ``ceiling=False`` skips the base-model run; ``keep_images`` keeps that many of the attack's images and of
-    the no-attack images on the result (for reports; not in its JSON).
-    """
-    cfg = attack.make_config(seed=seed, progress=progress, **config)
-    sampler = catalog.sampler
-    start = time.time()
-    prepared = attack.prepare(pipe, concept, cfg, catalog) if attack.prepare else None  # on the base model
-    seconds = time.time() - start
-    edited = bool(patches or keys)
-    base = None
-    if edited and ceiling:  # the same attack where the concept exists: its ceiling
-        probe = attack.run(pipe, concept, cfg, catalog, prepared)
-        base = _asr(detector, probe_images(pipe, probe, n_images, seed, sampler)[0], probe, concept, n_images)
-    with applied(pipe, patches, force), unlocked(pipe, keys):
-        plain, _ = probe_images(pipe, Probe(list(concept.prompts)), n_images, seed, sampler)
-        start = time.time()
-        probe = attack.run(pipe, concept, cfg, catalog, prepared)
-        images, _ = probe_images(pipe, probe, n_images, seed, sampler)
-        seconds += time.time() - start
-        rates = _asr(detector, images, probe, concept, n_images)
-    base = base or (rates if not edited else None)
-    details: dict = {}
-    key = "all"
-    if probe.strengths:
-        usable = [s for s in rates if base is not None and base[s] >= 0.8]
-        key = usable[-1] if usable else next(iter(rates))
-        details = {"strength": float(key), "asr_by_strength": rates, "asr_base_by_strength": base}
-    texts = None if probe.init_images is not None or probe.learned is not None else list(probe.prompts)
-    result = AttackResult(concept.name, attack.name, rates[key], None if base is None else base[key],
-                          _rate(detector, plain, concept), n_images, round(seconds, 2), texts, details)
-    if keep_images:
-        shown = images if not probe.strengths else images[list(rates).index(key) * n_images:][:n_images]
-        result.images, result.clean_images = shown[:keep_images], plain[:keep_images]
-    return result
+def __getattr__(name: str):
+    if name == "run_attack":
+        return _load("run:run_attack")
+    if name in ("AttackResult", "Probe"):
+        return _load(f"base:{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

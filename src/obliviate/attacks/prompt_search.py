@@ -13,10 +13,10 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..diffusion import generator, randint, randn, token_ids
 from ..inversion import LearnedTokens, TokenRows, installed
+from ..progress import bar
 
 # loss(cond, gen): ``cond`` holds one encoded prompt per template (its placeholder filled with the projected
 # tokens); ``gen`` draws the loss's randomness (a fixed generator when candidates are compared)
@@ -74,7 +74,7 @@ def search_prompt(pipe, templates: list[str], n_tokens: int, objective: Objectiv
                 cond = encoder.encode(ids, chosen_rows).to(pipe.unet.dtype)
                 return sum(float(objective(cond, generator(seed, f"compare{i}"))) for i in range(score_draws))
 
-        for step in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
+        for step in bar(range(steps), desc=desc, unit="step", enabled=progress):
             hard, chosen = projected()
             if step % check_every == 0:
                 best = min(best, (score(hard), chosen))

@@ -13,11 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
 from ..bench import Concept
 from ..catalog import Catalog
 from ..diffusion import generator, randint, token_ids
+from ..progress import bar
 from .base import Probe
 from .inversion import replace_concept
 from .prompt_search import tokens_text, word_vocabulary
@@ -76,7 +76,7 @@ def prepare(pipe, concept: Concept, cfg: RingABellConfig, catalog: Catalog) -> l
 
     score = fitness(pop)
     elite = max(2, cfg.population // 8)
-    for _ in tqdm(range(cfg.steps), desc="ringabell", disable=not cfg.progress, leave=False):
+    for _ in bar(range(cfg.steps), desc="ringabell", unit="generation", enabled=cfg.progress):
         order = score.argsort(descending=True)
         pop, score = pop[order], score[order]
         # tournament selection of parents, one-point crossover, per-token mutation; the elite survives as is

@@ -46,5 +46,6 @@ def chance_floors(pipe, concepts: list[Concept], detector, n: int, seed: int, sa
                   progress: bool = True) -> list[Floor]:
     """Every concept's floor, from ``n`` images each (same seeds as an evaluation of the concept)."""
     stripped = [replace(c, prompts=floor_prompts(c)) for c in concepts]
-    scores = m_scores(detector, generate_concepts(pipe, stripped, n, seed, sampler, progress=progress))
+    scores = m_scores(detector, generate_concepts(pipe, stripped, n, seed, sampler, progress=progress,
+                                                        desc="floor images"))
     return [Floor(c.name, scores[c.name], wilson_interval(scores[c.name], n), n, c.prompts) for c in stripped]

@@ -25,7 +25,7 @@ def concept_requests(concept: Concept, n: int, seed: int) -> tuple[list[str], li
 
 
 def generate_concepts(pipe, concepts: list[Concept], n: int, seed: int, sampler: Sampler,
-                      progress: bool = True) -> list[ConceptImages]:
+                      progress: bool = True, desc: str = "images") -> list[ConceptImages]:
     """Images of every concept, generated in large batches across concepts (fast on CPU)."""
     prompts: list[str] = []
     seeds: list[int] = []
@@ -33,7 +33,7 @@ def generate_concepts(pipe, concepts: list[Concept], n: int, seed: int, sampler:
         p, s = concept_requests(c, n, seed)
         prompts += p
         seeds += s
-    images = generate(pipe, prompts, seeds, sampler.steps, sampler.guidance, progress=progress)
+    images = generate(pipe, prompts, seeds, sampler.steps, sampler.guidance, progress=progress, desc=desc)
     return [ConceptImages(c, prompts[i * n:(i + 1) * n], seeds[i * n:(i + 1) * n], images[i * n:(i + 1) * n])
             for i, c in enumerate(concepts)]
 

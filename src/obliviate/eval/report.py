@@ -1,82 +1,59 @@
 """Evaluation reports: one self-contained HTML file plus a Markdown summary beside it.
 
-An eval result is a JSON dict of numbers; people judge an edit by looking at it. The HTML report puts the
-headline scores, per-category tables, a base-versus-edited chart and before/after image grids on one page
-that can be mailed or archived as a single file: images are inline PNG data URIs, the chart is hand-written
-SVG and the CSS is inline, so nothing is fetched and no JavaScript runs. The Markdown file carries the same
-numbers (no images) for READMEs, pull requests and terminals. Both files are written atomically.
+An eval result is a JSON dict of numbers; people judge an edit by looking at it, and cite it by what it rests
+on. So the report names what was measured (model, bench, sampler, patch file and hash, method and its full
+config, obliviate versions), says for every number how many images it rests on and its 95% interval, shows
+per-prompt scores for the targets and for any concept the edit damaged, and shows each image with its prompt
+and the detector's verdict. The HTML page is one file that can be mailed or archived: images are inline PNG
+data URIs, the chart is hand-written SVG, the CSS is inline, nothing is fetched and no JavaScript runs. The
+Markdown file carries the same numbers (no images) for READMEs, pull requests and terminals. Both files are
+written atomically.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
-import math
+import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
-from PIL import Image
 
 from ..errors import ObliviateError
 from ..io import write_atomic
+from .metrics import wilson_interval
+from .report_figures import ReportGrid, by_category, grid_html, has_patch, interval, num, svg_chart
 
-# Small generated images (32 px) are upscaled with nearest-neighbour to about this many pixels per image.
-TARGET_IMAGE_PX = 96
+__all__ = ["ReportGrid", "check_report_path", "damaged", "render_html", "render_markdown", "write_report"]
 
 HEADLINE_FIELDS = [
     ("efficacy", "Efficacy", "mean over targets of 1 − M edited / M base (1 = fully erased)"),
-    ("preservation", "Preservation", "mean over other concepts of min(1, M edited / M base) (1 = untouched)"),
-    ("neighbour_preservation", "Neighbour preservation", "preservation of other concepts in the targets' categories"),
+    ("preservation", "Preservation", "mean over the other concepts of min(1, M edited / M base) (1 = untouched)"),
+    ("neighbour_preservation", "Neighbour preservation",
+     "preservation over the other concepts in the targets' categories, the ones an edit most often hurts"),
     ("h", "H", "harmonic mean of efficacy and preservation"),
 ]
+M_SCORE_NOTE = ("share of a concept's images, made from its own prompts, in which the detector finds the concept; "
+                "base and edited models get the same prompts and seeds")
+IMAGES_NOTE = "how many images a number rests on, per model"
+INTERVAL_NOTE = ("95% Wilson score interval of a share over its images: where the true rate lies with 95% "
+                 "confidence, the detector's own errors not counted")
+CHANGE_NOTE = "M edited − M base"
+DRIFT_NOTE = ("distance between the detector's features of base and edited images of the other concepts (same "
+              "prompts and seeds): Fréchet distance of the two sets, and mean distance of paired images; 0 = same")
 ELSEWHERE_NOTE = ("How often the detector finds each target in images of the other concepts' prompts, which never "
                   "ask for it. An edit that moved the concept instead of removing it shows up here.")
-ATTACKS_NOTE = ("Attack success rate (ASR): share of the attack's images in which the detector finds the target; in "
-                "brackets the same attack on the base model (its ceiling). 'no attack': the target's own prompts.")
+ATTACKS_NOTE = ("Attack success rate (ASR): share of the attack's images in which the detector finds the target; "
+                "beside it the same attack on the base model (its ceiling) and the target's own prompts on the "
+                "edited model (no attack).")
 INVERSION_NOTE = ("M-Score reached by tokens learned on each concept's images with the model under test "
                   "(textual-inversion attack; high = the concept can still be recovered).")
-
-
-@dataclass
-class ReportGrid:
-    """Images of one concept from the base model and, when a patch was evaluated, from the edited model."""
-
-    title: str  # e.g. "circle (target)" or "square (neighbour of circle)"
-    base: np.ndarray  # uint8 (N, H, W, 3) images from the base model
-    edited: np.ndarray | None  # uint8 (N, H, W, 3), same prompts and seeds; None without a patch
-    prompts: list[str]  # one per image
-    captions: tuple[str, str] = ("base model", "edited model")
-    note: str | None = None  # replaces the prompts line (attack grids: the attack's prompts differ)
-
-    def __post_init__(self) -> None:
-        _check_images(self.base, "base")
-        if self.edited is not None:
-            _check_images(self.edited, "edited")
-            if self.edited.shape != self.base.shape:
-                raise ValueError(f"edited images {self.edited.shape} do not match base images {self.base.shape}")
-        if len(self.prompts) != len(self.base):
-            raise ValueError(f"{len(self.prompts)} prompts for {len(self.base)} images")
-
-
-def _check_images(images: np.ndarray, what: str) -> None:
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"{what} images must be a uint8 array (N, H, W, 3)")
-    if len(images) == 0:
-        raise ValueError(f"{what} images are empty")
-
-
-def check_report_path(html_path: str | Path) -> Path:
-    """Refuse, before any work, a report path that is not a writable .html file."""
-    from ..io import check_writable
-
-    html_path = Path(html_path)
-    if html_path.suffix.lower() not in (".html", ".htm"):
-        raise ObliviateError("the report must be an .html file (the Markdown summary goes beside it)")
-    check_writable(html_path)
-    return html_path
+BY_PROMPT_NOTE = ("M-Score of each prompt on its own. An erasure that holds for one phrasing and not for another "
+                  "(often the shortest prompt) shows up here, not in the mean.")
+VERDICT_NOTE = "under each image: whether the detector finds the image's concept in it (found / not found)"
+# One image in eight lost is noise: a concept is damaged only when the drop is both large and beyond chance.
+DAMAGE_DROP = 0.1
+DAMAGE_RULE = (f"A concept other than the targets counts as damaged when its M-Score fell by at least {DAMAGE_DROP} "
+               "and the 95% interval of that drop (Newcombe's, from the base and edited Wilson intervals) "
+               "excludes 0.")
 
 
 def write_report(result: dict, html_path: str | Path, grids: list[ReportGrid] | None = None) -> tuple[Path, Path]:
@@ -93,59 +70,164 @@ def write_report(result: dict, html_path: str | Path, grids: list[ReportGrid] | 
     return html_path, md_path
 
 
+def check_report_path(html_path: str | Path) -> Path:
+    """Refuse, before any work, a report path that is not a writable .html file."""
+    from ..io import check_writable
+
+    html_path = Path(html_path)
+    if html_path.suffix.lower() not in (".html", ".htm"):
+        raise ObliviateError("the report must be an .html file (the Markdown summary goes beside it)")
+    check_writable(html_path)
+    return html_path
+
+
 def _text_writer(text: str) -> Callable[[Path], None]:
     return lambda tmp: tmp.write_text(text, encoding="utf-8")
 
 
-# --------------------------------------------------------------------------- shared helpers
+# --------------------------------------------------------------------------- what the report says
 
 
-def _has_patch(result: dict) -> bool:
-    # Without a patch m_base is None or a copy of m; either way there is only one M per concept to show.
-    return result.get("patch") is not None
-
-
-def _num(x: float | None, digits: int = 3) -> str:
-    return "—" if x is None else f"{x:.{digits}f}"
-
-
-def _change(base: float | None, edited: float | None) -> float | None:
-    return None if base is None or edited is None else edited - base
+def damaged(row: dict, targets: set[str]) -> bool:
+    """Whether an edit clearly damaged a concept it was not meant to touch (the rule is DAMAGE_RULE)."""
+    base, m, iv, base_iv = row.get("m_base"), row.get("m"), row.get("interval"), row.get("base_interval")
+    if row.get("name") in targets or base is None or m is None or not iv or not base_iv:
+        return False
+    # Newcombe's hybrid score interval of base - m: its lower end from the two Wilson intervals' inner halves.
+    lower = (base - m) - ((base - base_iv[0]) ** 2 + (iv[1] - m) ** 2) ** 0.5
+    return base - m >= DAMAGE_DROP - 1e-9 and lower > 0
 
 
 def _signed(x: float | None) -> str:
     return "—" if x is None else f"{x:+.3f}"
 
 
-def _by_category(result: dict) -> dict[str, list[dict]]:
-    """Concept rows grouped by category, categories in first-seen order."""
-    groups: dict[str, list[dict]] = {}
-    for row in result.get("concepts", []):
-        groups.setdefault(str(row.get("category", "")), []).append(row)
-    return groups
+def _change(base: float | None, edited: float | None) -> float | None:
+    return None if base is None or edited is None else edited - base
 
 
-def _patch_summary(result: dict) -> str:
+def _targets(result: dict) -> set[str]:
+    return {str(t) for t in result.get("targets") or []}
+
+
+def _images_per_concept(result: dict) -> int | None:
+    counts = {r.get("n_images") for r in result.get("concepts") or []} - {None}
+    return counts.pop() if len(counts) == 1 else None
+
+
+def _patch_metas(result: dict) -> list[dict]:
     patch = result.get("patch")
-    if patch is None:
-        return "no patch"
-    concepts = patch.get("concepts") or []
+    return [] if patch is None else list(patch.get("patches") or [patch])
+
+
+def _patch_summary(meta: dict) -> str:
+    concepts = meta.get("concepts") or []
     if isinstance(concepts, str):
         concepts = [concepts]
-    return f"{patch.get('method', '?')} on {', '.join(map(str, concepts)) or '(no concepts)'}"
+    return f"{meta.get('method', '?')} on {', '.join(map(str, concepts)) or '(no concepts)'}"
 
 
-def _headline(result: dict) -> list[tuple[str, str, str]]:
-    """(label, value, explanation) for every headline number present in ``result``."""
-    items = [(label, _num(result[key]), note) for key, label, note in HEADLINE_FIELDS if result.get(key) is not None]
+SHOWN_META = ("file", "content_sha256", "method", "concepts", "config", "obliviate_version", "seconds",
+              "base_model", "format")
+
+
+def _provenance(result: dict) -> list[tuple[str, str, bool]]:
+    """(label, text, is code) lines naming everything a reader needs to reproduce or cite the numbers."""
+    model = result.get("model") or {}
+    where = ", ".join(str(model[k]) for k in ("device", "dtype") if model.get(k))
+    items = [("model", f"{model.get('name', '?')}", False),
+             ("model fingerprint", str(model.get("fingerprint", "?")), True)]
+    if where:
+        items.append(("model device, dtype", where, False))
+    n, rows = _images_per_concept(result), result.get("concepts") or []
+    bench = f"{result.get('bench', '?')}: {len(rows)} concepts in {len(by_category(result))} categories"
+    if n:
+        bench += f", {n} images per concept and model"
+    items.append(("bench", bench, False))
+    sampler = result.get("sampler") or {}
+    if sampler:
+        items.append(("sampler", f"{sampler.get('steps', '?')} steps, guidance {sampler.get('guidance', '?')} "
+                                 "(the pipeline's own scheduler)", False))
+    items.append(("seed", str(result.get("seed", "?")), False))
+    metas = _patch_metas(result)
+    if not metas:
+        items.append(("patch", "no patch", False))
+    for i, meta in enumerate(metas):
+        tag = f"patch {i + 1} " if len(metas) > 1 else "patch "
+        items.append((tag + "file", str(meta.get("file") or "none (made in memory, not read from a file)"),
+                      bool(meta.get("file"))))
+        if meta.get("content_sha256"):
+            items.append((tag + "SHA-256", str(meta["content_sha256"]), True))
+        items.append((tag + "method", _patch_summary(meta), False))
+        items.append((tag + "method config", json.dumps(meta.get("config") or {}), True))
+        made = f"obliviate {meta.get('obliviate_version', '?')}"
+        if meta.get("seconds") is not None:
+            made += f" in {meta['seconds']} s"
+        if meta.get("base_model"):
+            made += f", for base model {meta['base_model']}"
+        items.append((tag + "made with", made, False))
+        other = {k: v for k, v in meta.items() if k not in SHOWN_META}
+        if other:
+            items.append((tag + "other metadata", json.dumps(other), True))
+    if result.get("keys"):
+        items.append(("keys installed for", ", ".join(map(str, result["keys"])), False))
+    targets = result.get("targets") or []
+    if targets:
+        items.append(("targets", ", ".join(map(str, targets)), False))
+    items.append(("measured with", f"obliviate {result.get('obliviate_version', '?')} in "
+                                   f"{num(result.get('seconds'), 1)} s", False))
+    return items
+
+
+def _glossary(result: dict, images: bool) -> list[tuple[str, str]]:
+    """One line per metric the report shows."""
+    patched = has_patch(result)
+    items = [("M-Score", M_SCORE_NOTE), ("images", IMAGES_NOTE), ("95% interval", INTERVAL_NOTE)]
+    if patched:
+        items.append(("change", CHANGE_NOTE))
+        items += [(label, note) for key, label, note in HEADLINE_FIELDS if result.get(key) is not None]
+        if result.get("drift"):
+            items.append(("Drift", DRIFT_NOTE))
+        items.append(("damaged", DAMAGE_RULE))
+    if _elsewhere_rows(result):
+        items.append(("Where did it go?", ELSEWHERE_NOTE))
+    if result.get("attacks"):
+        items.append(("ASR", ATTACKS_NOTE))
+    if result.get("inversion"):
+        items.append(("Inversion", INVERSION_NOTE))
+    if images:
+        items.append(("found / not found", VERDICT_NOTE))
+    return items
+
+
+def _headline(result: dict) -> list[tuple[str, str, str, str]]:
+    """(label, value, explanation, what it rests on) for every headline number present in ``result``."""
+    targets = _targets(result)
+    rows = result.get("concepts") or []
+    others = [r for r in rows if r.get("name") not in targets]
+    cats = {r.get("category") for r in rows if r.get("name") in targets}
+    n = _images_per_concept(result)
+    each = f", {n} images each per model" if n else ""
+    counts = {"efficacy": len(rows) - len(others), "preservation": len(others),
+              "neighbour_preservation": sum(r.get("category") in cats for r in others)}
+    counts["h"] = len(rows)
+    items = []
+    for key, label, note in HEADLINE_FIELDS:
+        if result.get(key) is None:
+            continue
+        what = "target" if key == "efficacy" else "concept"
+        k = counts[key]
+        items.append((label, num(result[key]), note, f"rests on {k} {what}{'s' if k != 1 else ''}{each}"))
     drift = result.get("drift")
     if drift:
+        k = len(others) * n if n else None
+        on = f"rests on {k} image pairs" if k else ""
         if drift.get("frechet") is not None:
-            items.append(("Drift (Fréchet)", _num(drift["frechet"]),
-                          "Fréchet distance of image features, other concepts, base vs edited"))
+            items.append(("Drift (Fréchet)", num(drift["frechet"]), "Fréchet distance of the detector's features, "
+                          "other concepts, base vs edited", on))
         if drift.get("mean_feature_distance") is not None:
-            items.append(("Drift (mean feature distance)", _num(drift["mean_feature_distance"]),
-                          "mean feature distance of paired images (same prompt and seed), other concepts"))
+            items.append(("Drift (mean feature distance)", num(drift["mean_feature_distance"]),
+                          "mean feature distance of paired images (same prompt and seed), other concepts", on))
     return items
 
 
@@ -155,23 +237,77 @@ def _elsewhere_rows(result: dict) -> list[tuple[str, dict]]:
 
 def _where(e: dict) -> str:
     top = list((e.get("by_concept") or {}).items())[:3]
-    return ", ".join(f"{name}'s prompts {b:.2f} -> {m:.2f}" for name, (b, m) in top) or "nowhere"
+    return ", ".join(f"{name}'s prompts {b:.2f} → {m:.2f}" for name, (b, m) in top) or "nowhere"
 
 
-def _attack_names(attacks: dict) -> list[str]:
-    return list(dict.fromkeys(r["attack"] for rs in attacks.values() for r in rs))
+def _prompt_rows(result: dict, which: Callable[[dict], bool]) -> list[tuple[str, dict]]:
+    """(concept, prompt row) pairs of an edited result's concepts that ``which`` picks, in bench order."""
+    if not has_patch(result):
+        return []
+    return [(str(r["name"]), p) for r in result.get("concepts") or [] if which(r) for p in r.get("prompts") or []]
 
 
-def _attack_cell(r: dict | None) -> str:
-    if r is None:
-        return "—"
-    return _num(r["asr"]) + ("" if r.get("asr_base") is None else f" ({_num(r['asr_base'])})")
+def _attack_rows(result: dict) -> list[tuple[str, dict]]:
+    return [(str(target), r) for target, rs in (result.get("attacks") or {}).items() for r in rs]
 
 
 def _method(result: dict) -> str:
     patch = result.get("patch")
     method = str(patch.get("method", "?")) if patch else "keys"
     return method + (" + keys" if patch and result.get("keys") else "")
+
+
+def _concept_cells(r: dict, patched: bool) -> list[str]:
+    """images, then (M base, its interval,) M edited, its interval (, change), as text."""
+    cells = [str(r.get("n_images", ""))]
+    if patched:
+        cells += [num(r.get("m_base")), interval(r.get("base_interval"))]
+    cells += [num(r.get("m")), interval(r.get("interval"))]
+    if patched:
+        cells.append(_signed(_change(r.get("m_base"), r.get("m"))))
+    return cells
+
+
+def _concept_head(patched: bool) -> list[str]:
+    if patched:
+        return ["images", "M base", "base 95% interval", "M edited", "edited 95% interval", "change"]
+    return ["images", "M", "95% interval"]
+
+
+PROMPT_HEAD = ["concept", "prompt", "images", "M base", "base 95% interval", "M edited", "edited 95% interval",
+               "change"]
+ELSEWHERE_HEAD = ["target", "images", "base", "base 95% interval", "edited", "edited 95% interval",
+                  "most often in (whose prompts: base → edited)"]
+TEXT_COLUMNS = {ELSEWHERE_HEAD[-1]}
+ATTACK_HEAD = ["method", "target", "attack", "images", "ASR", "95% interval", "ASR on base model (ceiling)",
+               "no attack"]
+
+
+def _prompt_cells(name: str, p: dict) -> list[str]:
+    return [name, str(p.get("prompt", "")), str(p.get("n_images", "")), num(p.get("m_base")),
+            interval(p.get("base_interval")), num(p.get("m")), interval(p.get("interval")),
+            _signed(_change(p.get("m_base"), p.get("m")))]
+
+
+def _elsewhere_cells(name: str, e: dict) -> list[str]:
+    return [name, str(e.get("n_images", "")), num(e.get("m_base")), interval(e.get("base_interval")),
+            num(e.get("m")), interval(e.get("interval")), _where(e)]
+
+
+def _attack_cells(result: dict, target: str, r: dict) -> list[str]:
+    n = r.get("n_images")
+    iv = wilson_interval(r["asr"], n) if n else None
+    return [_method(result), target, str(r.get("attack", "?")), str(n or ""), num(r.get("asr")), interval(iv),
+            num(r.get("asr_base")), num(r.get("asr_no_attack"))]
+
+
+def _inversion_rows(result: dict) -> list[list[str]]:
+    n = {r.get("name"): r.get("n_images") for r in result.get("concepts") or []}
+    rows = []
+    for name, m in (result.get("inversion") or {}).items():
+        k = n.get(name)
+        rows.append([str(name), str(k or ""), num(m), interval(wilson_interval(m, k) if k else None)])
+    return rows
 
 
 # --------------------------------------------------------------------------- Markdown
@@ -182,78 +318,62 @@ def _md(text: object) -> str:
     return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
+def _md_table(head: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
+    """A Markdown table; the first ``left`` columns (and any headed in TEXT_COLUMNS) are text, the rest numbers."""
+    align = ["---" if i < left or h in TEXT_COLUMNS else "---:" for i, h in enumerate(head)]
+    return (["| " + " | ".join(map(_md, head)) + " |", "|" + "|".join(align) + "|"]
+            + ["| " + " | ".join(map(_md, r)) + " |" for r in rows])
+
+
 def render_markdown(result: dict) -> str:
-    """The report's numbers as Markdown: header, headline scores, one table per category."""
-    model = result.get("model") or {}
-    targets = set(result.get("targets") or [])
-    patched = _has_patch(result)
-    lines = [
-        "# obliviate evaluation report",
-        "",
-        f"- model: {_md(model.get('name', '?'))} (fingerprint `{_md(model.get('fingerprint', '?'))}`)",
-        f"- patch: {_md(_patch_summary(result))}",
-        *([f"- bench: {_md(result['bench'])}"] if result.get("bench") else []),
-        f"- seed: {result.get('seed', '?')}",
-        f"- time: {_num(result.get('seconds'), 1)} s",
-    ]
-    if targets:
-        lines.append(f"- targets: {_md(', '.join(sorted(map(str, targets))))}")
+    """The report's numbers as Markdown: provenance, what each number means, headline, then the tables."""
+    targets = _targets(result)
+    patched = has_patch(result)
+    lines = ["# obliviate evaluation report", "", "## What was measured", ""]
+    lines += [f"- {label}: " + (f"`{_md(text)}`" if code else _md(text)) for label, text, code in _provenance(result)]
+    lines += ["", "## What the numbers mean", ""]
+    lines += [f"- **{_md(label)}**: {_md(note)}" for label, note in _glossary(result, images=False)]
     headline = _headline(result)
     if headline:
         lines += ["", "## Headline", ""]
-        lines += [f"- **{label}**: {value}" for label, value, _ in headline]
+        lines += [f"- **{label}**: {value} ({rests})" if rests else f"- **{label}**: {value}"
+                  for label, value, _, rests in headline]
     categories = result.get("categories") or {}
-    for cat, rows in _by_category(result).items():
-        lines += ["", f"## {_md(cat)}", ""]
-        if patched:
-            lines += ["| concept | images | M base | M edited | change |", "|---|---:|---:|---:|---:|"]
-        else:
-            lines += ["| concept | images | M |", "|---|---:|---:|"]
+    for cat, rows in by_category(result).items():
+        lines += ["", f"## M-Score per concept: {_md(cat)}", ""]
+        body = []
         for r in rows:
             name = _md(r.get("name", "?"))
             if r.get("name") in targets:
                 name = f"**{name}** (target)"
-            if patched:
-                lines.append(f"| {name} | {r.get('n_images', '')} | {_num(r.get('m_base'))} | {_num(r.get('m'))} "
-                             f"| {_signed(_change(r.get('m_base'), r.get('m')))} |")
-            else:
-                lines.append(f"| {name} | {r.get('n_images', '')} | {_num(r.get('m'))} |")
+            elif damaged(r, targets):
+                name = f"{name} (damaged)"
+            body.append([name, *_concept_cells(r, patched)])
         mean = categories.get(cat)
         if mean:
-            if patched:
-                lines.append(f"| *mean* | | {_num(mean.get('m_base'))} | {_num(mean.get('m'))} "
-                             f"| {_signed(_change(mean.get('m_base'), mean.get('m')))} |")
-            else:
-                lines.append(f"| *mean* | | {_num(mean.get('m'))} |")
-    by_prompt = _target_prompts(result, targets)
+            body.append(["*mean*", *_concept_cells(mean, patched)])
+        lines += _md_table(["concept", *_concept_head(patched)], body)
+    by_prompt = _prompt_rows(result, lambda r: r.get("name") in targets)
     if by_prompt:
-        lines += ["", "## Targets by prompt", "", BY_PROMPT_NOTE, "",
-                  "| target | prompt | M base | M edited |", "|---|---|---:|---:|"]
-        lines += [f"| {_md(name)} | {_md(p['prompt'])} | {_num(p.get('m_base'))} | {_num(p.get('m'))} |"
-                  for name, p in by_prompt]
+        lines += ["", "## Targets by prompt", "", BY_PROMPT_NOTE, ""]
+        lines += _md_table(PROMPT_HEAD, [_prompt_cells(n, p) for n, p in by_prompt], left=2)
+    if patched:
+        hurt = _prompt_rows(result, lambda r: damaged(r, targets))
+        lines += ["", "## Damaged concepts by prompt", "", DAMAGE_RULE, ""]
+        lines += (_md_table(PROMPT_HEAD, [_prompt_cells(n, p) for n, p in hurt], left=2) if hurt
+                  else ["No concept other than the targets was damaged by this rule."])
     elsewhere = _elsewhere_rows(result)
     if elsewhere:
-        lines += ["", "## Where did it go?", "", ELSEWHERE_NOTE, "",
-                  "| target | base | edited | 95% interval | images | most often in |", "|---|---:|---:|---|---:|---|"]
-        lines += [f"| {_md(name)} | {_num(e['m_base'])} | {_num(e['m'])} | "
-                  f"{e['interval'][0]:.2f}-{e['interval'][1]:.2f} | {e['n_images']} | {_md(_where(e))} |"
-                  for name, e in elsewhere]
-    attacks = result.get("attacks")
+        lines += ["", "## Where did it go?", "", ELSEWHERE_NOTE, ""]
+        lines += _md_table(ELSEWHERE_HEAD, [_elsewhere_cells(n, e) for n, e in elsewhere])
+    attacks = _attack_rows(result)
     if attacks:
-        names = _attack_names(attacks)
-        lines += ["", "## Attacks", "", ATTACKS_NOTE, "",
-                  "| method | target | no attack | " + " | ".join(map(_md, names)) + " |",
-                  "|---|---|---:|" + "---:|" * len(names)]
-        for target, rs in attacks.items():
-            by = {r["attack"]: r for r in rs}
-            cells = [_attack_cell(by.get(n)) for n in names]
-            lines.append(f"| {_md(_method(result))} | {_md(target)} | {_num(rs[0]['asr_no_attack'])} | "
-                         + " | ".join(cells) + " |")
-    inversion = result.get("inversion")
+        lines += ["", "## Attacks", "", ATTACKS_NOTE, ""]
+        lines += _md_table(ATTACK_HEAD, [_attack_cells(result, t, r) for t, r in attacks], left=3)
+    inversion = _inversion_rows(result)
     if inversion:
-        lines += ["", "## Inversion attack", "", INVERSION_NOTE, "",
-                  "| concept | M |", "|---|---:|"]
-        lines += [f"| {_md(name)} | {_num(m)} |" for name, m in inversion.items()]
+        lines += ["", "## Inversion attack", "", INVERSION_NOTE, ""]
+        lines += _md_table(["concept", "images", "M", "95% interval"], inversion)
     return "\n".join(lines) + "\n"
 
 
@@ -265,28 +385,50 @@ CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:1100px;
 padding:0 1rem;color:#222;line-height:1.4}
 h1{margin-bottom:.2rem}h2{margin-top:2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
-.meta{color:#555;margin:.2rem 0}.meta code{background:#f3f3f3;padding:0 .3rem;border-radius:3px}
+h3{margin:1.2rem 0 .3rem}
+code{background:#f3f3f3;padding:0 .3rem;border-radius:3px;font-size:.85rem;word-break:break-all}
+table.meta th{background:none;font-weight:600;color:#555;white-space:nowrap;vertical-align:top}
+dl.glossary{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem;font-size:.9rem}
+dl.glossary dt{font-weight:600}dl.glossary dd{margin:0;color:#444}
 .headline{display:flex;flex-wrap:wrap;gap:1rem;margin:1rem 0;padding:1rem;border:1px solid #cfd8e3;
 border-radius:8px;background:#f5f8fb}
-.metric{min-width:150px}.metric .v{font-size:1.8rem;font-weight:600}.metric .l{font-weight:600}
-.metric .n{font-size:.8rem;color:#666}
+.metric{min-width:150px;max-width:320px}.metric .v{font-size:1.8rem;font-weight:600}.metric .l{font-weight:600}
+.metric .n{font-size:.8rem;color:#666}.metric .r{font-size:.8rem;color:#222;margin-top:.2rem}
 table{border-collapse:collapse;margin:.5rem 0}th,td{padding:.25rem .7rem;border-bottom:1px solid #e5e5e5}
 th{text-align:left;background:#fafafa}td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.target td:first-child{font-weight:600;color:#b2182b}tr.mean td{font-style:italic;background:#fafafa}
 .tag{font-size:.75rem;background:#b2182b;color:#fff;border-radius:3px;padding:0 .3rem;margin-left:.4rem}
+.tag.damaged{background:#8a5a00}
 .good{color:#1a7f37}.bad{color:#c0392b}
-.grid{margin:1.5rem 0}.pair{display:flex;flex-wrap:wrap;gap:1.5rem}
-figure{margin:0}figcaption{font-weight:600;margin-bottom:.3rem}
-img.tiles{image-rendering:pixelated;border:1px solid #ddd}
-.prompts{color:#555;font-size:.85rem;margin-top:.3rem}
+p.what{color:#444;font-size:.9rem;margin:.2rem 0 .4rem}
+.grid{margin:1rem 0}details.grid summary{cursor:pointer;font-weight:600}
+table.images th,table.images td{padding:.2rem;vertical-align:top;border:none;background:none}
+table.images th.p,table.images .cell .p{font-weight:400;font-size:.75rem;color:#444;max-width:110px;
+text-align:center}
+table.images th[scope=row]{font-size:.85rem;white-space:nowrap;vertical-align:middle}
+img.tiles{image-rendering:pixelated;border:1px solid #ddd;display:block;box-sizing:border-box}
+.verdict{font-size:.75rem;text-align:center;border-radius:3px;margin-top:2px}
+.verdict.found{background:#2c7fb8;color:#fff}.verdict.missed{background:#eee;color:#555}
 svg text{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif}
 """
+
+
+def _html_table(head: list[str], rows: list[list[str]], left: int = 1, classes: list[str] | None = None) -> str:
+    out = ["<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>"]
+    for i, row in enumerate(rows):
+        cls = f' class="{classes[i]}"' if classes and classes[i] else ""
+        cells = "".join(f"<td>{c}</td>" if j < left or head[j] in TEXT_COLUMNS else f'<td class="num">{c}</td>'
+                        for j, c in enumerate(row))
+        out.append(f"<tr{cls}>{cells}</tr>")
+    out.append("</table>")
+    return "\n".join(out)
 
 
 def render_html(result: dict, grids: list[ReportGrid] | None = None) -> str:
     """The whole report as one self-contained HTML page."""
     model = result.get("model") or {}
-    targets = [str(t) for t in (result.get("targets") or [])]
+    targets = _targets(result)
+    patched = has_patch(result)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -294,240 +436,100 @@ def render_html(result: dict, grids: list[ReportGrid] | None = None) -> str:
         f"<title>obliviate report: {_e(str(model.get('name', '?')))}</title>",
         f"<style>{CSS}</style></head><body>",
         "<h1>obliviate evaluation report</h1>",
-        f"<p class=\"meta\">model <b>{_e(str(model.get('name', '?')))}</b> "
-        f"(fingerprint <code>{_e(str(model.get('fingerprint', '?')))}</code>)</p>",
-        f'<p class="meta">patch: <b>{_e(_patch_summary(result))}</b></p>',
-        *([f"<p class=\"meta\">bench {_e(str(result['bench']))}</p>"] if result.get("bench") else []),
-        f"<p class=\"meta\">seed {_e(str(result.get('seed', '?')))} · "
-        f"{_e(_num(result.get('seconds'), 1))} s</p>",
+        "<h2>What was measured</h2>",
+        '<table class="meta">',
     ]
-    if targets:
-        parts.append(f'<p class="meta">targets: {_e(", ".join(targets))}</p>')
+    parts += [f"<tr><th>{_e(label)}</th><td>" + (f"<code>{_e(text)}</code>" if code else _e(text)) + "</td></tr>"
+              for label, text, code in _provenance(result)]
+    parts.append("</table>")
     headline = _headline(result)
     if headline:
-        parts.append('<div class="headline">')
+        parts.append('<h2>Headline</h2><div class="headline">')
         parts += [f'<div class="metric" title="{_e(note)}"><div class="l">{_e(label)}</div>'
-                  f'<div class="v">{_e(value)}</div><div class="n">{_e(note)}</div></div>'
-                  for label, value, note in headline]
+                  f'<div class="v">{_e(value)}</div><div class="n">{_e(note)}</div>'
+                  f'<div class="r">{_e(rests)}</div></div>' for label, value, note, rests in headline]
         parts.append("</div>")
-    parts.append(_html_tables(result, set(targets)))
-    by_prompt = _target_prompts(result, set(targets))
+    parts.append("<h2>What the numbers mean</h2><dl class=\"glossary\">")
+    parts += [f"<dt>{_e(label)}</dt><dd>{_e(note)}</dd>" for label, note in _glossary(result, images=bool(grids))]
+    parts.append("</dl>")
+    parts.append(_html_concept_tables(result, targets))
+    by_prompt = _prompt_rows(result, lambda r: r.get("name") in targets)
     if by_prompt:
         parts.append(f"<h2>Targets by prompt</h2><p>{_e(BY_PROMPT_NOTE)}</p>")
-        parts.append("<table><tr><th>target</th><th>prompt</th><th>M base</th><th>M edited</th><th>change</th></tr>")
-        parts += [f"<tr><td>{_e(name)}</td><td>{_e(p['prompt'])}</td>"
-                  + "".join(_m_cells(p.get("m_base"), p.get("m"), True, True)) + "</tr>" for name, p in by_prompt]
-        parts.append("</table>")
+        parts.append(_html_prompt_table(by_prompt, True))
+    if patched:
+        hurt = _prompt_rows(result, lambda r: damaged(r, targets))
+        parts.append(f"<h2>Damaged concepts by prompt</h2><p>{_e(DAMAGE_RULE)}</p>")
+        parts.append(_html_prompt_table(hurt, False) if hurt
+                     else "<p>No concept other than the targets was damaged by this rule.</p>")
     elsewhere = _elsewhere_rows(result)
     if elsewhere:
         parts.append(f"<h2>Where did it go?</h2><p>{_e(ELSEWHERE_NOTE)}</p>")
-        parts.append("<table><tr><th>target</th><th>base</th><th>edited</th><th>95% interval</th><th>images</th>"
-                     "<th>most often in</th></tr>")
-        parts += [f'<tr><td>{_e(name)}</td><td class="num">{_num(e["m_base"])}</td><td class="num">{_num(e["m"])}'
-                  f'</td><td>{e["interval"][0]:.2f}-{e["interval"][1]:.2f}</td><td class="num">{e["n_images"]}</td>'
-                  f"<td>{_e(_where(e))}</td></tr>" for name, e in elsewhere]
-        parts.append("</table>")
-    attacks = result.get("attacks")
+        parts.append(_html_table(ELSEWHERE_HEAD, [[_e(c) for c in _elsewhere_cells(n, e)] for n, e in elsewhere]))
+    attacks = _attack_rows(result)
     if attacks:
-        names = _attack_names(attacks)
         parts.append(f"<h2>Attacks</h2><p>{_e(ATTACKS_NOTE)}</p>")
-        parts.append("<table><tr><th>method</th><th>target</th><th>no attack</th>"
-                     + "".join(f"<th>{_e(n)}</th>" for n in names) + "</tr>")
-        for target, rs in attacks.items():
-            by = {r["attack"]: r for r in rs}
-            parts.append(f"<tr><td>{_e(_method(result))}</td><td>{_e(target)}</td>"
-                         f'<td class="num">{_num(rs[0]["asr_no_attack"])}</td>'
-                         + "".join(f'<td class="num">{_e(_attack_cell(by.get(n)))}</td>' for n in names) + "</tr>")
-        parts.append("</table>")
-    inversion = result.get("inversion")
+        parts.append(_html_table(ATTACK_HEAD, [[_e(c) for c in _attack_cells(result, t, r)] for t, r in attacks],
+                                 left=3))
+    inversion = _inversion_rows(result)
     if inversion:
         parts.append(f"<h2>Inversion attack</h2><p>{_e(INVERSION_NOTE)}</p>")
-        parts.append("<table><tr><th>concept</th><th>M</th></tr>")
-        parts += [f'<tr><td>{_e(str(n))}</td><td class="num">{_num(m)}</td></tr>' for n, m in inversion.items()]
-        parts.append("</table>")
+        parts.append(_html_table(["concept", "images", "M", "95% interval"], [[_e(c) for c in r] for r in inversion]))
     if result.get("concepts"):
-        parts.append("<h2>M-Score per concept</h2>")
-        parts.append(_svg_chart(result, set(targets)))
+        n = _images_per_concept(result)
+        parts.append("<h2>Figure: M-Score per concept</h2>")
+        parts.append('<p class="what">Bars: each concept\'s M-Score'
+                     + (f" over its {n} images" if n else "")
+                     + (", base model (grey) above edited model (blue; targets red)" if patched else "")
+                     + "; whiskers: 95% interval; x axis: M-Score from 0 to 1; concepts grouped by category.</p>")
+        parts.append(svg_chart(result, targets))
     if grids:
-        parts.append("<h2>Images</h2>")
-        parts += [_html_grid(g) for g in grids]
+        parts.append("<h2>Figure: images and the detector's verdicts</h2>")
+        parts.append('<p class="what">Each table: one concept; columns are images (headed by the prompt that made '
+                     "them), rows are models; under each image the detector's verdict for that concept. "
+                     "Folded sections below hold the other concepts' images.</p>")
+        parts += [grid_html(g) for g in grids]
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
 
-BY_PROMPT_NOTE = ("M-Score of each prompt on its own. An erasure that holds for one phrasing and not for another "
-                  "(often the shortest prompt) shows up here, not in the mean.")
+def _html_prompt_table(rows: list[tuple[str, dict]], target: bool) -> str:
+    cells = []
+    for name, p in rows:
+        row = [_e(c) for c in _prompt_cells(name, p)]
+        row[-1] = _change_cell(p.get("m_base"), p.get("m"), target)
+        cells.append(row)
+    return _html_table(PROMPT_HEAD, cells, left=2)
 
 
-def _target_prompts(result: dict, targets: set[str]) -> list[tuple[str, dict]]:
-    """(target, prompt row) pairs of an edited result's targets, in bench order."""
-    if not _has_patch(result):
-        return []
-    return [(str(r["name"]), p) for r in result.get("concepts") or [] if r.get("name") in targets
-            for p in r.get("prompts") or []]
-
-
-def _html_tables(result: dict, targets: set[str]) -> str:
-    patched = _has_patch(result)
-    categories = result.get("categories") or {}
-    out = []
-    for cat, rows in _by_category(result).items():
-        out.append(f"<h2>{_e(cat)}</h2><table>")
-        head = ["concept", "images"] + (["M base", "M edited", "change"] if patched else ["M"])
-        out.append("<tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>")
-        for r in rows:
-            name = str(r.get("name", "?"))
-            is_target = name in targets
-            cls = ' class="target"' if is_target else ""
-            tag = '<span class="tag">target</span>' if is_target else ""
-            cells = [f"<td>{_e(name)}{tag}</td>", f"<td class=\"num\">{_e(str(r.get('n_images', '')))}</td>"]
-            cells += _m_cells(r.get("m_base"), r.get("m"), patched, is_target)
-            out.append(f"<tr{cls}>{''.join(cells)}</tr>")
-        mean = categories.get(cat)
-        if mean:
-            cells = ["<td>mean</td>", "<td></td>"] + _m_cells(mean.get("m_base"), mean.get("m"), patched, None)
-            out.append(f'<tr class="mean">{"".join(cells)}</tr>')
-        out.append("</table>")
-    return "\n".join(out)
-
-
-def _m_cells(base: float | None, edited: float | None, patched: bool, is_target: bool | None) -> list[str]:
-    if not patched:
-        return [f'<td class="num">{_num(edited)}</td>']
+def _change_cell(base: float | None, edited: float | None, is_target: bool | None) -> str:
     delta = _change(base, edited)
-    cls = "num"
     if delta is not None and is_target is not None and abs(delta) >= 0.0005:
         # A drop is the goal for a target and damage for anything else.
-        cls += " good" if (delta < 0) == is_target else " bad"
-    return [f'<td class="num">{_num(base)}</td>', f'<td class="num">{_num(edited)}</td>',
-            f'<td class="{cls}">{_signed(delta)}</td>']
+        return f'<span class="{"good" if (delta < 0) == is_target else "bad"}">{_signed(delta)}</span>'
+    return _signed(delta)
 
 
-def _png_data_uri(image: np.ndarray, scale: int) -> str:
-    pil = Image.fromarray(image)
-    if scale > 1:
-        pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
-    buf = io.BytesIO()
-    pil.save(buf, format="PNG", compress_level=3)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _tiles(images: np.ndarray) -> tuple[str, int, int]:
-    """Tiled, upscaled images as (data URI, width, height)."""
-    from ..generation import grid  # imported here: obliviate.generate pulls in torch and diffusers
-
-    n, h, w, _ = images.shape
-    scale = max(1, round(TARGET_IMAGE_PX / max(h, w)))
-    tiled = grid(images, cols=min(n, 8) if n > 16 else None)
-    return _png_data_uri(tiled, scale), tiled.shape[1] * scale, tiled.shape[0] * scale
-
-
-def _html_grid(g: ReportGrid) -> str:
-    figures = [(g.captions[0], g.base)] + ([(g.captions[1], g.edited)] if g.edited is not None else [])
-    out = [f'<section class="grid"><h3>{_e(g.title)}</h3><div class="pair">']
-    for caption, images in figures:
-        uri, width, height = _tiles(images)
-        out.append(f'<figure><figcaption>{_e(caption)}</figcaption><img class="tiles" src="{uri}" '
-                   f'width="{width}" height="{height}" alt="{_e(caption)}: {_e(g.title)}"></figure>')
-    out.append("</div>")
-    if g.note is not None:
-        out.append(f'<p class="prompts">{_e(g.note)}</p></section>')
-        return "\n".join(out)
-    if g.edited is None:
-        out.append('<p class="prompts">no edited model (no patch evaluated)</p>')
-    prompts = list(dict.fromkeys(g.prompts))
-    label = "prompt" if len(prompts) == 1 else "prompts"
-    seeds = ", same prompts and seeds for both models" if g.edited is not None else ""
-    out.append(f'<p class="prompts">{len(g.prompts)} images{seeds}; {label}: '
-               f"{'; '.join(_e(p) for p in prompts)}</p></section>")
-    return "\n".join(out)
-
-
-# --------------------------------------------------------------------------- SVG chart
-
-BASE_COLOUR = "#9aa5b1"
-EDITED_COLOUR = "#2c7fb8"
-TARGET_COLOUR = "#d7301f"
-
-
-def _svg_chart(result: dict, targets: set[str]) -> str:
-    """Horizontal grouped bars per concept (base grey, edited blue, targets red); just M without a patch."""
-    patched = _has_patch(result)
-    groups = _by_category(result)
-    values = [v for r in result.get("concepts", []) for v in (r.get("m_base"), r.get("m")) if v is not None]
-    x_max = max(1.0, max(values, default=1.0))
-    x_max = math.ceil(x_max * 4) / 4
-    longest = max((len(str(r.get("name", ""))) for r in result.get("concepts", [])), default=4)
-    max_chars = 34  # longer names are shortened in the chart; the tables and tooltips keep them whole
-    label_w = 36 + round(7.5 * min(longest, max_chars))  # room for the bold target marker
-    plot_w, value_w = 440, 120
-    row_h = 24 if patched else 18
-    top, axis_h = 34, 44
-    n_rows = sum(len(rows) + 1 for rows in groups.values())
-    height = top + n_rows * row_h + axis_h
-    width = label_w + plot_w + value_w
-    x0 = label_w
-
-    def x(v: float) -> float:
-        return x0 + plot_w * v / x_max
-
-    out = [f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
-           f'aria-label="M-Score per concept{", base versus edited" if patched else ""}" font-size="12">']
-    # Legend.
-    legend = [("base model", BASE_COLOUR), ("edited model", EDITED_COLOUR), ("edited, target", TARGET_COLOUR)]
-    if not patched:
-        legend = [("M-Score", EDITED_COLOUR)]
-    lx = x0
-    for text, colour in legend:
-        out.append(f'<rect x="{lx}" y="10" width="12" height="12" fill="{colour}"/>'
-                   f'<text x="{lx + 16}" y="20">{_e(text)}</text>')
-        lx += 24 + 7 * len(text)
-    # Grid lines and ticks.
-    plot_bottom = top + n_rows * row_h
-    n_ticks = round(x_max / 0.25)
-    for i in range(n_ticks + 1):
-        v = i * 0.25
-        out.append(f'<line x1="{x(v):.1f}" y1="{top}" x2="{x(v):.1f}" y2="{plot_bottom}" stroke="#e3e3e3"/>'
-                   f'<text x="{x(v):.1f}" y="{plot_bottom + 16}" text-anchor="middle">{v:g}</text>')
-    out.append(f'<line x1="{x0}" y1="{top}" x2="{x0}" y2="{plot_bottom}" stroke="#555"/>'
-               f'<line x1="{x0}" y1="{plot_bottom}" x2="{x0 + plot_w}" y2="{plot_bottom}" stroke="#555"/>')
-    axis_label = "M-Score (detector hit rate)"
-    out.append(f'<text x="{x0 + plot_w / 2}" y="{plot_bottom + 36}" text-anchor="middle" font-weight="600">'
-               f"{axis_label}</text>")
-    # Bars.
-    y = top
-    for cat, rows in groups.items():
-        out.append(f'<text x="4" y="{y + row_h * 0.7:.1f}" font-weight="600" fill="#444">{_e(cat)}</text>')
-        y += row_h
+def _html_concept_tables(result: dict, targets: set[str]) -> str:
+    patched = has_patch(result)
+    categories = result.get("categories") or {}
+    out = ["<h2>M-Score per concept</h2>"]
+    for cat, rows in by_category(result).items():
+        out.append(f"<h3>Category: {_e(cat)}</h3>")
+        body, classes = [], []
         for r in rows:
             name = str(r.get("name", "?"))
             is_target = name in targets
-            base, edited = r.get("m_base"), r.get("m")
-            mid = y + row_h / 2
-            weight = ' font-weight="700"' if is_target else ""
-            fill = f' fill="{TARGET_COLOUR}"' if is_target else ""
-            marker = "◆ " if is_target else ""
-            short = name if len(name) <= max_chars else name[:max_chars - 1] + "…"
-            tip = f"{name}: " + (f"base {_num(base)}, edited {_num(edited)}" if patched else f"M {_num(edited)}")
-            out.append(f"<g><title>{_e(tip)}</title>"
-                       f'<text x="{x0 - 6}" y="{mid + 4:.1f}" text-anchor="end"{weight}{fill}>'
-                       f"{_e(marker + short)}</text>")
-            colour = TARGET_COLOUR if is_target else EDITED_COLOUR
+            tag = ('<span class="tag">target</span>' if is_target else
+                   '<span class="tag damaged">damaged</span>' if damaged(r, targets) else "")
+            cells = [_e(name) + tag, *(_e(c) for c in _concept_cells(r, patched))]
             if patched:
-                bar_h = (row_h - 6) / 2
-                if base is not None:
-                    out.append(f'<rect x="{x0}" y="{y + 3:.1f}" width="{x(base) - x0:.1f}" height="{bar_h:.1f}" '
-                               f'fill="{BASE_COLOUR}"/>')
-                if edited is not None:
-                    out.append(f'<rect x="{x0}" y="{y + 3 + bar_h:.1f}" width="{x(edited) - x0:.1f}" '
-                               f'height="{bar_h:.1f}" fill="{colour}"/>')
-                value = f"{_num(base)} → {_num(edited)}"
-            else:
-                if edited is not None:
-                    out.append(f'<rect x="{x0}" y="{y + 3:.1f}" width="{x(edited) - x0:.1f}" '
-                               f'height="{row_h - 6}" fill="{colour}"/>')
-                value = _num(edited)
-            out.append(f'<text x="{x0 + plot_w + 8}" y="{mid + 4:.1f}"{fill}>{_e(value)}</text></g>')
-            y += row_h
-    out.append("</svg>")
+                cells[-1] = _change_cell(r.get("m_base"), r.get("m"), is_target)
+            body.append(cells)
+            classes.append("target" if is_target else "")
+        mean = categories.get(cat)
+        if mean:
+            body.append(["mean", *(_e(c) for c in _concept_cells(mean, patched))])
+            classes.append("mean")
+        out.append(_html_table(["concept", *_concept_head(patched)], body, classes=classes))
     return "\n".join(out)

@@ -6,6 +6,8 @@ import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
 
+from .. import __version__
+
 
 @dataclass
 class PromptScore:
@@ -16,6 +18,7 @@ class PromptScore:
     m: float
     n_images: int
     interval: tuple[float, float]  # 95% Wilson interval of m
+    base_interval: tuple[float, float]  # ... of m_base (same number of images)
 
 
 @dataclass
@@ -26,6 +29,7 @@ class Elsewhere:
     m: float
     n_images: int
     interval: tuple[float, float]  # 95% Wilson interval of m
+    base_interval: tuple[float, float]  # ... of m_base
     by_concept: dict[str, tuple[float, float]]  # whose prompts -> (base, edited) rate, where either is above 0
 
 
@@ -45,8 +49,13 @@ class ConceptScore:
 
 @dataclass
 class CategoryScore:
+    """The mean over a category's concepts: with equal images per concept, the rate over all their images."""
+
     m_base: float
     m: float
+    n_images: int
+    interval: tuple[float, float]  # 95% Wilson interval of m over the n_images
+    base_interval: tuple[float, float]  # ... of m_base
 
 
 @dataclass
@@ -82,6 +91,7 @@ class EvalResult:
     keys: list[str] | None = None  # concepts whose keys were installed
     attacks: dict[str, list] | None = None  # target -> [AttackResult, ...] (eval --attacks)
     seconds: float = 0.0
+    obliviate_version: str = __version__  # the version that measured (a patch records the one that made it)
 
     def concept(self, name: str) -> ConceptScore:
         for c in self.concepts:

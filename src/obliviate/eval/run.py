@@ -58,6 +58,7 @@ class Pass:
     prompts: dict[str, list[str]] = field(default_factory=dict)
     by_prompt: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # concept -> prompt -> [M, n]
     found: dict[str, dict[str, float]] = field(default_factory=dict)  # concept -> whose prompts -> rate seen
+    thumb_hits: dict[str, list[bool]] = field(default_factory=dict)  # the detector's verdict on each kept image
 
 
 def _per_prompt(prompts: list[str], hits: np.ndarray) -> dict[str, list[float]]:
@@ -68,8 +69,8 @@ def _per_prompt(prompts: list[str], hits: np.ndarray) -> dict[str, list[float]]:
 
 
 def _measure(pipe, catalog: Catalog, concepts: list[Concept], n: int, seed: int, detector, keep: int,
-             progress: bool) -> Pass:
-    sets: list[ConceptImages] = generate_concepts(pipe, concepts, n, seed, catalog.sampler, progress)
+             progress: bool, stage: str) -> Pass:
+    sets: list[ConceptImages] = generate_concepts(pipe, concepts, n, seed, catalog.sampler, progress, desc=stage)
     seen = {s.concept.name: hits_many(detector, s.images, concepts) for s in sets}  # images' concept -> concept
     hits = {name: by[name] for name, by in seen.items()}
     return Pass(
@@ -80,6 +81,7 @@ def _measure(pipe, catalog: Catalog, concepts: list[Concept], n: int, seed: int,
         by_prompt={s.concept.name: _per_prompt(s.prompts, hits[s.concept.name]) for s in sets},
         found={c.name: {other: float(np.mean(by[c.name])) for other, by in seen.items() if other != c.name}
                for c in concepts},
+        thumb_hits={name: [bool(x) for x in h[:keep]] for name, h in hits.items()},
     )
 
 
@@ -87,7 +89,7 @@ def _cache_key(pipe, catalog: Catalog, concepts: list[Concept], n: int, seed: in
     spec = json.dumps({"bench": catalog.bench.name, "concepts": [(c.name, c.category, c.prompts) for c in concepts],
                        "n": n, "seed": seed, "sampler": [catalog.sampler.steps, catalog.sampler.guidance],
                        "fingerprint": base_fingerprint(pipe).id, "dtype": str(pipe.unet.dtype),
-                       "device": pipe.unet.device.type, "scheduler": type(pipe.scheduler).__name__, "v": 3},
+                       "device": pipe.unet.device.type, "scheduler": type(pipe.scheduler).__name__, "v": 4},
                       sort_keys=True)
     return hashlib.sha256(spec.encode()).hexdigest()[:20]
 
@@ -99,15 +101,16 @@ def _base_pass(pipe, catalog: Catalog, concepts: list[Concept], n: int, cfg: Eva
         meta = json.loads(str(data["meta"]))
         return Pass(meta["scores"], {c.name: data[f"f_{i}"] for i, c in enumerate(concepts)},
                     {c.name: data[f"t_{i}"] for i, c in enumerate(concepts)}, meta["prompts"], meta["by_prompt"],
-                    meta["found"])
-    result = _measure(pipe, catalog, concepts, n, cfg.seed, detector, cfg.grid_images, cfg.progress)
+                    meta["found"], meta["thumb_hits"])
+    result = _measure(pipe, catalog, concepts, n, cfg.seed, detector, cfg.grid_images, cfg.progress,
+                      "base model images")
     if cfg.cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {f"f_{i}": result.features[c.name] for i, c in enumerate(concepts)}
         arrays |= {f"t_{i}": result.thumbs[c.name] for i, c in enumerate(concepts)}
         tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
         meta = {"scores": result.scores, "prompts": result.prompts, "by_prompt": result.by_prompt,
-                "found": result.found}
+                "found": result.found, "thumb_hits": result.thumb_hits}
         np.savez(tmp, meta=json.dumps(meta), **arrays)
         os.replace(tmp, path)
     return result
@@ -123,11 +126,15 @@ def _attack_all(pipe, catalog: Catalog, detector, targets: list[Concept], names:
             for t in targets}
 
 
+Verdicts = tuple[list[bool], list[bool]]  # the detector's verdicts on an attack's kept (no-attack, attack) images
+
+
 @dataclass
 class EvalRun:
     result: EvalResult
     base: Pass
     edited: Pass | None
+    attack_hits: dict[str, dict[str, Verdicts]] = field(default_factory=dict)  # target -> attack -> verdicts
 
 
 def run_evaluation(pipe, catalog: Catalog, detector, cfg: EvalConfig, patches: list[Patch] | None = None,
@@ -154,7 +161,8 @@ def run_evaluation(pipe, catalog: Catalog, detector, cfg: EvalConfig, patches: l
         with ExitStack() as stack:
             stack.enter_context(applied(pipe, patches, force))
             stack.enter_context(unlocked(pipe, keys))
-            edited = _measure(pipe, catalog, concepts, n, cfg.seed, detector, cfg.grid_images, cfg.progress)
+            edited = _measure(pipe, catalog, concepts, n, cfg.seed, detector, cfg.grid_images, cfg.progress,
+                              "edited model images")
     if cfg.inversion:  # the concept-inversion attack's ASR, on the targets (else every concept), no ceiling run
         inverted = _attack_all(pipe, catalog, detector, [bench.concept(t) for t in targets] or concepts,
                                ["inversion"], cfg, n, patches, keys, force, ceiling=False)
@@ -166,8 +174,7 @@ def run_evaluation(pipe, catalog: Catalog, detector, cfg: EvalConfig, patches: l
     rows = [ConceptScore(c.name, c.category, base.scores[c.name], after.scores[c.name], n,
                          wilson_interval(after.scores[c.name], n), wilson_interval(base.scores[c.name], n),
                          _prompt_rows(base, after, c.name)) for c in concepts]
-    categories = {cat: CategoryScore(float(np.mean([r.m_base for r in rows if r.category == cat])),
-                                     float(np.mean([r.m for r in rows if r.category == cat])))
+    categories = {cat: _category([r for r in rows if r.category == cat], n)
                   for cat in dict.fromkeys(r.category for r in rows)}
     fp = base_fingerprint(pipe)
     result = EvalResult(
@@ -179,7 +186,25 @@ def run_evaluation(pipe, catalog: Catalog, detector, cfg: EvalConfig, patches: l
     if edited is not None:
         _edit_metrics(result, targets, base, edited)
     result.seconds = round(time.time() - start, 2)
-    return EvalRun(result, base, edited)
+    return EvalRun(result, base, edited, _attack_hits(detector, bench, attacks))
+
+
+def _category(rows: list[ConceptScore], n: int) -> CategoryScore:
+    m_base, m = float(np.mean([r.m_base for r in rows])), float(np.mean([r.m for r in rows]))
+    total = n * len(rows)
+    return CategoryScore(m_base, m, total, wilson_interval(m, total), wilson_interval(m_base, total))
+
+
+def _attack_hits(detector, bench, attacks: dict[str, list] | None) -> dict[str, dict[str, Verdicts]]:
+    """The detector's verdict on each image an attack result kept, so the report can show it under the image."""
+    out: dict[str, dict[str, Verdicts]] = {}
+    for target, results in (attacks or {}).items():
+        concept = bench.concept(target)
+        for r in results:
+            if r.images is not None and len(r.images) and r.clean_images is not None and len(r.clean_images):
+                verdicts = [[bool(x) for x in detector.hits(imgs, concept)] for imgs in (r.clean_images, r.images)]
+                out.setdefault(target, {})[r.attack] = (verdicts[0], verdicts[1])
+    return out
 
 
 def _elsewhere(base: Pass, edited: Pass, target: str, n: int) -> Elsewhere:
@@ -190,20 +215,25 @@ def _elsewhere(base: Pass, edited: Pass, target: str, n: int) -> Elsewhere:
     m_base = float(np.mean([base.found[target][o] for o in others])) if others else 0.0
     by = {o: (base.found[target][o], edited.found[target][o]) for o in others
           if base.found[target][o] > 0 or edited.found[target][o] > 0}
-    return Elsewhere(m_base, m, n * len(others), wilson_interval(m, n * len(others)),
+    total = n * len(others)
+    return Elsewhere(m_base, m, total, wilson_interval(m, total), wilson_interval(m_base, total),
                      dict(sorted(by.items(), key=lambda kv: -kv[1][1])))
 
 
 def _prompt_rows(base: Pass, after: Pass, name: str) -> list[PromptScore]:
-    return [PromptScore(p, m, after.by_prompt[name][p][0], int(k), wilson_interval(after.by_prompt[name][p][0], int(k)))
-            for p, (m, k) in base.by_prompt[name].items()]
+    rows = []
+    for p, (m_base, k) in base.by_prompt[name].items():
+        m = after.by_prompt[name][p][0]
+        rows.append(PromptScore(p, m_base, m, int(k), wilson_interval(m, int(k)), wilson_interval(m_base, int(k))))
+    return rows
 
 
 def _patch_summary(patches: list[Patch]) -> dict | None:
     if not patches:
         return None
+    # The file a patch was read from and its hash name it for a reader; a patch made in memory has neither.
     metas = [{k: v for k, v in p.metadata.items() if k not in ("content_sha256", "base_fingerprint")}
-             for p in patches]
+             | ({"file": p.file, "content_sha256": p.file_sha256} if p.file else {}) for p in patches]
     return metas[0] if len(metas) == 1 else {"method": "+".join(m.get("method", "?") for m in metas),
                                               "concepts": [c for m in metas for c in m.get("concepts", [])],
                                               "patches": metas}

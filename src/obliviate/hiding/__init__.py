@@ -13,6 +13,7 @@ from pathlib import Path
 from ..bench import Concept
 from ..catalog import Catalog
 from ..errors import ObliviateError
+from ..files import key_filename
 from ..methods.prompt import PromptConfig, train_memory
 from ..patch import Patch
 from .keys import Key, check_key_fits, check_key_width, load_key, unlocked
@@ -55,11 +56,6 @@ def bind_keys(hidden: Hidden) -> Hidden:
     for key in hidden.keys.values():
         key.patch_sha256 = digest
     return hidden
-
-
-def key_filename(concept: str) -> str:
-    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in concept)
-    return f"{safe}.key.safetensors"
 
 
 def load_keys(keys: list[Key | str | Path], patches: list[Patch], passphrase: str | None = None) -> list[Key]:

@@ -22,10 +22,10 @@ from safetensors.torch import save as st_save
 
 from ..attention import BLOCK_PLACEMENTS, PromptMemory, attn2_processors
 from ..errors import ObliviateError
+from ..files import KEY_FORMAT, safetensors_metadata
 from ..io import write_atomic
 from .sealing import is_sealed, seal, unseal
 
-KEY_FORMAT = "obliviate.key/1"
 KEY_MODE = 0o600
 
 
@@ -77,7 +77,7 @@ def load_key(path: str | Path, passphrase: str | None = None) -> Key:
         blob = unseal(blob, passphrase, str(path))
     try:
         tensors = st_load(blob)
-        meta = json.loads(_metadata(blob).get("obliviate", "null"))
+        meta = json.loads(safetensors_metadata(blob).get("obliviate", "null"))
     except Exception:  # noqa: BLE001 - any parse failure means "not a key"
         raise ObliviateError(f"{path} is not an obliviate key file") from None
     if not isinstance(meta, dict) or meta.get("format") != KEY_FORMAT:
@@ -99,11 +99,6 @@ def load_key(path: str | Path, passphrase: str | None = None) -> Key:
     if key.content_hash() != meta["content_sha256"]:
         raise ObliviateError(f"key {path} has been modified since it was written")
     return key
-
-
-def _metadata(blob: bytes) -> dict:
-    n = int.from_bytes(blob[:8], "little")
-    return json.loads(blob[8:8 + n]).get("__metadata__", {}) or {}
 
 
 def check_key_fits(key: Key, patch_hashes: list[str], source: str) -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 
 from ..errors import ObliviateError
+from ..files import SEALED_MAGIC
 
-SEALED_MAGIC = b"OBLVKEY1"
 _SALT, _NONCE = 16, 12
 
 

@@ -7,24 +7,45 @@ model family or catalog they run on.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from functools import partial
+from typing import Any
 
 from ..errors import ObliviateError
-from . import advunlearn, esd, fmn, prompt, rece, redirect, stereo, uce
 
 
 @dataclass(frozen=True)
 class Method:
+    """A registry entry. The method's module (and torch with it) is imported on first use of ``config`` or
+    ``fit``, so the CLI can list methods and check options before any heavy import."""
+
     name: str
-    config: type
-    fit: Callable
+    module: str  # obliviate.methods.<module>: a config dataclass ``config_name`` and ``fit``
+    config_name: str
     summary: str
     defaults: dict = field(default_factory=dict)  # config values that make this method out of a shared fit
+    fit_options: dict = field(default_factory=dict)
+
+    @property
+    def config(self) -> type:
+        return getattr(importlib.import_module(f"{__name__}.{self.module}"), self.config_name)
+
+    @property
+    def fit(self) -> Callable:
+        fit = importlib.import_module(f"{__name__}.{self.module}").fit
+        return partial(fit, **self.fit_options) if self.fit_options else fit
 
     def option_names(self) -> set[str]:
         return {f.name for f in fields(self.config)}
+
+    def default(self, option: str) -> Any:
+        """The value ``option`` takes when the user does not set it (``MISSING`` if it has none)."""
+        if option in self.defaults:
+            return self.defaults[option]
+        f = {f.name: f for f in fields(self.config)}[option]
+        return f.default_factory() if f.default_factory is not MISSING else f.default
 
     def make_config(self, **overrides):
         unknown = sorted(set(overrides) - self.option_names())
@@ -34,25 +55,23 @@ class Method:
         return self.config(**{**self.defaults, **overrides})
 
 
-METHODS: dict[str, Method] = {
-    "fmn": Method("fmn", fmn.FMNConfig, fmn.fit, "Forget-Me-Not attention re-steering (+ a preservation anchor)"),
-    "redirect": Method("redirect", redirect.RedirectConfig, redirect.fit,
-                       "concept correction: the concept's prompts draw another concept (--redirect Y)"),
-    "esd-x": Method("esd-x", esd.ESDConfig, partial(esd.fit, method="esd-x"),
-                    "ESD negative guidance, cross-attention only"),
-    "esd-u": Method("esd-u", esd.ESDConfig, partial(esd.fit, method="esd-u"),
-                    "ESD negative guidance, everything but cross-attention",
-                    {"trainable": "non-attn2", "lr": 3e-4, "x_t_from": "edited"}),
-    "uce": Method("uce", uce.UCEConfig, uce.fit, "UCE closed-form edit of attn2 keys and values"),
-    "rece": Method("rece", rece.RECEConfig, rece.fit,
-                   "RECE: UCE, then closed-form rounds that erase the embeddings still reaching the concept"),
-    "advunlearn": Method("advunlearn", advunlearn.AdvUnlearnConfig, advunlearn.fit,
-                         "AdvUnlearn: ESD against an embedding adversary, with a retain set (the text encoder)"),
-    "stereo": Method("stereo", stereo.STEREOConfig, stereo.fit,
-                     "STEREO: collect concept-inversion embeddings, then erase them all at once"),
-    "prompt": Method("prompt", prompt.PromptConfig, prompt.fit,
-                     "learnable-prompt erasure: a prompt memory absorbs the concept, the release drops it"),
-}
+METHODS: dict[str, Method] = {m.name: m for m in [
+    Method("fmn", "fmn", "FMNConfig", "Forget-Me-Not attention re-steering (+ a preservation anchor)"),
+    Method("redirect", "redirect", "RedirectConfig",
+           "concept correction: the concept's prompts draw another concept (--redirect Y)"),
+    Method("esd-x", "esd", "ESDConfig", "ESD negative guidance, cross-attention only", fit_options={"method": "esd-x"}),
+    Method("esd-u", "esd", "ESDConfig", "ESD negative guidance, everything but cross-attention",
+           {"trainable": "non-attn2", "lr": 3e-4, "x_t_from": "edited"}, fit_options={"method": "esd-u"}),
+    Method("uce", "uce", "UCEConfig", "UCE closed-form edit of attn2 keys and values"),
+    Method("rece", "rece", "RECEConfig",
+           "RECE: UCE, then closed-form rounds that erase the embeddings still reaching the concept"),
+    Method("advunlearn", "advunlearn", "AdvUnlearnConfig",
+           "AdvUnlearn: ESD against an embedding adversary, with a retain set (the text encoder)"),
+    Method("stereo", "stereo", "STEREOConfig",
+           "STEREO: collect concept-inversion embeddings, then erase them all at once"),
+    Method("prompt", "prompt", "PromptConfig",
+           "learnable-prompt erasure: a prompt memory absorbs the concept, the release drops it"),
+]}
 
 
 def get_method(name: str) -> Method:

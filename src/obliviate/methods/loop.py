@@ -15,13 +15,13 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch.func import functional_call
-from tqdm.auto import tqdm
 
 from ..attention import AttnCall, kwargs
 from ..bench import Concept
 from ..diffusion import generator
 from ..errors import ObliviateError
 from ..patch import Patch
+from ..progress import bar
 
 TRAINABLE_SETS = ("attn2", "attn2-kv", "attn2-qk", "unet", "non-attn2", "lora", "text-encoder")
 LORA_TARGETS = ("attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0")
@@ -151,7 +151,7 @@ def train(edit: Edit, loss: Callable[[int], torch.Tensor], settings: LoopSetting
     opt = torch.optim.AdamW(groups, weight_decay=settings.weight_decay)
     total = settings.steps
     decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1.0 - i / total if settings.lr_decay else 1.0)
-    for step in tqdm(range(total), desc=name, disable=not settings.progress, leave=False):
+    for step in bar(range(total), desc=name, unit="step", enabled=settings.progress):
         value = loss(step)
         if not torch.isfinite(value):
             raise ObliviateError(f"{name}: the loss became {value.item()} at step {step}: lower the learning rate")

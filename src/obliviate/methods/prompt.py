@@ -50,12 +50,14 @@ from .esd import negative_guidance
 from .keep import keep_bank
 from .loop import Edit, LoopSettings, make_patch, train
 
+ERASE_STEPS, HIDE_STEPS = 200, 300
+
 
 @dataclass
 class PromptConfig:
     """World defaults (docs/benchmarks.md); the paper's public runs use m=10, lr 1e-5, 1000 iterations."""
 
-    steps: int | None = None  # None: 200 erasing, 300 hiding (the key must also leave the others alone)
+    steps: int | None = None  # None: ERASE_STEPS erasing, HIDE_STEPS hiding (the key must also leave the others alone)
     lr: float = 1e-3
     prompt_lr: float = 2e-2
     batch_size: int = 4
@@ -94,7 +96,7 @@ def train_memory(pipe, concepts: list[Concept], cfg: PromptConfig, catalog: Cata
                  method: str) -> PromptResult:
     """Train the weight edit and one prompt memory per concept (with the locking terms when ``hiding``)."""
     recall_weight = cfg.recall_weight if cfg.recall_weight is not None else (2.0 if hiding else 0.1)
-    steps = cfg.steps if cfg.steps is not None else (300 if hiding else 200)
+    steps = cfg.steps if cfg.steps is not None else (HIDE_STEPS if hiding else ERASE_STEPS)
     unet, device = pipe.unet, pipe.unet.device
     sched, sampler = training_scheduler(pipe), ddim_scheduler(pipe, cfg.ddim_steps)
     # The seed itself, not a named stream: it reproduces the draws of the figures in docs/benchmarks.md, and

@@ -22,11 +22,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
 from ..bench import Concept
 from ..catalog import Catalog
 from ..patch import Patch
+from ..progress import bar
 from .loop import make_patch
 from .uce import UCEConfig, _keep_vectors, _pairs, cross_attention_kv, normal_inverse, solve
 
@@ -66,7 +66,7 @@ def fit(pipe, concepts: list[Concept], cfg: RECEConfig, catalog: Catalog) -> Pat
 
     c_erase = c_concept
     edited = erase(c_erase)
-    for _ in tqdm(range(cfg.rounds), desc="rece", unit="round", disable=not cfg.progress):
+    for _ in bar(range(cfg.rounds), desc="rece", unit="round", enabled=cfg.progress):
         c_adv = c_concept @ adversarial_map(edited, original, cfg.reg).T
         c_erase = torch.cat([c_erase, c_adv])
         edited = erase(c_erase)

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..bench import Concept
 from ..catalog import Catalog
@@ -46,6 +45,7 @@ from ..diffusion import (
 from ..errors import ObliviateError
 from ..inversion import InversionConfig, LearnedTokens, installed, invert
 from ..patch import Patch
+from ..progress import bar
 from .esd import negative_guidance, training_prompts
 from .keep import keep_bank
 from .loop import Edit, LoopSettings, make_patch, train
@@ -115,7 +115,7 @@ def fit(pipe, concepts: list[Concept], cfg: STEREOConfig, catalog: Catalog) -> P
     inputs, stands = prompts, prompts  # what to erase, and the concept prompt each stands for
     scratch = Edit(pipe.unet, cfg.trainable, seed=cfg.seed)
     search = _Erasure(pipe, cfg, scratch, gen)
-    for i in tqdm(range(cfg.iterations), desc="stereo search", disable=not cfg.progress, leave=False):
+    for i in bar(range(cfg.iterations), desc="stereo search", unit="round", enabled=cfg.progress):
         current = scratch.tensors()  # the scratch edit so far: each concept's inversion runs against it
         for k, c in enumerate(concepts):
             with Patch(current).applied(pipe, force=True) if current else nullcontext():

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import StableDiffusionPipeline
-from tqdm.auto import tqdm
 
 from ..fingerprint import fingerprint
+from ..progress import bar as progress_bar
 from . import domain
 from .models import ArchConfig, Detector, make_scheduler, make_text_encoder, make_unet, make_vae
 from .tokenizer import build_tokenizer
@@ -85,7 +85,7 @@ def train_vae(images: torch.Tensor, cfg: BuildConfig, gen: torch.Generator, bar:
     vae = make_vae(cfg.arch)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine_lr(s, cfg.vae_steps))
-    for _ in tqdm(range(cfg.vae_steps), desc="vae", disable=not bar):
+    for _ in progress_bar(range(cfg.vae_steps), desc="vae", unit="step", enabled=bar, leave=True):
         x = images[torch.randint(len(images), (cfg.vae_batch,), generator=gen)]
         post = vae.encode(x).latent_dist
         z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
@@ -108,7 +108,7 @@ def train_vae(images: torch.Tensor, cfg: BuildConfig, gen: torch.Generator, bar:
 @torch.no_grad()
 def encode_latents(vae, images: torch.Tensor, bar: bool) -> torch.Tensor:
     out = [vae.encode(images[i:i + 256]).latent_dist.mean
-           for i in tqdm(range(0, len(images), 256), desc="encode", disable=not bar)]
+           for i in progress_bar(range(0, len(images), 256), desc="encode", unit="batch", enabled=bar, leave=True)]
     return torch.cat(out) * vae.config.scaling_factor
 
 
@@ -119,7 +119,7 @@ def train_detector(images: torch.Tensor, labels: dict[str, torch.Tensor], recon:
     opt = torch.optim.AdamW(det.parameters(), lr=2e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine_lr(s, cfg.detector_steps))
     n_rec = len(recon)
-    for _ in tqdm(range(cfg.detector_steps), desc="detector", disable=not bar):
+    for _ in progress_bar(range(cfg.detector_steps), desc="detector", unit="step", enabled=bar, leave=True):
         idx = torch.randint(len(images), (cfg.detector_batch,), generator=gen)
         x = images[idx].clone()
         use_rec = (idx < n_rec) & (torch.rand(len(idx), generator=gen) < 0.5)
@@ -150,7 +150,7 @@ def train_unet(latents: torch.Tensor, scenes: list[domain.Scene], tokenizer, cfg
     ema = [p.detach().clone() for p in params]
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine_lr(s, cfg.unet_steps))
-    for step in tqdm(range(cfg.unet_steps), desc="unet+text", disable=not bar):
+    for step in progress_bar(range(cfg.unet_steps), desc="unet+text", unit="step", enabled=bar, leave=True):
         idx = torch.randint(len(latents), (cfg.unet_batch,), generator=gen)
         texts = ["" if rng.random() < cfg.uncond_rate else domain.caption(scenes[i], rng) for i in idx.tolist()]
         ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length,

@@ -1,0 +1,68 @@
+"""Run an attack and measure its success rate on the model under test and on the base model."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..bench import Concept
+from ..catalog import Catalog
+from ..hiding.keys import Key, unlocked
+from ..patch import Patch, applied
+from . import Attack
+from .base import AttackResult, Probe, probe_images
+
+
+def _rate(detector, images: np.ndarray, concept: Concept) -> float:
+    return float(np.mean(detector.hits(images, concept)))
+
+
+def _asr(detector, images: np.ndarray, probe: Probe, concept: Concept, n: int) -> dict[str, float]:
+    """ASR overall and, for completion, per strength (the images come in blocks of ``n`` per strength)."""
+    if not probe.strengths:
+        return {"all": _rate(detector, images, concept)}
+    return {str(s): _rate(detector, images[i * n:(i + 1) * n], concept) for i, s in enumerate(probe.strengths)}
+
+
+def run_attack(pipe, concept: Concept, attack: Attack, catalog: Catalog, detector, n_images: int, seed: int,
+               patches: list[Patch], keys: list[Key], force: bool = False, progress: bool = True,
+               ceiling: bool = True, keep_images: int = 0, **config) -> AttackResult:
+    """Attack ``concept`` on ``pipe`` with ``patches`` applied and ``keys`` installed, and on the base model.
+
+    The completion probe reports its ASR at the strongest noise level at which the base model still completes
+    the concept (>= 0.8; else the weakest level): beyond it, a miss says nothing about the edit.
+    ``ceiling=False`` skips the base-model run; ``keep_images`` keeps that many of the attack's images and of
+    the no-attack images on the result (for reports; not in its JSON).
+    """
+    cfg = attack.make_config(seed=seed, progress=progress, **config)
+    sampler = catalog.sampler
+    start = time.time()
+    prepared = attack.prepare(pipe, concept, cfg, catalog) if attack.prepare else None  # on the base model
+    seconds = time.time() - start
+    edited = bool(patches or keys)
+    base = None
+    if edited and ceiling:  # the same attack where the concept exists: its ceiling
+        probe = attack.run(pipe, concept, cfg, catalog, prepared)
+        base = _asr(detector, probe_images(pipe, probe, n_images, seed, sampler)[0], probe, concept, n_images)
+    with applied(pipe, patches, force), unlocked(pipe, keys):
+        plain, _ = probe_images(pipe, Probe(list(concept.prompts)), n_images, seed, sampler)
+        start = time.time()
+        probe = attack.run(pipe, concept, cfg, catalog, prepared)
+        images, _ = probe_images(pipe, probe, n_images, seed, sampler)
+        seconds += time.time() - start
+        rates = _asr(detector, images, probe, concept, n_images)
+    base = base or (rates if not edited else None)
+    details: dict = {}
+    key = "all"
+    if probe.strengths:
+        usable = [s for s in rates if base is not None and base[s] >= 0.8]
+        key = usable[-1] if usable else next(iter(rates))
+        details = {"strength": float(key), "asr_by_strength": rates, "asr_base_by_strength": base}
+    texts = None if probe.init_images is not None or probe.learned is not None else list(probe.prompts)
+    result = AttackResult(concept.name, attack.name, rates[key], None if base is None else base[key],
+                          _rate(detector, plain, concept), n_images, round(seconds, 2), texts, details)
+    if keep_images:
+        shown = images if not probe.strengths else images[list(rates).index(key) * n_images:][:n_images]
+        result.images, result.clean_images = shown[:keep_images], plain[:keep_images]
+    return result

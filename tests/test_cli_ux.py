@@ -1,0 +1,190 @@
+"""What a user meets: errors before any work, one-line errors, progress, help that answers, JSON on stdout."""
+
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from obliviate.cli import build_parser, main
+from obliviate.methods import METHODS
+
+# runs the CLI in a fresh interpreter and reports whether torch got imported before it returned
+_PROBE = ("import sys; from obliviate.cli import main; rc = main(sys.argv[1:]); "
+          "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', file=sys.stderr); sys.exit(rc)")
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, timeout=300,
+                          cwd=cwd, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def _errors(res) -> list[str]:
+    return [line for line in res.stderr.splitlines() if line not in ("TORCH", "NO-TORCH")]
+
+
+@pytest.fixture
+def files(tmp_path):
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a safetensors file")
+    sealed = tmp_path / "sealed.key.safetensors"
+    sealed.write_bytes(b"OBLVKEY1" + os.urandom(64))
+    foreign = tmp_path / "foreign.safetensors"
+    meta = json.dumps({"obliviate": json.dumps({"format": "obliviate.patch/2", "base_model": "other-model",
+                                                "base_fingerprint": {"layout": "0" * 64, "probe": []}})})
+    header = json.dumps({"__metadata__": json.loads(meta)}).encode()
+    foreign.write_bytes(len(header).to_bytes(8, "little") + header)
+    return {"junk": str(junk), "sealed": str(sealed), "foreign": str(foreign), "dir": tmp_path}
+
+
+# every case: a problem that needs no model, reported in one line before torch is imported
+CHECKED_BEFORE_TORCH = [
+    (["erase", "--concept", "zorvik", "--out", "/proc/x.safetensors"], "cannot write"),
+    (["hide", "--concept", "zorvik", "--out", "/proc/p.safetensors", "--key-out", "{dir}"], "cannot write"),
+    (["eval", "--json", "/proc/x.json"], "cannot write"),
+    (["eval", "--report", "/proc/r.html"], "cannot write"),
+    (["eval", "--patch", "{dir}/missing.safetensors"], "does not exist"),
+    (["eval", "--patch", "{junk}"], "not a safetensors patch"),
+    (["eval", "--patch", "{foreign}", "--concepts", "circle"], "made for model other-model"),
+    (["generate", "--prompt", "a red circle", "--out", "{dir}/g.png", "--patch", "{junk}"],
+     "not a safetensors patch"),
+    (["attack", "--concept", "zorvik", "--key", "{sealed}"], "needs the public patch"),
+    (["attack", "--concept", "unicorn"], "unknown concept 'unicorn'"),
+    (["erase", "--concept", "unicorn", "--out", "{dir}/u.safetensors"], "unknown concept 'unicorn'"),
+    (["erase", "--concept", "zorvik", "--preserve", "maelin,nope", "--out", "{dir}/u.safetensors"],
+     "unknown concept 'nope'"),
+    (["floor", "--concepts", "unicorn"], "unknown concept 'unicorn'"),
+    (["eval", "--bench", "{dir}/missing.yaml"], "missing.yaml"),
+    (["eval", "--attacks", "nope", "--patch", "{junk}"], "unknown attack 'nope'"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), CHECKED_BEFORE_TORCH)
+def test_input_errors_come_before_torch_is_imported(args, message, files):
+    res = _cli(*[a.format(**files) for a in args])
+    assert res.returncode == 2, res.stderr
+    assert _errors(res) and len(_errors(res)) == 1 and message in _errors(res)[0], res.stderr
+    assert "NO-TORCH" in res.stderr  # reported without importing torch, let alone loading the model
+    assert sorted(p.name for p in files["dir"].iterdir()) == ["foreign.safetensors", "junk.safetensors",
+                                                              "sealed.key.safetensors"]  # nothing written
+
+
+@pytest.mark.parametrize("args", [
+    ["generate", "--prompt", "a red circle", "-n", "0", "--out", "g.png"],
+    ["generate", "--prompt", "a red circle", "--guidance", "nan", "--out", "g.png"],
+    ["generate", "--prompt", "a red circle", "--guidance", "inf", "--out", "g.png"],
+    ["erase", "--concept", "zorvik", "--steps", "0", "--out", "e.safetensors"],
+    ["erase", "--concept", "zorvik", "--lr", "-1", "--out", "e.safetensors"],
+    ["eval", "--images-per-concept", "0"],
+    ["attack", "--concept", "zorvik", "--steps", "0"],
+    ["erase", "--concept", "zorvik"],  # a required option missing
+    ["erase", "--concept", "zorvik", "--out", "e.safetensors", "--dtype", "float8"],
+])
+def test_argument_errors_are_one_line(args, tmp_path):
+    res = _cli(*args, cwd=tmp_path)
+    assert res.returncode == 2
+    assert len(_errors(res)) == 1 and "error:" in _errors(res)[0] and "usage:" not in res.stderr, res.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_output_is_refused_before_an_edit_is_trained(tmp_path):
+    """os.access says yes to root everywhere: the output must really be creatable."""
+    from obliviate.io import check_writable
+
+    with pytest.raises(Exception, match="cannot write"):
+        check_writable("/proc/x.safetensors")
+    assert check_writable(tmp_path / "ok.safetensors") == tmp_path / "ok.safetensors"
+    assert list(tmp_path.iterdir()) == []  # the probe file is gone
+
+
+# --------------------------------------------------------------------------------------------------- progress
+
+def test_progress_in_a_log_has_no_carriage_returns(tmp_path):
+    out = tmp_path / "g.png"
+    res = subprocess.run([sys.executable, "-m", "obliviate", "generate", "--prompt", "a red circle", "-n", "4",
+                          "--out", str(out)], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 0 and out.is_file()
+    assert "\r" not in res.stderr
+    assert re.search(r"images: 100%.*4/4", res.stderr), res.stderr  # what runs, how far, as plain lines
+
+
+def test_eval_progress_names_its_stages(tmp_path):
+    patch = tmp_path / "uce.safetensors"
+    assert main(["erase", "--concept", "zorvik", "--method", "uce", "--out", str(patch), "--no-progress"]) == 0
+    res = subprocess.run([sys.executable, "-m", "obliviate", "eval", "--patch", str(patch), "--concepts", "zorvik",
+                          "--images-per-concept", "2", "--no-cache"], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1", "OBLIVIATE_CACHE": str(tmp_path / "cache")})
+    assert res.returncode == 0, res.stderr
+    assert "\r" not in res.stderr
+    for stage in ("base model images", "edited model images"):  # not six unlabelled units
+        assert re.search(rf"{stage}: 100%.*/", res.stderr), res.stderr
+
+
+def test_progress_on_a_terminal_redraws_in_place():
+    from obliviate.progress import bar
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    with bar(total=10, desc="images", unit="img", whole=True, stream=stream) as b:
+        for _ in range(20):
+            b.update(0.5)
+    assert "\r" in stream.getvalue() and "images" in stream.getvalue()
+
+
+# ------------------------------------------------------------------------------------------------------- help
+
+def _subparsers(parser):
+    for action in parser._actions:
+        if action.__class__.__name__ == "_SubParsersAction":
+            for name, sub in action.choices.items():
+                yield name, sub
+                yield from _subparsers(sub)
+
+
+def test_erase_help_shows_each_methods_own_defaults(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["erase", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "the method's" not in text
+    options = text[text.index("options:"):]
+    steps = options[options.index("--steps N"):options.index("--lr X")]
+    for m in METHODS.values():
+        assert m.name in text  # --method lists every method
+        if "steps" in m.option_names() and m.default("steps") is not None:
+            assert re.search(rf"\b{re.escape(m.name)}\b[^;]*: {m.default('steps')}\b", steps), (m.name, steps)
+
+
+def test_every_option_that_takes_a_value_shows_its_default_and_a_short_metavar():
+    for name, sub in _subparsers(build_parser()):
+        text = sub.format_help()
+        assert not re.search(r"[A-Z_]{13,}", text), (name, text)  # no IMAGES_PER_CONCEPT
+        for action in sub._actions:
+            takes_value = action.nargs != 0 and action.option_strings and action.dest != "help"
+            if takes_value and not action.required and not isinstance(action.default, list):
+                assert "default" in (action.help or ""), (name, action.option_strings)
+
+
+# ------------------------------------------------------------------------------------------------------- JSON
+
+def test_eval_json_dash_writes_only_json_to_stdout(capsys):
+    assert main(["eval", "--concepts", "circle", "--images-per-concept", "2", "--json", "-", "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["concepts"][0]["name"] == "circle"
+    assert "circle" in err  # the table went to stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["world", "info", "--json", "-"],
+    ["erase", "--concept", "zorvik", "--method", "uce", "--out", "{tmp}/u.safetensors", "--json", "-"],
+])
+def test_json_dash_is_the_only_stdout(args, tmp_path, capsys):
+    assert main([a.format(tmp=tmp_path) for a in args]) == 0
+    out, _ = capsys.readouterr()
+    assert isinstance(json.loads(out), dict)
