@@ -119,3 +119,21 @@ def test_cli_eval_refuses_foreign_patch_and_bad_spec(tmp_path, pipe, capsys):
     spec.write_text("name: x\nconcepts: [1, 2\n")
     assert main(["eval", "--bench", str(spec), "--json", str(js)]) == 2
     assert not js.exists()
+
+
+def test_inversion_asked_twice_runs_once(pipe, detector, monkeypatch):
+    """--inversion beside --attacks inversion reuses the attack's result instead of running it again."""
+    import obliviate.attacks.run as attack_run
+    from obliviate.attacks import AttackResult
+
+    calls = []
+
+    def fake(pipe, concept, attack, *args, **kwargs):
+        calls.append(attack.name)
+        return AttackResult(concept.name, attack.name, 0.25, 1.0, 0.0, 4, 0.0)
+
+    monkeypatch.setattr(attack_run, "run_attack", fake)
+    patch = _zero_values_patch(pipe, ["circle"])
+    r = obliviate.evaluate(pipe, patch=patch, concepts=["circle"], images_per_concept=4, detector=detector,
+                           inversion=True, attacks="inversion", progress=False, cache=False)
+    assert calls == ["inversion"] and r.inversion == {"circle": 0.25}

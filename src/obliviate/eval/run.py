@@ -163,12 +163,14 @@ def run_evaluation(pipe, catalog: Catalog, detector, cfg: EvalConfig, patches: l
             stack.enter_context(unlocked(pipe, keys))
             edited = _measure(pipe, catalog, concepts, n, cfg.seed, detector, cfg.grid_images, cfg.progress,
                               "edited model images")
-    if cfg.inversion:  # the concept-inversion attack's ASR, on the targets (else every concept), no ceiling run
+    attacks = _attack_all(pipe, catalog, detector, [bench.concept(t) for t in targets], cfg.attacks, cfg,
+                          cfg.attack_images or n, patches, keys, force) if cfg.attacks else None
+    if cfg.inversion and attacks and "inversion" in cfg.attacks and (cfg.attack_images or n) == n:  # just measured
+        inversion = {name: next(r.asr for r in results if r.attack == "inversion") for name, results in attacks.items()}
+    elif cfg.inversion:  # the concept-inversion attack's ASR, on the targets (else every concept), no ceiling run
         inverted = _attack_all(pipe, catalog, detector, [bench.concept(t) for t in targets] or concepts,
                                ["inversion"], cfg, n, patches, keys, force, ceiling=False)
         inversion = {name: results[0].asr for name, results in inverted.items()}
-    attacks = _attack_all(pipe, catalog, detector, [bench.concept(t) for t in targets], cfg.attacks, cfg,
-                          cfg.attack_images or n, patches, keys, force) if cfg.attacks else None
 
     after = edited or base
     rows = [ConceptScore(c.name, c.category, base.scores[c.name], after.scores[c.name], n,
