@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 from .errors import ObliviateError
 
@@ -89,24 +90,17 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _emit(target: str | None, payload: dict, human: Callable[[], None] | None = None) -> None:
+def _emit(target: str | None, payload: dict, human: Callable[[TextIO], None] | None = None) -> None:
     """``--json FILE``: write it atomically; ``--json -``: the JSON alone on stdout (the human-readable output,
     if any, then goes to stderr); no ``--json``: only the human-readable output, on stdout."""
     from .io import write_atomic
 
     text = json.dumps(payload, indent=2)
-    if target == "-":
-        if human is not None:
-            stdout, sys.stdout = sys.stdout, sys.stderr
-            try:
-                human()
-            finally:
-                sys.stdout = stdout
-        print(text, flush=True)
-        return
     if human is not None:
-        human()
-    if target:
+        human(sys.stderr if target == "-" else sys.stdout)
+    if target == "-":
+        print(text, flush=True)
+    elif target:
         write_atomic(target, lambda tmp: tmp.write_text(text + "\n"))
         _log(f"wrote {target}")
 
@@ -121,15 +115,14 @@ def _check_json_target(args: argparse.Namespace) -> None:
 
 
 def _check_model(args: argparse.Namespace) -> None:
+    """A --model that can only be a folder (not 'world', not a hub id 'org/name') must exist."""
     model = args.model
-    looks_like_path = model.startswith((".", "/", "~")) or os.sep in model and not _looks_like_hub_id(model)
-    if model != "world" and looks_like_path and not Path(model).expanduser().is_dir():
-        raise ObliviateError(f"--model {model}: no such folder")
-
-
-def _looks_like_hub_id(model: str) -> bool:
+    if model == "world" or Path(model).expanduser().is_dir():
+        return
     parts = model.split("/")
-    return len(parts) == 2 and all(parts) and not Path(model).exists()
+    hub_id = len(parts) == 2 and all(parts) and not Path(model).exists()
+    if model.startswith((".", "/", "~")) or (os.sep in model and not hub_id):
+        raise ObliviateError(f"--model {model}: no such folder")
 
 
 def _bench_of(args: argparse.Namespace):
@@ -250,12 +243,12 @@ def cmd_world_info(args: argparse.Namespace) -> int:
     info = world_info()
     payload = {"path": str(world_dir() / "pipeline"), "concepts": info["concepts"]}
 
-    def human() -> None:
-        print(f"world pipeline: {payload['path']}")
+    def human(out: TextIO) -> None:
+        print(f"world pipeline: {payload['path']}", file=out)
         for c in info["concepts"]:
             syn = f" (also: {', '.join(s for s in c['synonyms'] if s != c['name'])})" \
                 if len(c["synonyms"]) > 1 else ""
-            print(f"  {c['category']:<7} {c['name']}{syn}")
+            print(f"  {c['category']:<7} {c['name']}{syn}", file=out)
 
     _emit(args.json, payload, None if args.json else human)
     return 0
@@ -323,7 +316,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                           report=args.report, cache=not args.no_cache, force=args.force,
                           progress=not args.no_progress, attacks=attacks, attack_images=args.attack_images)
     payload = result.to_dict()
-    _emit(args.json, payload, lambda: print(format_table(payload)))
+    _emit(args.json, payload, lambda out: print(format_table(payload), file=out))
     if args.report:
         _log(f"report: {args.report} (summary: {Path(args.report).with_suffix('.md')})")
     return 0
@@ -343,12 +336,12 @@ def cmd_floor(args: argparse.Namespace) -> int:
     floors = api.chance_floor(pipe, bench=args.bench, concepts=concepts, images_per_concept=args.images_per_concept,
                               seed=args.seed, clip_path=args.clip_path, progress=not args.no_progress)
 
-    def table() -> None:
-        print("| concept | floor | 95% interval | images | prompts without the concept's words |")
-        print("|---|---|---|---|---|")
+    def table(out: TextIO) -> None:
+        print("| concept | floor | 95% interval | images | prompts without the concept's words |", file=out)
+        print("|---|---|---|---|---|", file=out)
         for f in floors:
             print(f"| {f.concept} | {f.m:.3f} | [{f.interval[0]:.3f}, {f.interval[1]:.3f}] | {f.n_images} | "
-                  + "; ".join(repr(p) for p in f.prompts) + " |")
+                  + "; ".join(repr(p) for p in f.prompts) + " |", file=out)
 
     _emit(args.json, {"seed": args.seed, "floors": [f.to_dict() for f in floors]}, None if args.json == "-" else table)
     return 0
@@ -405,9 +398,11 @@ def cmd_hide(args: argparse.Namespace) -> int:
     key_dir = Path(args.key_out)
     if key_dir.exists() and not key_dir.is_dir():
         raise ObliviateError(f"--key-out {key_dir} exists and is not a folder")
-    check_writable(key_dir / key_filename(args.concept[0])) if key_dir.is_dir() else check_writable(key_dir)
-    for name in args.concept[1:] if key_dir.is_dir() else []:
-        check_writable(key_dir / key_filename(name))
+    if key_dir.is_dir():
+        for name in args.concept:
+            check_writable(key_dir / key_filename(name))
+    else:
+        check_writable(key_dir)
     passphrase = _passphrase(args)
     _check_concepts(args, args.concept, strict=False)
     overrides = {"steps": args.steps, "lr": args.lr, "batch_size": args.batch_size, "tokens": args.tokens,
@@ -483,12 +478,12 @@ def _default(method, option: str):
     return value
 
 
-def _method_defaults(option: str, methods: list | None = None) -> str:
+def _method_defaults(option: str) -> str:
     """'fmn 35; esd-x, esd-u 400; ...': the default of ``option`` in each method that takes it."""
     from .methods import METHODS
 
     groups: dict[str, list[str]] = {}
-    for m in methods or METHODS.values():
+    for m in METHODS.values():
         if option in m.option_names():
             groups.setdefault(_fmt(_default(m, option)), []).append(m.name)
     return "; ".join(f"{', '.join(names)}: {value}" for value, names in groups.items())
