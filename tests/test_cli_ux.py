@@ -44,6 +44,7 @@ def files(tmp_path):
 CHECKED_BEFORE_TORCH = [
     (["erase", "--concept", "zorvik", "--out", "/proc/x.safetensors"], "cannot write"),
     (["hide", "--concept", "zorvik", "--out", "/proc/p.safetensors", "--key-out", "{dir}"], "cannot write"),
+    (["hide", "--concept", "zorvik", "--out", "{dir}/p.safetensors", "--key-out", "{junk}/keys"], "is not a folder"),
     (["eval", "--json", "/proc/x.json"], "cannot write"),
     (["eval", "--report", "/proc/r.html"], "cannot write"),
     (["eval", "--patch", "{dir}/missing.safetensors"], "does not exist"),
@@ -98,6 +99,13 @@ def test_unwritable_output_is_refused_before_an_edit_is_trained(tmp_path):
         check_writable("/proc/x.safetensors")
     assert check_writable(tmp_path / "ok.safetensors") == tmp_path / "ok.safetensors"
     assert list(tmp_path.iterdir()) == []  # the probe file is gone
+
+
+def test_hide_makes_a_missing_key_folder_with_its_parents(tmp_path):
+    keys = tmp_path / "a" / "b" / "keys"
+    assert main(["hide", "--concept", "zorvik", "--steps", "1", "--out", str(tmp_path / "p.safetensors"),
+                 "--key-out", str(keys), "--no-progress"]) == 0
+    assert (keys / "zorvik.key.safetensors").is_file()
 
 
 # --------------------------------------------------------------------------------------------------- progress

@@ -401,8 +401,11 @@ def cmd_hide(args: argparse.Namespace) -> int:
     if key_dir.is_dir():
         for name in args.concept:
             check_writable(key_dir / key_filename(name))
-    else:
-        check_writable(key_dir)
+    else:  # the folder is made with its parents: the nearest existing one must take it
+        ancestor = next(p for p in key_dir.absolute().parents if p.exists())
+        if not ancestor.is_dir():
+            raise ObliviateError(f"--key-out {key_dir}: {ancestor} is not a folder")
+        check_writable(ancestor / key_dir.absolute().relative_to(ancestor).parts[0])
     passphrase = _passphrase(args)
     _check_concepts(args, args.concept, strict=False)
     overrides = {"steps": args.steps, "lr": args.lr, "batch_size": args.batch_size, "tokens": args.tokens,
