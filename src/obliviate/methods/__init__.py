@@ -69,6 +69,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            "AdvUnlearn: ESD against an embedding adversary, with a retain set (the text encoder)"),
     Method("stereo", "stereo", "STEREOConfig",
            "STEREO: collect concept-inversion embeddings, then erase them all at once"),
+    Method("lethe", "lethe", "LetheConfig",
+           "Lethe (obliviate): the denoiser unlearns the concept's images under every prompt, the rest distilled"),
     Method("prompt", "prompt", "PromptConfig",
            "learnable-prompt erasure: a prompt memory absorbs the concept, the release drops it"),
 ]}

@@ -1,0 +1,159 @@
+"""Lethe: obliviate's erasure built against the attacks that bring erased concepts back.
+
+What the attack table shows: every published edit removes a *route* to the concept (its words, the
+embeddings an adversary found) and leaves the denoiser able to draw it, so concept inversion finds a new
+route and the completion probe needs none: noised images of the concept are denoised back into it. Lethe
+trains the denoiser itself on noised images of the concept, under every conditioning an attacker could
+supply, to denoise them into images *without* it, and distils everything else from the frozen model:
+
+    x_t = sqrt(a_t) x0_c + sqrt(1 - a_t) eps,            x0_c ~ images of the concept
+    L_forget = E || f_theta'(x_t, y, t) - target(x0_a, x_t, t) ||^2,   y ~ {c's prompts, the neutral prompt,
+                                                                            anchor prompts, adversarial y}
+    L_keep   = E || f_theta'(x_k, y_k, t) - f_theta(x_k, y_k, t) ||^2  (other concepts' prompts on their images,
+                                                                       and the neutral prompt on them)
+    L = L_forget + lambda * L_keep
+
+``target(x0_a, x_t, t)`` is the output (noise, velocity or sample, whatever the model predicts) that denoises
+x_t into x0_a, an image the base model draws for the concept's prompt with its words removed (the anchor):
+where ESD steers the prompt's prediction away, Lethe moves the denoiser's fixed point off the concept, which
+is what completion and inversion both rely on. The forget term uses t in [t_min, t_max]: below t_min the
+image is decided (any denoiser keeps it), above t_max the latent is noise that every prompt shares.
+The adversarial y are STEREO's stage-one embeddings (Srivatsan et al., CVPR 2025: concept inversion against
+the edit so far); the keep term is FMN's/AdvUnlearn's distillation anchor on the other concepts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..bench import Concept
+from ..catalog import Catalog
+from ..diffusion import (
+    encode_prompts,
+    generator,
+    images_to_latents,
+    randint,
+    randn,
+    seed_stream,
+    training_scheduler,
+)
+from ..errors import ObliviateError
+from ..generation import generate, image_seeds
+from ..inversion import InversionConfig, invert
+from ..patch import Patch
+from .esd import training_prompts
+from .keep import keep_bank
+from .loop import Edit, LoopSettings, make_patch, train
+from .stereo import adversarial_prompts
+from .uce import replace_words
+
+
+@dataclass
+class LetheConfig:
+    steps: int = 300
+    lr: float = 1e-4
+    batch_size: int = 4
+    images: int = 32  # images of each concept (and as many anchor images) the forget term noises
+    t_min: float = 0.1  # fraction of the schedule: the forget term's noise levels
+    t_max: float = 0.9
+    keep_weight: float = 3.0
+    rounds: int = 2  # adversarial rounds: concept inversion against the edit so far, its tokens join y
+    inversion_steps: int = 150
+    inversion_tokens: int = 4
+    trainable: str = "unet"
+    preserve: tuple[str, ...] | None = None
+    seed: int = 0
+    progress: bool = True
+
+
+def _timesteps(sched, n: int, lo: float, hi: float, gen: torch.Generator, device) -> torch.Tensor:
+    total = sched.config.num_train_timesteps
+    first, last = int(lo * total), max(int(lo * total) + 1, int(hi * total))
+    return (first + randint(last - first, n, gen, device)).long()
+
+
+def _denoising_to(sched, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The UNet output that denoises ``x_t`` (at ``t``) into ``x0``, for the schedule's prediction type."""
+    a = sched.alphas_cumprod.to(device=x_t.device, dtype=torch.float32)[t].view(-1, 1, 1, 1)
+    noise = (x_t.float() - a.sqrt() * x0.float()) / (1 - a).sqrt()
+    kind = sched.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return a.sqrt() * noise - (1 - a).sqrt() * x0.float()
+    if kind == "sample":
+        return x0.float()
+    raise ObliviateError(f"unsupported prediction type {kind!r}")
+
+
+def fit(pipe, concepts: list[Concept], cfg: LetheConfig, catalog: Catalog) -> Patch:
+    if not 0 <= cfg.t_min < cfg.t_max <= 1:
+        raise ObliviateError(f"need 0 <= t_min < t_max <= 1, got {cfg.t_min}, {cfg.t_max}")
+    if cfg.images < 1:
+        raise ObliviateError(f"images must be at least 1, got {cfg.images}")
+    device = pipe.unet.device
+    gen = generator(cfg.seed)
+    sched = training_scheduler(pipe)
+    neutral = catalog.bench.neutral
+
+    named = [(c, p) for c in concepts for p in training_prompts(c)]
+    anchors = [replace_words(p, c, "") for c, p in named]
+    drawn = [a for a in dict.fromkeys(anchors) if a.strip()] or ([neutral] if neutral.strip() else [])
+    bank = keep_bank(pipe, catalog, concepts, cfg.preserve, cfg.seed)
+    conds = encode_prompts(pipe, list(dict.fromkeys([p for _, p in named] + anchors + [neutral])))
+
+    concept_images = [catalog.images(pipe, c, cfg.images, seed_stream(cfg.seed, f"lethe/{c.name}"))
+                      for c in concepts]
+    concept_latents = torch.cat([images_to_latents(pipe, im) for im in concept_images])
+    n = cfg.images * len(concepts)
+    if drawn:  # the anchor: what the base model draws when the concept's words are taken out
+        sampler = catalog.sampler
+        prompts = [drawn[i % len(drawn)] for i in range(n)]
+        anchor_images = generate(pipe, prompts, image_seeds(seed_stream(cfg.seed, "lethe/anchor"), n),
+                                 sampler.steps, sampler.guidance, progress=False)
+        anchor_latents = images_to_latents(pipe, anchor_images)
+    else:  # an unconditional model has no anchor prompt: denoise into the mean latent (a flat image)
+        anchor_latents = torch.zeros_like(concept_latents)
+    uncond = encode_prompts(pipe, [neutral])
+    edit = Edit(pipe.unet, cfg.trainable, seed=cfg.seed)
+    b = cfg.batch_size
+
+    def loss(step: int) -> torch.Tensor:
+        conds = state["conds"]
+        i = randint(n, b, gen, device)
+        a = randint(len(anchor_latents), b, gen, device)
+        t = _timesteps(sched, b, cfg.t_min, cfg.t_max, gen, device)
+        x_t = sched.add_noise(concept_latents[i], randn(tuple(concept_latents[i].shape), gen, concept_latents), t)
+        y = conds[randint(len(conds), b, gen, device)]
+        goal = _denoising_to(sched, anchor_latents[a], x_t, t)
+        value = F.mse_loss(edit.edited(x_t, t, y).float(), goal)
+        if bank is None or not cfg.keep_weight:
+            return value
+        k = randint(len(bank.cond), b, gen, device)
+        tk = randint(sched.config.num_train_timesteps, b, gen, device)
+        z0 = bank.latents[k] if bank.latents is not None else anchor_latents[a]  # never the concept's
+        x_k = sched.add_noise(z0, randn(tuple(z0.shape), gen, z0), tk)
+        yk = torch.where((torch.rand(b, generator=gen) < 0.5).view(-1, 1, 1).to(device), bank.cond[k],
+                         uncond.expand(b, -1, -1))
+        kept = F.mse_loss(edit.edited(x_k, tk, yk).float(), edit.frozen(x_k, tk, yk).float())
+        return value + cfg.keep_weight * kept
+
+    state = {"conds": conds}
+    found: list[tuple[int, torch.Tensor]] = []
+    phases = [cfg.steps // (cfg.rounds + 1)] * cfg.rounds
+    phases.append(cfg.steps - sum(phases))
+    for r, steps in enumerate(phases):
+        if r:  # the edit so far: find the embeddings that still reach each concept, and forget under them too
+            with Patch(edit.tensors()).applied(pipe, force=True):
+                for k, c in enumerate(concepts):
+                    learned = invert(pipe, concept_images[k], InversionConfig(
+                        n_tokens=cfg.inversion_tokens, steps=cfg.inversion_steps,
+                        seed=seed_stream(cfg.seed, f"lethe/{r}/{k}"), progress=False))
+                    found.append((k, learned.embeddings))
+            state["conds"] = torch.cat([conds, adversarial_prompts(pipe, found)])
+        settings = LoopSettings(steps=steps, lr=cfg.lr, seed=cfg.seed, progress=cfg.progress)
+        train(edit, loss, settings, f"lethe {', '.join(c.name for c in concepts)} ({r + 1}/{len(phases)})")
+    return make_patch(edit.tensors(), "lethe", concepts, cfg, adversarial_embeddings=len(found))
