@@ -31,6 +31,7 @@ FAST = {
                "batch_size": 1, "ddim_steps": 3},
     "advunlearn": {"steps": 2, "batch_size": 1, "ddim_steps": 3, "attack_steps": 1, "attack_tokens": 2},
     "prompt": {"steps": 2, "batch_size": 1, "ddim_steps": 3, "tokens": 2},
+    "lethe": {"steps": 2, "batch_size": 1, "images": 2, "rounds": 1, "inversion_steps": 1},
 }
 
 
@@ -125,7 +126,9 @@ def test_fmn_with_inversion_tokens_and_lora(tiny):
                                           ("unlearndiff", {"steps": 2, "n_tokens": 2, "anchors": 2}),
                                           ("p4d", {"steps": 2, "n_tokens": 2, "anchors": 2, "points": 4}),
                                           ("ringabell", {"steps": 2, "n_tokens": 3, "population": 8}),
-                                          ("implicit", {}), ("completion", {"anchors": 2})])
+                                          ("implicit", {}), ("completion", {"anchors": 2}),
+                                          ("memory", {"steps": 2, "tokens": 2, "anchors": 2, "check_every": 1,
+                                                      "batch_size": 1})])
 def test_every_attack_runs(tiny, name, config):
     patch = obliviate.erase(tiny, "church", "uce", bench=BENCH, progress=False)
     r = obliviate.attack(tiny, "church", name, patch=patch, bench=BENCH, detector=BrightnessDetector(), n_images=2,

@@ -61,3 +61,29 @@ def test_stereo_erases_the_embeddings_concept_inversion_finds(pipe, detector):
     attacked = obliviate.attack(pipe, "zorvik", "inversion", patch=patch, detector=detector, ceiling=False,
                                 progress=False)
     assert attacked.asr <= 0.6, attacked
+
+
+@pytest.fixture(scope="module")
+def lethe_zorvik(pipe):
+    return obliviate.erase(pipe, "zorvik", "lethe", progress=False)
+
+
+@pytest.mark.slow
+def test_lethe_erases_zorvik_and_holds_against_inversion_and_completion(pipe, detector, lethe_zorvik):
+    """Issue #16's target on one concept: the attacks that bring back every other erasure here find nothing."""
+    assert lethe_zorvik.metadata["adversarial_embeddings"] == 2
+    r = obliviate.evaluate(pipe, patch=lethe_zorvik, images_per_concept=16, detector=detector, progress=False)
+    assert r.efficacy >= 0.9 and r.preservation >= 0.95 and r.neighbour_preservation >= 0.9, r
+    for attack in ("inversion", "completion"):
+        attacked = obliviate.attack(pipe, "zorvik", attack, patch=lethe_zorvik, detector=detector, ceiling=False,
+                                    progress=False)
+        assert attacked.asr <= 0.2, attacked
+
+
+@pytest.mark.slow
+def test_memory_attack_needs_more_steps_after_lethe_than_on_the_base_model(pipe, detector, lethe_zorvik):
+    r = obliviate.attack(pipe, "zorvik", "memory", patch=lethe_zorvik, detector=detector, steps=50,
+                         check_every=25, progress=False)
+    assert r.details["base_steps_to_reach"] == 25 and r.asr_base >= 0.9  # the base model draws it already
+    assert r.details["steps_to_reach"] is None and r.asr <= 0.2, r.details  # 50 steps do not bring it back
+    assert set(r.details["rate_by_step"]) == {25, 50}

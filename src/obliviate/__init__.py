@@ -24,6 +24,7 @@ _EXPORTS = {
     "Patch": "patch", "AppliedPatch": "patch", "Key": "hiding.keys", "load_key": "hiding.keys", "Hidden": "hiding",
     "EvalResult": "eval.result", "ObliviateError": "errors", "Fingerprint": "fingerprint",
     "METHODS": "methods", "catalog_for": "catalog", "load_bench": "bench",
+    "sign_file": "signing", "verify_file": "signing", "new_identity": "signing",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .errors import ObliviateError
+from .files import PRIVATE_NAME, PUBLIC_NAME
 
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
 
@@ -167,6 +168,12 @@ def _check_patch_files(args: argparse.Namespace) -> None:
     passphrase = _passphrase(args)
     for k in getattr(args, "key", []):
         check_key_file(k, passphrase)
+    if getattr(args, "require_signature", None):
+        from .signing import load_public_key, verify_file
+
+        public = load_public_key(args.require_signature)
+        for path in [*args.patch, *args.key]:
+            verify_file(path, public)
     if args.model == "world" and not getattr(args, "force", False):
         from .world import world_info
 
@@ -428,6 +435,17 @@ def cmd_hide(args: argparse.Namespace) -> int:
 
 # -------------------------------------------------------------------------------------------------- attack
 
+def _reached(details: dict) -> str:
+    """A learning attack's verdict: the steps it needed to bring the concept back, beside the base model's."""
+    reach, budget = details["reach"], details["budget"]
+    mine = (f"reached {reach} after {details['steps_to_reach']} steps ({details['seconds_to_reach']:.1f} s)"
+            if details["steps_to_reach"] is not None else f"did not reach {reach} within {budget} steps")
+    if "base_steps_to_reach" not in details:
+        return mine
+    base = details["base_steps_to_reach"]
+    return mine + (f"; on the base model after {base} steps" if base is not None else "; not on the base model")
+
+
 def cmd_attack(args: argparse.Namespace) -> int:
     from .attacks import attack_names
     from .io import check_writable, write_atomic
@@ -458,11 +476,53 @@ def cmd_attack(args: argparse.Namespace) -> int:
         base = "n/a" if r.asr_base is None else f"{r.asr_base:.3f}"
         _log(f"{r.attack}: ASR {r.asr:.3f} (base model {base}, no attack {r.asr_no_attack:.3f}; "
              f"{r.n_images} images, {r.seconds:.1f} s)")
+        if "steps_to_reach" in r.details:
+            _log(f"  {_reached(r.details)}")
     _emit(args.json, payload)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(out_dir / "attack.json", lambda tmp: tmp.write_text(json.dumps(payload, indent=2)))
     return 0
+
+
+# -------------------------------------------------------------------------------------------- sign, verify
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    from .signing import new_identity, sign_file
+
+    if args.new_identity is None and args.private_key is None:
+        raise ObliviateError("give --private-key FILE, or --new-identity DIR to make one")
+    if args.new_identity is not None and args.private_key is not None:
+        raise ObliviateError("give either --private-key or --new-identity, not both")
+    for path in args.files:
+        if not Path(path).is_file():
+            raise ObliviateError(f"{path}: no such file")
+    private = args.private_key
+    if args.new_identity is not None:
+        private, public = new_identity(args.new_identity)
+        _log(f"new signing identity: {private} (private, mode 0600; keep it secret), {public} (hand this out)")
+    signed = [str(sign_file(path, private)) for path in args.files]
+    for path in signed:
+        _log(f"wrote {path}")
+    _emit(args.json, {"signatures": signed})
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .signing import load_public_key, verify_file
+
+    public = load_public_key(args.public_key)
+    results, failed = {}, 0
+    for path in args.files:
+        try:
+            results[path] = {"ok": True, "signed_by": verify_file(path, public)}
+            _log(f"{path}: signed by {results[path]['signed_by']}")
+        except ObliviateError as exc:
+            failed += 1
+            results[path] = {"ok": False, "error": str(exc)}
+            _log(f"{path}: NOT VERIFIED: {exc}")
+    _emit(args.json, {"files": results})
+    return 1 if failed else 0
 
 
 # ------------------------------------------------------------------------------------------------- parser
@@ -710,6 +770,24 @@ def build_parser() -> argparse.ArgumentParser:
     _device_arguments(a)
     a.set_defaults(func=cmd_attack)
     a.complete_help = _complete_attack_help
+
+    s = sub.add_parser("sign", help="sign patch and key files (Ed25519) so users can check who made them",
+                       description="Write FILE.sig beside each file: an Ed25519 signature over the file's bytes "
+                                   "(tensors, metadata and content hash alike). --new-identity makes a key pair.")
+    s.add_argument("files", nargs="*", metavar="FILE", help="patch or key files to sign")
+    s.add_argument("--private-key", metavar="FILE", help="the publisher's private key (PEM)")
+    s.add_argument("--new-identity", metavar="DIR",
+                   help=f"make a key pair in DIR ({PRIVATE_NAME}, mode 0600, and {PUBLIC_NAME}) and sign with it")
+    _json_argument(s, "{signatures}")
+    s.set_defaults(func=cmd_sign)
+
+    v = sub.add_parser("verify", help="check patch and key files against their signatures",
+                       description="Check FILE.sig beside each file against the file and the publisher's public "
+                                   "key; exit 1 if any file is unsigned, changed or signed by another key.")
+    v.add_argument("files", nargs="+", metavar="FILE", help="patch or key files to check")
+    v.add_argument("--public-key", required=True, metavar="FILE", help="the publisher's public key (PEM)")
+    _json_argument(v, "{files: {FILE: {ok, signed_by | error}}}")
+    v.set_defaults(func=cmd_verify)
     return parser
 
 
@@ -736,6 +814,9 @@ def _patch_arguments(parser: argparse.ArgumentParser) -> None:
                              "none)")
     parser.add_argument("--passphrase-env", metavar="VAR", help="passphrase of sealed keys, from environment "
                                                                 "variable VAR (default: none)")
+    parser.add_argument("--require-signature", metavar="PUBKEY",
+                        help="refuse any --patch or --key without a valid signature (FILE.sig) by this Ed25519 "
+                             "public key (obliviate sign; default: no check)")
 
 
 def _device_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,6 +10,7 @@ from .errors import ObliviateError
 
 PATCH_FORMAT = "obliviate.patch/2"
 KEY_FORMAT = "obliviate.key/1"
+PRIVATE_NAME, PUBLIC_NAME = "obliviate-signing.key", "obliviate-signing.pub"  # a signing identity's files
 SEALED_MAGIC = b"OBLVKEY1"  # a key sealed with a passphrase (AES-256-GCM, see hiding.sealing)
 _MAX_HEADER = 100 * 2**20  # safetensors' own limit on the JSON header
 

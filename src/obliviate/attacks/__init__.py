@@ -72,6 +72,9 @@ ATTACKS: dict[str, Attack] = {a.name: a for a in [
     Attack("completion", "completion", "CompletionConfig",
            "diffusion completion: the concept's images noised to 0.3/0.5/0.7, denoised neutrally",
            "base:prepare_anchors"),
+    Attack("memory", "memory", "MemoryAttackConfig",
+           "key learning: a fresh prompt memory (a hiding key's shape) trained on images of the concept",
+           "base:prepare_anchors"),
 ]}
 
 

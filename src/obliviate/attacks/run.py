@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 
 from ..bench import Concept
 from ..catalog import Catalog
+from ..errors import ObliviateError
 from ..hiding.keys import Key, unlocked
 from ..patch import Patch, applied
 from . import Attack
 from .base import AttackResult, Probe, probe_images
+
+REACHED = 0.9  # the rate at which a learning attack counts as having brought the concept back
 
 
 def _rate(detector, images: np.ndarray, concept: Concept) -> float:
@@ -23,6 +27,21 @@ def _asr(detector, images: np.ndarray, probe: Probe, concept: Concept, n: int) -
     if not probe.strengths:
         return {"all": _rate(detector, images, concept)}
     return {str(s): _rate(detector, images[i * n:(i + 1) * n], concept) for i, s in enumerate(probe.strengths)}
+
+
+def _learning_curve(pipe, probe: Probe, detector, concept: Concept, n: int, seed: int, sampler) -> dict:
+    """For attacks that learn (the memory attack): the concept's rate at each checkpoint, and the first step
+    and seconds at which it reached ``REACHED`` (None: not within the budget)."""
+    if not probe.checkpoints:
+        return {}
+    by_step, reached = {}, (None, None)
+    for step, seconds, memory in probe.checkpoints:
+        shown = replace(probe, memory=memory, checkpoints=[])
+        by_step[step] = _rate(detector, probe_images(pipe, shown, n, seed, sampler)[0], concept)
+        if by_step[step] >= REACHED and reached[0] is None:
+            reached = (step, round(seconds, 2))
+    return {"rate_by_step": by_step, "steps_to_reach": reached[0], "seconds_to_reach": reached[1],
+            "reach": REACHED, "budget": probe.checkpoints[-1][0]}
 
 
 def run_attack(pipe, concept: Concept, attack: Attack, catalog: Catalog, detector, n_images: int, seed: int,
@@ -41,10 +60,14 @@ def run_attack(pipe, concept: Concept, attack: Attack, catalog: Catalog, detecto
     prepared = attack.prepare(pipe, concept, cfg, catalog) if attack.prepare else None  # on the base model
     seconds = time.time() - start
     edited = bool(patches or keys)
+    if keys and attack.name == "memory":
+        raise ObliviateError("the key-learning attack learns its own memory: run it without keys installed")
     base = None
+    base_curve: dict = {}
     if edited and ceiling:  # the same attack where the concept exists: its ceiling
         probe = attack.run(pipe, concept, cfg, catalog, prepared)
         base = _asr(detector, probe_images(pipe, probe, n_images, seed, sampler)[0], probe, concept, n_images)
+        base_curve = _learning_curve(pipe, probe, detector, concept, n_images, seed, sampler)
     with applied(pipe, patches, force), unlocked(pipe, keys):
         plain, _ = probe_images(pipe, Probe(list(concept.prompts)), n_images, seed, sampler)
         start = time.time()
@@ -52,8 +75,12 @@ def run_attack(pipe, concept: Concept, attack: Attack, catalog: Catalog, detecto
         images, _ = probe_images(pipe, probe, n_images, seed, sampler)
         seconds += time.time() - start
         rates = _asr(detector, images, probe, concept, n_images)
+        curve = _learning_curve(pipe, probe, detector, concept, n_images, seed, sampler)
     base = base or (rates if not edited else None)
     details: dict = {}
+    if curve:
+        shared = ("steps_to_reach", "seconds_to_reach") if base_curve else ()
+        details = {**curve, **{f"base_{k}": base_curve[k] for k in shared}}
     key = "all"
     if probe.strengths:
         usable = [s for s in rates if base is not None and base[s] >= 0.8]

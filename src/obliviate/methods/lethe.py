@@ -58,7 +58,7 @@ class LetheConfig:
     batch_size: int = 4
     images: int = 32  # images of each concept (and as many anchor images) the forget term noises
     t_min: float = 0.1  # fraction of the schedule: the forget term's noise levels
-    t_max: float = 0.9
+    t_max: float = 0.7
     keep_weight: float = 3.0
     rounds: int = 2  # adversarial rounds: concept inversion against the edit so far, its tokens join y
     inversion_steps: int = 150
@@ -148,7 +148,7 @@ def fit(pipe, concepts: list[Concept], cfg: LetheConfig, catalog: Catalog) -> Pa
     for r, steps in enumerate(phases):
         if r:  # the edit so far: find the embeddings that still reach each concept, and forget under them too
             with Patch(edit.tensors()).applied(pipe, force=True):
-                for k, c in enumerate(concepts):
+                for k in range(len(concepts)):
                     learned = invert(pipe, concept_images[k], InversionConfig(
                         n_tokens=cfg.inversion_tokens, steps=cfg.inversion_steps,
                         seed=seed_stream(cfg.seed, f"lethe/{r}/{k}"), progress=False))
