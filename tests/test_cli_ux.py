@@ -60,6 +60,8 @@ CHECKED_BEFORE_TORCH = [
     (["floor", "--concepts", "unicorn"], "unknown concept 'unicorn'"),
     (["eval", "--bench", "{dir}/missing.yaml"], "missing.yaml"),
     (["eval", "--attacks", "nope", "--patch", "{junk}"], "unknown attack 'nope'"),
+    (["attack", "--concept", "zorvik", "--attack", "memory", "--key", "{sealed}", "--patch", "{junk}"],
+     "attacks the public model"),
 ]
 
 

@@ -136,7 +136,7 @@ def evaluate(pipe, *, patch: PatchLike | Sequence[PatchLike] | None = None, keys
     preservation, neighbour preservation, drift and where each target went (its rate in other concepts'
     images). ``attacks`` ("all", a name or names) also red-teams every target (ASR per attack, base ceiling).
     ``report`` also writes the HTML report (and .md beside it)."""
-    from .attacks import attack_names
+    from .attacks import attack_names, with_keys
     from .eval.detectors import make_detector
     from .eval.report import check_report_path, write_report
     from .eval.report_grids import report_grids
@@ -156,6 +156,7 @@ def evaluate(pipe, *, patch: PatchLike | Sequence[PatchLike] | None = None, keys
     for p in patches:
         check_fits(pipe, p, force)  # before any concept lookup: a foreign patch names foreign concepts
     key_list = _keys(keys, patches, passphrase)
+    chosen_attacks = with_keys(chosen_attacks, attacks, key_list)
     catalog = catalog_for(pipe, bench)
     if concepts is not None:
         concepts = list(concepts)
@@ -201,17 +202,18 @@ def attack(pipe, concept: str, attack: str | Sequence[str] = "inversion", *,
     model (its ceiling) and the rate with no attack. ``attack``: a name, a list of names, or "all". Returns an
     :class:`~obliviate.attacks.AttackResult`, or a list of them for several attacks. ``config`` goes to every
     attack that takes it (e.g. ``steps``); ``ceiling=False`` skips the base-model run (``asr_base`` None)."""
-    from .attacks import attack_names, get_attack, run_attack
+    from .attacks import attack_names, get_attack, run_attack, with_keys
     from .eval.detectors import make_detector
 
     check_pipeline(pipe)
-    attacks = [get_attack(a) for a in attack_names(attack)]
+    names = attack_names(attack)
     if n_images < 1:
         raise ObliviateError(f"n_images must be at least 1, got {n_images}")
     patches = _patches(patch)
     for p in patches:
         check_fits(pipe, p, force)
     key_list = _keys(keys, patches, passphrase)
+    attacks = [get_attack(a) for a in with_keys(names, attack, key_list)]
     catalog = catalog_for(pipe, bench)
     target = catalog.bench.concept(concept)  # an attack needs the concept's prompts and a detector for it
     for a in attacks:  # every option must fit some chosen attack; each attack gets the ones it takes

@@ -296,9 +296,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from .eval.report import check_report_path
 
         check_report_path(args.report)
+    from .attacks import with_keys
+
     attacks = attack_names(args.attacks) if args.attacks is not None else None
     if attacks and not args.patch:
         raise ObliviateError("--attacks needs a --patch to attack; attack the base model with obliviate attack")
+    attacks = with_keys(attacks, args.attacks, args.key) if attacks else attacks
     concepts = _concept_list(args.concepts, "--concepts")
     _bench_of(args)  # a bad spec is reported before the model loads
     _check_patch_files(args)
@@ -447,10 +450,10 @@ def _reached(details: dict) -> str:
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
-    from .attacks import attack_names
+    from .attacks import attack_names, with_keys
     from .io import check_writable, write_atomic
 
-    names = attack_names(args.attack)
+    names = with_keys(attack_names(args.attack), args.attack, args.key)
     _check_model(args)
     _check_json_target(args)
     out_dir = Path(args.out) if args.out else None

@@ -14,7 +14,8 @@ from dataclasses import dataclass, fields
 
 from ..errors import ObliviateError
 
-__all__ = ["ATTACKS", "Attack", "AttackResult", "Probe", "attack_names", "get_attack", "run_attack"]
+__all__ = ["ATTACKS", "Attack", "AttackResult", "Probe", "attack_names", "with_keys", "get_attack",
+           "run_attack"]
 
 
 def _load(path: str):
@@ -94,6 +95,16 @@ def attack_names(attacks: str | Sequence[str] | None) -> list[str]:
     if not names or not all(names):
         raise ObliviateError(f"empty attack name in {attacks!r} (give names separated by commas, or all)")
     return [get_attack(a).name for a in names]
+
+
+def with_keys(names: list[str], requested, keys: Sequence) -> list[str]:
+    """The attacks that run with ``keys`` installed. The key-learning attack learns a memory in the key's place,
+    so it attacks the public model only: "all" leaves it out when keys are given, naming it is an error."""
+    if not keys or "memory" not in names:
+        return names
+    if requested == "all":
+        return [n for n in names if n != "memory"]
+    raise ObliviateError("the key-learning attack (memory) attacks the public model: run it without keys")
 
 
 def __getattr__(name: str):

@@ -9,10 +9,9 @@ import numpy as np
 
 from ..bench import Concept
 from ..catalog import Catalog
-from ..errors import ObliviateError
 from ..hiding.keys import Key, unlocked
 from ..patch import Patch, applied
-from . import Attack
+from . import Attack, with_keys
 from .base import AttackResult, Probe, probe_images
 
 REACHED = 0.9  # the rate at which a learning attack counts as having brought the concept back
@@ -54,14 +53,13 @@ def run_attack(pipe, concept: Concept, attack: Attack, catalog: Catalog, detecto
     ``ceiling=False`` skips the base-model run; ``keep_images`` keeps that many of the attack's images and of
     the no-attack images on the result (for reports; not in its JSON).
     """
+    with_keys([attack.name], attack.name, keys)  # raises for the key-learning attack
     cfg = attack.make_config(seed=seed, progress=progress, **config)
     sampler = catalog.sampler
     start = time.time()
     prepared = attack.prepare(pipe, concept, cfg, catalog) if attack.prepare else None  # on the base model
     seconds = time.time() - start
     edited = bool(patches or keys)
-    if keys and attack.name == "memory":
-        raise ObliviateError("the key-learning attack learns its own memory: run it without keys installed")
     base = None
     base_curve: dict = {}
     if edited and ceiling:  # the same attack where the concept exists: its ceiling
