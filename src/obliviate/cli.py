@@ -493,10 +493,6 @@ def cmd_attack(args: argparse.Namespace) -> int:
 def cmd_sign(args: argparse.Namespace) -> int:
     from .signing import new_identity, sign_file
 
-    if args.new_identity is None and args.private_key is None:
-        raise ObliviateError("give --private-key FILE, or --new-identity DIR to make one")
-    if args.new_identity is not None and args.private_key is not None:
-        raise ObliviateError("give either --private-key or --new-identity, not both")
     for path in args.files:
         if not Path(path).is_file():
             raise ObliviateError(f"{path}: no such file")
@@ -778,9 +774,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write FILE.sig beside each file: an Ed25519 signature over the file's bytes "
                                    "(tensors, metadata and content hash alike). --new-identity makes a key pair.")
     s.add_argument("files", nargs="*", metavar="FILE", help="patch or key files to sign")
-    s.add_argument("--private-key", metavar="FILE", help="the publisher's private key (PEM)")
-    s.add_argument("--new-identity", metavar="DIR",
-                   help=f"make a key pair in DIR ({PRIVATE_NAME}, mode 0600, and {PUBLIC_NAME}) and sign with it")
+    who = s.add_mutually_exclusive_group(required=True)
+    who.add_argument("--private-key", metavar="FILE", help="the publisher's private key (PEM; default: none)")
+    who.add_argument("--new-identity", metavar="DIR",
+                     help=f"make a key pair in DIR ({PRIVATE_NAME}, mode 0600, and {PUBLIC_NAME}) and sign with it "
+                          "(default: none)")
     _json_argument(s, "{signatures}")
     s.set_defaults(func=cmd_sign)
 
