@@ -6,7 +6,9 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(int(os.environ.get("OBLIVIATE_TEST_THREADS", "2")))  # 1 beside other work
+# one thread per pytest-xdist worker (make test runs two), two alone; OBLIVIATE_TEST_THREADS=1 beside other work
+_DEFAULT_THREADS = "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2"
+torch.set_num_threads(int(os.environ.get("OBLIVIATE_TEST_THREADS", _DEFAULT_THREADS)))
 
 
 @pytest.fixture(scope="session")
