@@ -9,7 +9,8 @@ import pytest
 
 from obliviate.cli import build_parser, main
 
-SUBCOMMANDS = [["world"], ["world", "build"], ["world", "info"], ["generate"], ["eval"], ["floor"], ["sign"], ["verify"]]
+SUBCOMMANDS = [["world"], ["world", "build"], ["world", "info"], ["generate"], ["eval"], ["floor"], ["sign"],
+               ["verify"]]
 
 
 @pytest.mark.parametrize("cmd", [[]] + SUBCOMMANDS)
