@@ -39,6 +39,7 @@ from ..diffusion import (
     randn,
     seed_stream,
     training_scheduler,
+    training_target,
 )
 from ..errors import ObliviateError
 from ..generation import generate, image_seeds
@@ -76,17 +77,11 @@ def _timesteps(sched, n: int, lo: float, hi: float, gen: torch.Generator, device
 
 
 def _denoising_to(sched, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """The UNet output that denoises ``x_t`` (at ``t``) into ``x0``, for the schedule's prediction type."""
+    """The UNet output that denoises ``x_t`` (at ``t``) into ``x0``: the training target of the noise that
+    would have made ``x_t`` from ``x0``."""
     a = sched.alphas_cumprod.to(device=x_t.device, dtype=torch.float32)[t].view(-1, 1, 1, 1)
     noise = (x_t.float() - a.sqrt() * x0.float()) / (1 - a).sqrt()
-    kind = sched.config.prediction_type
-    if kind == "epsilon":
-        return noise
-    if kind == "v_prediction":
-        return a.sqrt() * noise - (1 - a).sqrt() * x0.float()
-    if kind == "sample":
-        return x0.float()
-    raise ObliviateError(f"unsupported prediction type {kind!r}")
+    return training_target(sched, x0.float(), noise, t)
 
 
 def fit(pipe, concepts: list[Concept], cfg: LetheConfig, catalog: Catalog) -> Patch:
@@ -122,12 +117,11 @@ def fit(pipe, concepts: list[Concept], cfg: LetheConfig, catalog: Catalog) -> Pa
     b = cfg.batch_size
 
     def loss(step: int) -> torch.Tensor:
-        conds = state["conds"]
         i = randint(n, b, gen, device)
         a = randint(len(anchor_latents), b, gen, device)
         t = _timesteps(sched, b, cfg.t_min, cfg.t_max, gen, device)
         x_t = sched.add_noise(concept_latents[i], randn(tuple(concept_latents[i].shape), gen, concept_latents), t)
-        y = conds[randint(len(conds), b, gen, device)]
+        y = forget_conds[randint(len(forget_conds), b, gen, device)]  # read at call time: grows each round
         goal = _denoising_to(sched, anchor_latents[a], x_t, t)
         value = F.mse_loss(edit.edited(x_t, t, y).float(), goal)
         if bank is None or not cfg.keep_weight:
@@ -141,7 +135,7 @@ def fit(pipe, concepts: list[Concept], cfg: LetheConfig, catalog: Catalog) -> Pa
         kept = F.mse_loss(edit.edited(x_k, tk, yk).float(), edit.frozen(x_k, tk, yk).float())
         return value + cfg.keep_weight * kept
 
-    state = {"conds": conds}
+    forget_conds = conds
     found: list[tuple[int, torch.Tensor]] = []
     phases = [cfg.steps // (cfg.rounds + 1)] * cfg.rounds
     phases.append(cfg.steps - sum(phases))
@@ -153,7 +147,7 @@ def fit(pipe, concepts: list[Concept], cfg: LetheConfig, catalog: Catalog) -> Pa
                         n_tokens=cfg.inversion_tokens, steps=cfg.inversion_steps,
                         seed=seed_stream(cfg.seed, f"lethe/{r}/{k}"), progress=False))
                     found.append((k, learned.embeddings))
-            state["conds"] = torch.cat([conds, adversarial_prompts(pipe, found)])
+            forget_conds = torch.cat([conds, adversarial_prompts(pipe, found)])
         settings = LoopSettings(steps=steps, lr=cfg.lr, seed=cfg.seed, progress=cfg.progress)
         train(edit, loss, settings, f"lethe {', '.join(c.name for c in concepts)} ({r + 1}/{len(phases)})")
     return make_patch(edit.tensors(), "lethe", concepts, cfg, adversarial_embeddings=len(found))
