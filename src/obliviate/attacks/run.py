@@ -28,15 +28,19 @@ def _asr(detector, images: np.ndarray, probe: Probe, concept: Concept, n: int) -
     return {str(s): _rate(detector, images[i * n:(i + 1) * n], concept) for i, s in enumerate(probe.strengths)}
 
 
-def _learning_curve(pipe, probe: Probe, detector, concept: Concept, n: int, seed: int, sampler) -> dict:
+def _learning_curve(pipe, probe: Probe, detector, concept: Concept, n: int, seed: int, sampler,
+                    final: float | None) -> dict:
     """For attacks that learn (the memory attack): the concept's rate at each checkpoint, and the first step
-    and seconds at which it reached ``REACHED`` (None: not within the budget)."""
+    and seconds at which it reached ``REACHED`` (None: not within the budget). ``final``: the rate already
+    measured on the probe itself, which is the last checkpoint."""
     if not probe.checkpoints:
         return {}
     by_step, reached = {}, (None, None)
-    for step, seconds, memory in probe.checkpoints:
+    last = len(probe.checkpoints) - 1
+    for i, (step, seconds, memory) in enumerate(probe.checkpoints):
         shown = replace(probe, memory=memory, checkpoints=[])
-        by_step[step] = _rate(detector, probe_images(pipe, shown, n, seed, sampler)[0], concept)
+        by_step[step] = final if i == last else \
+            _rate(detector, probe_images(pipe, shown, n, seed, sampler)[0], concept)
         if by_step[step] >= REACHED and reached[0] is None:
             reached = (step, round(seconds, 2))
     return {"rate_by_step": by_step, "steps_to_reach": reached[0], "seconds_to_reach": reached[1],
@@ -65,7 +69,7 @@ def run_attack(pipe, concept: Concept, attack: Attack, catalog: Catalog, detecto
     if edited and ceiling:  # the same attack where the concept exists: its ceiling
         probe = attack.run(pipe, concept, cfg, catalog, prepared)
         base = _asr(detector, probe_images(pipe, probe, n_images, seed, sampler)[0], probe, concept, n_images)
-        base_curve = _learning_curve(pipe, probe, detector, concept, n_images, seed, sampler)
+        base_curve = _learning_curve(pipe, probe, detector, concept, n_images, seed, sampler, base.get("all"))
     with applied(pipe, patches, force), unlocked(pipe, keys):
         plain, _ = probe_images(pipe, Probe(list(concept.prompts)), n_images, seed, sampler)
         start = time.time()
@@ -73,7 +77,7 @@ def run_attack(pipe, concept: Concept, attack: Attack, catalog: Catalog, detecto
         images, _ = probe_images(pipe, probe, n_images, seed, sampler)
         seconds += time.time() - start
         rates = _asr(detector, images, probe, concept, n_images)
-        curve = _learning_curve(pipe, probe, detector, concept, n_images, seed, sampler)
+        curve = _learning_curve(pipe, probe, detector, concept, n_images, seed, sampler, rates.get("all"))
     base = base or (rates if not edited else None)
     details: dict = {}
     if curve:
