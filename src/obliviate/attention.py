@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 
+from .diffusion import randn
 from .errors import ObliviateError
 
 
@@ -28,6 +29,11 @@ class PromptMemory:
 
     keys: torch.Tensor    # (m, d_text)
     values: torch.Tensor  # (m, d_text)
+
+
+def random_memory(tokens: int, width: int, scale: float, gen: torch.Generator, like: torch.Tensor) -> PromptMemory:
+    """A memory of ``tokens`` Gaussian key/value rows at the token embeddings' ``scale`` (keys drawn first)."""
+    return PromptMemory(randn((tokens, width), gen, like) * scale, randn((tokens, width), gen, like) * scale)
 
 
 @dataclass

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..attention import AttnCall, PromptMemory, attn2_processors, kwargs
+from ..attention import AttnCall, PromptMemory, attn2_processors, kwargs, random_memory
 from ..bench import Concept
 from ..catalog import Catalog
 from ..diffusion import (
@@ -60,8 +60,9 @@ def run(pipe, concept: Concept, cfg: MemoryAttackConfig, catalog: Catalog, image
     conds = encode_prompts(pipe, list(concept.prompts))
     emb = pipe.text_encoder.get_input_embeddings().weight.detach().float()
     width, scale = emb.shape[1], emb.std().item()
-    keys = (randn((cfg.tokens, width), gen, emb) * scale).to(device).requires_grad_(True)
-    values = (randn((cfg.tokens, width), gen, emb) * scale).to(device).requires_grad_(True)
+    start_memory = random_memory(cfg.tokens, width, scale, gen, emb)
+    keys = start_memory.keys.to(device).requires_grad_(True)
+    values = start_memory.values.to(device).requires_grad_(True)
     opt = torch.optim.Adam([keys, values], lr=cfg.lr)
     checkpoints: list[tuple[int, float, PromptMemory]] = []
     start = time.time()

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from ..attention import AttnCall, PromptMemory, attn2_processors
+from ..attention import AttnCall, PromptMemory, attn2_processors, random_memory
 from ..bench import Concept
 from ..catalog import Catalog
 from ..diffusion import (
@@ -88,10 +88,6 @@ def _x0_mse(sched, pred: torch.Tensor, goal: torch.Tensor, x_t: torch.Tensor, t:
     return F.mse_loss(predicted_x0(sched, pred, x_t, t), predicted_x0(sched, goal, x_t, t))
 
 
-def _random_memory(tokens: int, width: int, scale: float, gen: torch.Generator, like: torch.Tensor) -> PromptMemory:
-    return PromptMemory(randn((tokens, width), gen, like) * scale, randn((tokens, width), gen, like) * scale)
-
-
 def train_memory(pipe, concepts: list[Concept], cfg: PromptConfig, catalog: Catalog, hiding: bool,
                  method: str) -> PromptResult:
     """Train the weight edit and one prompt memory per concept (with the locking terms when ``hiding``)."""
@@ -110,7 +106,7 @@ def train_memory(pipe, concepts: list[Concept], cfg: PromptConfig, catalog: Cata
     width = pipe.text_encoder.config.hidden_size
     scale = pipe.text_encoder.get_input_embeddings().weight.float().std().item()
     master = torch.zeros((), device=device)  # memories are float32 masters on the model's device
-    memories = {c.name: _random_memory(cfg.tokens, width, scale, gen, master) for c in concepts}
+    memories = {c.name: random_memory(cfg.tokens, width, scale, gen, master) for c in concepts}
     for m in memories.values():
         m.keys.requires_grad_(True)
         m.values.requires_grad_(True)
@@ -142,7 +138,7 @@ def train_memory(pipe, concepts: list[Concept], cfg: PromptConfig, catalog: Cata
                 public = edit.edited(x_o, t_o, others.cond[j], AttnCall())
                 value = value + cfg.preserve_weight * _x0_mse(sched, public, goal, x_o, t_o)
         if hiding:
-            decoys = [_random_memory(cfg.tokens, width, scale, gen, master)]
+            decoys = [random_memory(cfg.tokens, width, scale, gen, master)]
             wrong = [memories[n] for n in names if n != names[k]]
             if wrong:
                 decoys.append(wrong[(step // len(concepts)) % len(wrong)])
