@@ -288,7 +288,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------- eval
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .attacks import attack_names
+    from .attacks import attack_names, with_keys
 
     _check_model(args)
     _check_json_target(args)
@@ -296,8 +296,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from .eval.report import check_report_path
 
         check_report_path(args.report)
-    from .attacks import with_keys
-
     attacks = attack_names(args.attacks) if args.attacks is not None else None
     if attacks and not args.patch:
         raise ObliviateError("--attacks needs a --patch to attack; attack the base model with obliviate attack")

@@ -66,28 +66,26 @@ def new_identity(folder: str | Path) -> tuple[Path, Path]:
     return private_path, public_path
 
 
-def load_private_key(path: str | Path) -> Ed25519PrivateKey:
+def _load_pem(path: str | Path, what: str, form: str, load, kind: type):
+    """A PEM key of ``kind`` from ``path``; every failure is one line naming the file."""
     try:
-        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+        key = load(Path(path).read_bytes())
     except FileNotFoundError:
-        raise ObliviateError(f"private key {path}: no such file") from None
+        raise ObliviateError(f"{what} {path}: no such file") from None
     except (ValueError, TypeError) as exc:
-        raise ObliviateError(f"private key {path} is not an unencrypted PEM private key ({exc})") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ObliviateError(f"private key {path} is not an Ed25519 key")
+        raise ObliviateError(f"{what} {path} is not {form} ({exc})") from None
+    if not isinstance(key, kind):
+        raise ObliviateError(f"{what} {path} is not an Ed25519 key")
     return key
+
+
+def load_private_key(path: str | Path) -> Ed25519PrivateKey:
+    return _load_pem(path, "private key", "an unencrypted PEM private key",
+                     lambda data: serialization.load_pem_private_key(data, password=None), Ed25519PrivateKey)
 
 
 def load_public_key(path: str | Path) -> Ed25519PublicKey:
-    try:
-        key = serialization.load_pem_public_key(Path(path).read_bytes())
-    except FileNotFoundError:
-        raise ObliviateError(f"public key {path}: no such file") from None
-    except (ValueError, TypeError) as exc:
-        raise ObliviateError(f"public key {path} is not a PEM public key ({exc})") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise ObliviateError(f"public key {path} is not an Ed25519 key")
-    return key
+    return _load_pem(path, "public key", "a PEM public key", serialization.load_pem_public_key, Ed25519PublicKey)
 
 
 def sign_file(path: str | Path, private_key: str | Path | Ed25519PrivateKey) -> Path:
