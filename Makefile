@@ -30,16 +30,12 @@ demo: setup
 		--patch demo/fmn-zorvik.safetensors --out demo/zorvik-after.png
 	@echo "report: $(CURDIR)/demo/report.html (summary: demo/report.md; numbers: demo/eval.json)"
 
-# Test files run on JOBS processes (pytest-xdist, one file per process at a time: module fixtures are built
-# once), each with one torch thread.
-JOBS ?= 2
-
 test: setup
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/pytest -q -n $(JOBS) --dist loadfile
+	$(BIN)/pytest -q
 
 test-fast: setup
-	$(BIN)/pytest -q -n $(JOBS) --dist loadfile -m "not slow"
+	$(BIN)/pytest -q -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

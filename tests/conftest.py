@@ -6,9 +6,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-# one thread per pytest-xdist worker (make test runs two), two alone; OBLIVIATE_TEST_THREADS=1 beside other work
-_DEFAULT_THREADS = "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2"
-torch.set_num_threads(int(os.environ.get("OBLIVIATE_TEST_THREADS", _DEFAULT_THREADS)))
+torch.set_num_threads(int(os.environ.get("OBLIVIATE_TEST_THREADS", "2")))  # 1 beside other work
 
 
 @pytest.fixture(scope="session")
