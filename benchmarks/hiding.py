@@ -1,73 +1,116 @@
-"""Learnable-prompt erasure versus ESD-x, and key-locked hiding, on the world; prints Markdown tables.
+"""Key-locked hiding red-teamed on the world (docs/hiding.md): one ID and one style hidden in one patch.
 
-    python benchmarks/hiding.py --seed 0 [--images-per-concept 16]
+    python benchmarks/hiding.py --seed 0 [--design lethe] [--threads 1]
 
-Every figure is measured with obliviate's own evaluation (full world bench, base results cached).
+Prints one JSON line per measurement, then the seed's row of the hiding table: without a key, each hidden
+concept's efficacy, its rate on every other concept's prompts (the swap check), every attack of the suite
+and the key-learning attack (beside the same attack on a plain Lethe erasure of the concept and on the base
+model), and the best of ``--tries`` memories built from the public patch's strongest weight directions; with
+each key, the concept's M-Score against the base model's, the other hidden concept's efficacy, and
+preservation. Every figure comes from obliviate's own API.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import HEADER, erase_and_eval, fmt, machine_line, row  # noqa: E402
+from common import machine_line  # noqa: E402
 
 import obliviate  # noqa: E402
+from obliviate.attacks.base import Probe, probe_images  # noqa: E402
+from obliviate.attacks.directions import DirectionAttackConfig, direction_memories  # noqa: E402
+from obliviate.catalog import catalog_for  # noqa: E402
 from obliviate.eval.detectors import WorldDetector  # noqa: E402
 from obliviate.hiding import Key  # noqa: E402
-from obliviate.world import concept_by_name  # noqa: E402
 
-COMPARE = ["zorvik", "striped", "circle"]
 HIDDEN = ["zorvik", "striped"]
+ATTACKS = ["inversion", "unlearndiff", "p4d", "ringabell", "implicit", "completion"]
 
 
-def _random_key(like: Key, seed: int) -> Key:
-    gen = torch.Generator().manual_seed(seed)
-    return Key(like.concept, torch.randn(like.keys.shape, generator=gen) * like.keys.std(),
-               torch.randn(like.values.shape, generator=gen) * like.values.std(), like.placement, like.patch_sha256)
+def emit(**row) -> dict:
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def evaluation(model, detector, patch, keys, n: int, seed: int) -> dict:
+    r = obliviate.evaluate(model, patch=patch, keys=keys, images_per_concept=n, seed=seed, detector=detector,
+                           progress=False).to_dict()
+    rows = {c["name"]: c for c in r["concepts"]}
+    out = {"preservation": r["preservation"], "neighbours": r.get("neighbour_preservation")}
+    for h in HIDDEN:
+        row = rows[h]
+        swaps = {k: round(m - b, 3) for k, (b, m) in (row.get("elsewhere") or {}).get("by_concept", {}).items()}
+        out[h] = {"m": row["m"], "m_base": row["m_base"], "efficacy": row.get("efficacy"),
+                  "swap_max": max(swaps.values(), default=0.0), "swap": swaps}
+    return out
+
+
+def key_learning(model, concept: str, patch, seed: int, n: int) -> dict:
+    r = obliviate.attack(model, concept, "memory", patch=patch, seed=seed, n_images=n, form="lora",
+                         progress=False).to_dict()
+    d = r["details"]
+    return {"asr": r["asr"], "steps_to_reach": d.get("steps_to_reach"), "seconds": d.get("seconds_to_reach"),
+            "base_steps_to_reach": d.get("base_steps_to_reach"), "max_rate": max(d["rate_by_step"].values())}
+
+
+def directions(model, detector, patch, concept: str, tries: int, seed: int) -> dict:
+    catalog = catalog_for(model)
+    c = catalog.concept(concept)
+    scale = model.text_encoder.get_input_embeddings().weight.float().std().item()
+    rates = []
+    with patch.applied(model):
+        for memory in direction_memories(patch, scale, DirectionAttackConfig(tries=tries, seed=seed)):
+            probe = Probe(list(c.prompts), key=Key.of_memory(concept, memory, "all"))
+            images, _ = probe_images(model, probe, 8, seed, catalog.sampler)
+            rates.append(float(np.mean(detector.hits(images, c))))
+    return {"tries": tries, "max_rate": max(rates), "unlocked_0.5": sum(r >= 0.5 for r in rates)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--design", choices=["lethe", "paper"], default="lethe")
     ap.add_argument("--images-per-concept", type=int, default=16)
-    ap.add_argument("--hide-only", action="store_true", help="skip the prompt-versus-ESD-x comparison")
+    ap.add_argument("--attack-images", type=int, default=16)
+    ap.add_argument("--tries", type=int, default=100, help="memories from the patch's strongest directions")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--skip-attacks", action="store_true")
+    ap.add_argument("--save", metavar="DIR", help="also write the public patch and keys there")
     args = ap.parse_args()
-    torch.set_num_threads(2)
-    model = obliviate.load_pipeline("world")
-    detector = WorldDetector()
+    torch.set_num_threads(args.threads)
+    model, detector = obliviate.load_pipeline("world"), WorldDetector()
     n, seed = args.images_per_concept, args.seed
-    print(machine_line(n, seed) + "\n")
-    if not args.hide_only:
-        print(HEADER)
-        for concept in COMPARE:
-            for method in ("prompt", "esd-x"):
-                r, secs, _ = erase_and_eval(model, detector, method, [concept], n, seed)
-                print(row(method, concept, concept_by_name(concept).category, secs, r), flush=True)
-
+    print(machine_line(n, seed), flush=True)
     start = time.time()
-    hidden = obliviate.hide(model, HIDDEN, seed=seed, progress=False)
-    secs = time.time() - start
-    print(f"\nhide {', '.join(HIDDEN)} in one patch ({secs:.1f} s); M-Score of each hidden concept, and preservation "
-          "of the others, under each key:\n")
-    print("| key | " + " | ".join(HIDDEN) + " | preservation (non-hidden) |\n|---|" + "---|" * (len(HIDDEN) + 1))
-    cases = [("none", [])] + [(name, [hidden.keys[name]]) for name in HIDDEN]
-    cases.append(("random, same shape", [_random_key(hidden.keys[HIDDEN[0]], seed + 99)]))
-    base = None
-    for label, keys in cases:
-        r = obliviate.evaluate(model, patch=hidden.patch, keys=keys, images_per_concept=n, seed=seed,
-                               detector=detector, progress=False).to_dict()
-        rows = {c["name"]: c for c in r["concepts"]}
-        base = base or {h: rows[h]["m_base"] for h in HIDDEN}
-        print(f"| {label} | " + " | ".join(fmt(rows[h]["m"]) for h in HIDDEN) + f" | {fmt(r['preservation'])} |",
-              flush=True)
-    print("| (base model) | " + " | ".join(fmt(base[h]) for h in HIDDEN) + " | 1.000 |")
+    hidden = obliviate.hide(model, HIDDEN, design=args.design, seed=seed, progress=False)
+    emit(what="hide", design=args.design, seed=seed, seconds=round(time.time() - start, 1))
+    if args.save:
+        hidden.save(Path(args.save) / f"public-{seed}.safetensors", Path(args.save) / f"keys-{seed}")
+    emit(what="no key", **evaluation(model, detector, hidden.patch, [], n, seed))
+    for name in HIDDEN:
+        emit(what=f"key {name}", **evaluation(model, detector, hidden.patch, [hidden.keys[name]], n, seed))
+    if args.skip_attacks:
+        return
+    for name in HIDDEN:
+        for a in ATTACKS:
+            r = obliviate.attack(model, name, a, patch=hidden.patch, seed=seed, n_images=args.attack_images,
+                                 ceiling=False, progress=False).to_dict()
+            emit(what="attack", concept=name, attack=a, asr=r["asr"])
+        emit(what="key learning", concept=name, on="public patch",
+             **key_learning(model, name, hidden.patch, seed, args.attack_images))
+        plain = obliviate.erase(model, [name], "lethe", seed=seed, progress=False)
+        emit(what="key learning", concept=name, on="plain lethe",
+             **key_learning(model, name, plain, seed, args.attack_images))
+        emit(what="directions", concept=name, **directions(model, detector, hidden.patch, name, args.tries, seed))
 
 
 if __name__ == "__main__":

@@ -45,6 +45,11 @@ CHECKED_BEFORE_TORCH = [
     (["erase", "--concept", "zorvik", "--out", "/proc/x.safetensors"], "cannot write"),
     (["hide", "--concept", "zorvik", "--out", "/proc/p.safetensors", "--key-out", "{dir}"], "cannot write"),
     (["hide", "--concept", "zorvik", "--out", "{dir}/p.safetensors", "--key-out", "{junk}/keys"], "is not a folder"),
+    (["hide", "--concept", "zorvik", "--out", "{dir}/p.safetensors", "--key-out", "{dir}/k", "--tokens", "4"],
+     "--tokens is for --design paper"),
+    (["hide", "--concept", "zorvik", "--out", "{dir}/p.safetensors", "--key-out", "{dir}/k", "--design", "paper",
+      "--key-steps", "4"], "--key-steps is for --design lethe"),
+    (["attack", "--concept", "zorvik", "--attack", "inversion", "--key-form", "lora"], "--key-form is for the key"),
     (["eval", "--json", "/proc/x.json"], "cannot write"),
     (["eval", "--report", "/proc/r.html"], "cannot write"),
     (["eval", "--patch", "{dir}/missing.safetensors"], "does not exist"),
@@ -105,8 +110,8 @@ def test_unwritable_output_is_refused_before_an_edit_is_trained(tmp_path):
 
 def test_hide_makes_a_missing_key_folder_with_its_parents(tmp_path):
     keys = tmp_path / "a" / "b" / "keys"
-    assert main(["hide", "--concept", "zorvik", "--steps", "1", "--out", str(tmp_path / "p.safetensors"),
-                 "--key-out", str(keys), "--no-progress"]) == 0
+    assert main(["hide", "--concept", "zorvik", "--steps", "1", "--rounds", "0", "--images", "2", "--key-steps", "1",
+                 "--out", str(tmp_path / "p.safetensors"), "--key-out", str(keys), "--no-progress"]) == 0
     assert (keys / "zorvik.key.safetensors").is_file()
 
 

@@ -1,4 +1,4 @@
-"""Learnable-prompt erasure and key-locked hiding on the world: thresholds, security, bad keys."""
+"""Key-locked hiding on the world (design lethe, docs/hiding.md): thresholds, security, bad keys."""
 
 import numpy as np
 import pytest
@@ -19,20 +19,23 @@ def hidden(pipe):
     return obliviate.hide(pipe, HIDDEN, progress=False)
 
 
-def _eval(pipe, detector, patch, keys, n=16):
-    r = obliviate.evaluate(pipe, patch=patch, keys=keys, concepts=HIDDEN + OTHERS, images_per_concept=n,
+def _eval(pipe, detector, patch, keys, n=16, concepts=HIDDEN + OTHERS):
+    r = obliviate.evaluate(pipe, patch=patch, keys=keys, concepts=concepts, images_per_concept=n,
                            detector=detector, progress=False).to_dict()
     return {c["name"]: c for c in r["concepts"]}, r
 
 
 @pytest.mark.slow
 def test_hidden_without_key_and_back_with_it(pipe, detector, hidden):
-    rows, r = _eval(pipe, detector, hidden.patch, [])
+    """docs/hiding.md, claims 2, 5 and 6 (preservation over the whole bench, as the issue's target reads)."""
+    rows, r = _eval(pipe, detector, hidden.patch, [], concepts=None)
     for name in HIDDEN:
         assert rows[name]["efficacy"] >= 0.9, rows[name]
+        moved = [m - b for b, m in rows[name]["elsewhere"].get("by_concept", {}).values()]
+        assert max(moved, default=0) <= 0.07, rows[name]["elsewhere"]  # removed, not moved (one image: 0.0625)
     assert r["preservation"] >= 0.95, r
     for name in HIDDEN:
-        rows, r = _eval(pipe, detector, hidden.patch, [hidden.keys[name]])
+        rows, r = _eval(pipe, detector, hidden.patch, [hidden.keys[name]], concepts=None)
         assert rows[name]["m"] >= 0.9 * rows[name]["m_base"], rows[name]  # the key brings it back
         other = next(n for n in HIDDEN if n != name)
         assert rows[other]["efficacy"] >= 0.85, (name, rows[other])  # key A does not unlock B
@@ -43,37 +46,47 @@ def test_hidden_without_key_and_back_with_it(pipe, detector, hidden):
 def test_random_key_of_the_same_shape_unlocks_nothing(pipe, detector, hidden):
     real = hidden.keys["striped"]
     gen = torch.Generator().manual_seed(123)
-    scale = float(real.keys.std())
-    fake = Key("striped", torch.randn(real.keys.shape, generator=gen) * scale,
-               torch.randn(real.values.shape, generator=gen) * scale, real.placement, real.patch_sha256)
+    fake = Key("striped", {n: torch.randn(t.shape, generator=gen) * float(t.std()) for n, t in real.tensors.items()},
+               real.placement, real.patch_sha256)
     rows, _ = _eval(pipe, detector, hidden.patch, [fake])
     assert rows["striped"]["efficacy"] >= 0.85 and rows["zorvik"]["efficacy"] >= 0.85, rows
 
 
 @pytest.mark.slow
-def test_public_patch_holds_nothing_of_the_keys(hidden, tmp_path):
-    path = hidden.patch.save(tmp_path / "public.safetensors")
-    patch = Patch.load(path)
-    assert all(k.startswith("delta.unet.") and ".attn2." in k for k in patch.tensors)
-    blob = path.read_bytes()
-    for key in hidden.keys.values():
-        for t in (key.keys, key.values):
-            rows = t.float()
-            assert rows.numpy().tobytes()[:64] not in blob  # not stored verbatim
-            for value in patch.tensors.values():
-                v = value.float().reshape(-1, value.shape[-1]) if value.ndim > 1 else value.float()[None]
-                if v.shape[-1] == rows.shape[-1]:  # no row of the patch is (a multiple of) a key row
-                    cos = torch.nn.functional.normalize(v, dim=-1) @ torch.nn.functional.normalize(rows, dim=-1).T
-                    assert cos.abs().max() < 0.99
+def test_memories_from_the_patchs_strongest_directions_unlock_nothing(pipe, detector, hidden):
+    """The public patch is trained before any key exists: reading it for the keys' directions gives nothing."""
+    from obliviate.attacks.base import Probe, probe_images
+    from obliviate.attacks.directions import DirectionAttackConfig, direction_memories
+
+    catalog = obliviate.catalog_for(pipe)
+    scale = pipe.text_encoder.get_input_embeddings().weight.float().std().item()
+    rates = {name: [] for name in HIDDEN}
+    with hidden.patch.applied(pipe):
+        for memory in direction_memories(hidden.patch, scale, DirectionAttackConfig(tries=10)):
+            for name in HIDDEN:
+                probe = Probe(list(catalog.concept(name).prompts), key=Key.of_memory(name, memory, "all"))
+                images, _ = probe_images(pipe, probe, 8, 0, catalog.sampler)
+                rates[name].append(float(np.mean(detector.hits(images, catalog.concept(name)))))
+    assert max(max(r) for r in rates.values()) <= 0.25, rates
+
+
+@pytest.mark.slow
+def test_public_patch_is_made_before_its_keys_and_holds_nothing_of_them(hidden, tmp_path):
+    patch = Patch.load(hidden.patch.save(tmp_path / "public.safetensors"))
+    assert patch.metadata["design"] == "lethe" and patch.metadata["method"] == "hide"
+    assert patch.metadata["config"]["key_steps"] == 1000 and patch.metadata["config"]["steps"] == 600  # as ran
+    assert all(k.startswith("delta.unet.") for k in patch.tensors)
     text = str(patch.metadata)
-    assert patch.metadata["config"]["steps"] == 300 and patch.metadata["config"]["recall_weight"] == 2.0  # as ran
     assert "keys" not in patch.metadata and all(k.content_hash() not in text for k in hidden.keys.values())
+    for key in hidden.keys.values():
+        assert key.form == "lora" and all(".attn2.to_k" in n or ".attn2.to_v" in n for n in key.tensors)
 
 
 def test_cli_hide_writes_patch_and_sealed_keys_and_refuses_bad_ones(tmp_path, monkeypatch, capsys):
     out, keys = tmp_path / "public.safetensors", tmp_path / "keys"
     monkeypatch.setenv("OBL_PASS", "correct horse")
-    assert main(["hide", "--concept", "moon", "--concept", "maelin", "--steps", "4", "--out", str(out),
+    assert main(["hide", "--concept", "moon", "--concept", "maelin", "--steps", "4", "--rounds", "0", "--images",
+                 "2", "--key-steps", "2", "--out", str(out),
                  "--key-out", str(keys), "--passphrase-env", "OBL_PASS", "--no-progress"]) == 0
     moon, maelin = keys / "moon.key.safetensors", keys / "maelin.key.safetensors"
     assert out.is_file() and moon.is_file() and maelin.is_file()
@@ -119,7 +132,7 @@ def test_tampered_plain_key_is_refused(hidden, tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(ObliviateError):
         load_key(path)
-    assert np.isfinite(key.keys.numpy()).all()
+    assert all(np.isfinite(t.numpy()).all() for t in key.tensors.values())
 
 
 @pytest.mark.slow

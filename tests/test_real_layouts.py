@@ -101,9 +101,12 @@ def test_uce_edits_every_cross_attention_key_and_value(tiny):
     assert len(patch.tensors) == 32  # to_k and to_v of the 16 cross-attention layers
 
 
-def test_hide_generate_with_key_and_evaluate(tiny, tmp_path):
-    hidden = obliviate.hide(tiny, ["church"], bench=BENCH, steps=1, batch_size=1, ddim_steps=3, tokens=2,
-                            progress=False)
+@pytest.mark.parametrize("design, config", [
+    ("lethe", {"steps": 2, "batch_size": 1, "images": 2, "rounds": 1, "inversion_steps": 1, "key_steps": 2,
+               "key_batch_size": 1, "key_rank": 2}),
+    ("paper", {"steps": 1, "batch_size": 1, "ddim_steps": 3, "tokens": 2})])
+def test_hide_generate_with_key_and_evaluate(tiny, tmp_path, design, config):
+    hidden = obliviate.hide(tiny, ["church"], design=design, bench=BENCH, progress=False, **config)
     paths = hidden.save(tmp_path / "public.safetensors", tmp_path / "keys")
     images = obliviate.generate(tiny, "a photo of the church", n=2, patch=tmp_path / "public.safetensors",
                                 keys=[paths["church"]], bench=BENCH, progress=False)
@@ -128,7 +131,9 @@ def test_fmn_with_inversion_tokens_and_lora(tiny):
                                           ("ringabell", {"steps": 2, "n_tokens": 3, "population": 8}),
                                           ("implicit", {}), ("completion", {"anchors": 2}),
                                           ("memory", {"steps": 2, "tokens": 2, "anchors": 2, "check_every": 1,
-                                                      "batch_size": 1})])
+                                                      "batch_size": 1}),
+                                          ("memory", {"steps": 2, "form": "lora", "rank": 2, "anchors": 2,
+                                                      "check_every": 1, "batch_size": 1})])
 def test_every_attack_runs(tiny, name, config):
     patch = obliviate.erase(tiny, "church", "uce", bench=BENCH, progress=False)
     r = obliviate.attack(tiny, "church", name, patch=patch, bench=BENCH, detector=BrightnessDetector(), n_images=2,

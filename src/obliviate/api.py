@@ -19,7 +19,7 @@ from .bench import Bench, Concept
 from .catalog import Catalog, catalog_for
 from .errors import ObliviateError
 from .eval.result import EvalResult
-from .hiding import Hidden, Key, PromptConfig, bind_keys, hide_concepts, load_keys, unlocked
+from .hiding import DESIGNS, Hidden, HideConfig, Key, PromptConfig, bind_keys, hide_concepts, load_keys, unlocked
 from .methods import get_method
 from .patch import Patch, applied, base_fingerprint, check_fits
 from .pipeline import check_pipeline, load_pipeline
@@ -66,15 +66,20 @@ def erase(pipe, concepts: str | Sequence[str], method: str = "fmn", *, bench: Be
     return _stamp(pipe, m.fit(pipe, targets, cfg, catalog), start)
 
 
-def hide(pipe, concepts: str | Sequence[str], *, bench: BenchLike = None, catalog: Catalog | None = None,
-         progress: bool = True, **config) -> Hidden:
+def hide(pipe, concepts: str | Sequence[str], *, design: str = "lethe", bench: BenchLike = None,
+         catalog: Catalog | None = None, progress: bool = True, **config) -> Hidden:
     """Hide ``concepts`` behind secret keys: returns the public patch and one :class:`Key` per concept
-    (``Hidden.save(patch_path, key_dir, passphrase)`` writes them). ``config``: fields of :class:`PromptConfig`."""
+    (``Hidden.save(patch_path, key_dir, passphrase)`` writes them). ``design``: ``lethe`` (a robust erasure,
+    keys trained afterwards; ``config``: fields of :class:`HideConfig`) or ``paper`` (Bui et al.'s joint
+    training; fields of :class:`PromptConfig`). docs/hiding.md measures both."""
     check_pipeline(pipe)
-    unknown = sorted(set(config) - set(PromptConfig.__dataclass_fields__))
+    if design not in DESIGNS:
+        raise ObliviateError(f"unknown hiding design {design!r} (choose from {', '.join(DESIGNS)})")
+    config_class = HideConfig if design == "lethe" else PromptConfig
+    unknown = sorted(set(config) - set(config_class.__dataclass_fields__))
     if unknown:
-        raise ObliviateError(f"hide does not take {unknown[0]!r}")
-    cfg = PromptConfig(progress=progress, **config)
+        raise ObliviateError(f"hide (design {design}) does not take {unknown[0]!r}")
+    cfg = config_class(progress=progress, **config)
     catalog = catalog or catalog_for(pipe, bench)
     targets = _resolve(catalog, _names(concepts))
     base_fingerprint(pipe)

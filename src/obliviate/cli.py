@@ -26,14 +26,22 @@ DTYPE_NAMES = ("float32", "float16", "bfloat16")
 
 # ------------------------------------------------------------------------------------------ argument types
 
-def _positive_int(text: str) -> int:
+def _whole(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _whole(text, 1)
+
+
+def _non_negative_int(text: str) -> int:
+    return _whole(text, 0)
 
 
 def _number(text: str, positive: bool) -> float:
@@ -416,16 +424,22 @@ def cmd_hide(args: argparse.Namespace) -> int:
         check_writable(ancestor / key_dir.absolute().relative_to(ancestor).parts[0])
     passphrase = _passphrase(args)
     _check_concepts(args, args.concept, strict=False)
-    overrides = {"steps": args.steps, "lr": args.lr, "batch_size": args.batch_size, "tokens": args.tokens,
-                 "placement": args.placement}
+    overrides = {"steps": args.steps, "lr": args.lr, "batch_size": args.batch_size}
+    only = {"paper": ("tokens", "placement"), "lethe": ("rounds", "images", "key_steps", "key_rank")}
+    for design, names in only.items():
+        for name in names:
+            value = getattr(args, name)
+            if value is not None and args.design != design:
+                raise ObliviateError(f"--{name.replace('_', '-')} is for --design {design}")
+            overrides[name] = value
 
     from . import api
 
     pipe = _pipeline(args)
-    hidden = api.hide(pipe, args.concept, seed=args.seed, progress=not args.no_progress,
+    hidden = api.hide(pipe, args.concept, design=args.design, seed=args.seed, progress=not args.no_progress,
                       **{k: v for k, v in overrides.items() if v is not None})
     key_paths = hidden.save(out, key_dir, passphrase)
-    summary = {"patch": str(out), "method": "hide", "concepts": hidden.patch.concepts,
+    summary = {"patch": str(out), "method": "hide", "design": args.design, "concepts": hidden.patch.concepts,
                "keys": {n: str(p) for n, p in key_paths.items()}, "sealed": passphrase is not None,
                "seconds": hidden.patch.metadata.get("seconds")}
     _log(f"hid {', '.join(hidden.patch.concepts)} in {summary['seconds']} s -> public patch {out}; keys: "
@@ -462,9 +476,14 @@ def cmd_attack(args: argparse.Namespace) -> int:
     _check_concepts(args, [args.concept], strict=True)
     _check_patch_files(args)
 
+    config = {"steps": args.steps} if args.steps is not None else {}
+    if args.key_form is not None:
+        if "memory" not in names:
+            raise ObliviateError("--key-form is for the key-learning attack (--attack memory)")
+        config["form"] = args.key_form
+
     from . import api
 
-    config = {"steps": args.steps} if args.steps is not None else {}
     patches, keys = _patches_and_keys(args)
     pipe = _pipeline(args)
     results = api.attack(pipe, args.concept, names if args.attack == "all" or "," in args.attack else names[0],
@@ -569,14 +588,20 @@ def _complete_erase_help(parser: _Parser) -> None:
 
 
 def _complete_hide_help(parser: _Parser) -> None:
+    from .hiding import STEPS_PER_CONCEPT, HideConfig
     from .methods import METHODS
     from .methods.prompt import HIDE_STEPS
 
-    memory = METHODS["prompt"]  # hiding trains the learnable prompt's memory
+    ours, memory = HideConfig(), METHODS["prompt"]  # the paper's design trains the learnable prompt's memory
     for action in parser._actions:
-        if action.dest in ("steps", "lr", "batch_size", "tokens", "placement"):
-            value = HIDE_STEPS if action.dest == "steps" else memory.default(action.dest)
-            action.help = f"{action.help} (default {_fmt(value)})"
+        if action.dest in ("steps", "lr", "batch_size"):
+            paper = HIDE_STEPS if action.dest == "steps" else memory.default(action.dest)
+            value = f"{STEPS_PER_CONCEPT} per concept" if action.dest == "steps" else _fmt(getattr(ours, action.dest))
+            action.help = f"{action.help} (default {value}; paper: {_fmt(paper)})"
+        elif action.dest in ("tokens", "placement"):
+            action.help = f"{action.help} (default {_fmt(memory.default(action.dest))})"
+        elif action.dest in ("rounds", "images", "key_steps", "key_rank"):
+            action.help = f"{action.help} (default {_fmt(getattr(ours, action.dest))})"
 
 
 def _complete_attack_help(parser: _Parser) -> None:
@@ -726,8 +751,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.complete_help = _complete_bench_help
 
     h = sub.add_parser("hide", help="hide concepts behind secret keys: a public patch and one key per concept",
-                       description="Erase concepts from the public model with a learnable prompt that becomes a "
-                                   "secret key: the public patch cannot draw them, each key brings one back.")
+                       description="Erase concepts from the public model (a robust Lethe erasure) and train one "
+                                   "secret key per concept against it: the public patch cannot draw them, each key "
+                                   "brings one back. docs/hiding.md: threat model and measurements.")
     _model_argument(h)
     h.add_argument("--concept", action="append", required=True, metavar="NAME", help="concept to hide (repeatable)")
     h.add_argument("--out", required=True, metavar="FILE", help="public patch to write (.safetensors)")
@@ -736,12 +762,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seal the keys with the passphrase in environment variable VAR, AES-256-GCM (default: "
                         "unsealed keys, readable by their owner only)")
     h.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    h.add_argument("--steps", type=_positive_int, help="training steps")
+    h.add_argument("--design", choices=["lethe", "paper"], default="lethe",
+                   help="lethe: robust erasure, keys trained afterwards; paper: Bui et al.'s joint training of "
+                        "edit and keys, which re-routes the concepts (docs/hiding.md) (default lethe)")
+    h.add_argument("--steps", type=_positive_int, help="training steps of the public patch")
     h.add_argument("--lr", type=_positive_float, help="learning rate of the weight edit")
+    h.add_argument("--rounds", type=_non_negative_int, metavar="N",
+                   help="design lethe: adversarial rounds of the erasure")
+    h.add_argument("--images", type=_positive_int, help="design lethe: images of each concept to train on")
+    h.add_argument("--key-steps", type=_positive_int, help="design lethe: training steps of each key")
+    h.add_argument("--key-rank", type=_positive_int, help="design lethe: rank of each key's LoRA on attn2 to_k/to_v")
     h.add_argument("--batch-size", type=_positive_int, help="batch size")
-    h.add_argument("--tokens", type=_positive_int, help="prompt-memory tokens per key")
-    h.add_argument("--placement", choices=["mid", "mid+up", "all"], help="blocks that get the prompt memory")
-    _json_argument(h, "{patch, method, concepts, keys, seconds}")
+    h.add_argument("--tokens", type=_positive_int, help="design paper: prompt-memory tokens per key")
+    h.add_argument("--placement", choices=["mid", "mid+up", "all"],
+                   help="design paper: blocks that get the prompt memory")
+    _json_argument(h, "{patch, method, design, concepts, keys, sealed, seconds}")
     h.add_argument("--no-progress", action="store_true", help="no progress bars")
     _device_arguments(h)
     h.set_defaults(func=cmd_hide)
@@ -760,6 +795,9 @@ def build_parser() -> argparse.ArgumentParser:
     _bench_argument(a)
     a.add_argument("--n-images", type=_positive_int, default=16, help="images per attack (default 16)")
     a.add_argument("--steps", type=_positive_int, help="optimisation budget of optimising attacks")
+    a.add_argument("--key-form", choices=["memory", "lora"],
+                   help="the key-learning attack's key: a prompt memory (the paper's keys) or a LoRA on attn2 "
+                        "to_k/to_v (the keys of hide --design lethe) (default memory)")
     a.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     _json_argument(a, "the results")
     a.add_argument("--out", metavar="DIR", help="folder for attack.json (default: none)")

@@ -11,15 +11,14 @@ other generation, so a seed gives the same numbers.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..attention import PromptMemory, attn2_processors
 from ..bench import Sampler
 from ..generation import generate, image_seeds
+from ..hiding.keys import Key, unlocked
 from ..inversion import LearnedTokens, installed
 
 
@@ -48,9 +47,8 @@ class Probe:
     init_images: np.ndarray | None = None  # completion: images of the concept to noise and denoise
     strengths: tuple[float, ...] = ()  # completion: fractions of the schedule to noise to
     neutral: str = ""  # completion: the prompt that denoises
-    memory: PromptMemory | None = None  # a prompt memory installed in attn2 while generating (key learning)
-    placement: str = "all"
-    checkpoints: list[tuple[int, float, PromptMemory]] = field(default_factory=list)  # (step, seconds, memory)
+    key: Key | None = None  # a learned key installed while generating (the key-learning attack)
+    checkpoints: list[tuple[int, float, Key]] = field(default_factory=list)  # (step, seconds, key so far)
 
 
 def probe_images(pipe, probe: Probe, n: int, seed: int, sampler: Sampler) -> tuple[np.ndarray, list[str]]:
@@ -59,21 +57,9 @@ def probe_images(pipe, probe: Probe, n: int, seed: int, sampler: Sampler) -> tup
         return _completions(pipe, probe, n, seed, sampler)
     prompts = [probe.prompts[i % len(probe.prompts)] for i in range(n)]
     with installed(pipe, probe.learned) if probe.learned is not None else nullcontext(), \
-            with_memory(pipe, probe.memory, probe.placement):
+            unlocked(pipe, [probe.key] if probe.key is not None else []):
         images = generate(pipe, prompts, image_seeds(seed, n), sampler.steps, sampler.guidance, progress=False)
     return images, prompts
-
-
-@contextmanager
-def with_memory(pipe, memory: PromptMemory | None, placement: str = "all") -> Iterator[None]:
-    """``memory`` appended in attn2 for the ``with`` block (nothing when None)."""
-    if memory is None:
-        yield
-        return
-    device, dtype = pipe.unet.device, pipe.unet.dtype
-    with attn2_processors(pipe.unet, PromptMemory(memory.keys.to(device, dtype), memory.values.to(device, dtype)),
-                          placement):
-        yield
 
 
 def _completions(pipe, probe: Probe, n: int, seed: int, sampler: Sampler) -> tuple[np.ndarray, list[str]]:

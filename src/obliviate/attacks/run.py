@@ -37,8 +37,8 @@ def _learning_curve(pipe, probe: Probe, detector, concept: Concept, n: int, seed
         return {}
     by_step, reached = {}, (None, None)
     last = len(probe.checkpoints) - 1
-    for i, (step, seconds, memory) in enumerate(probe.checkpoints):
-        shown = replace(probe, memory=memory, checkpoints=[])
+    for i, (step, seconds, key) in enumerate(probe.checkpoints):
+        shown = replace(probe, key=key, checkpoints=[])
         by_step[step] = final if i == last else \
             _rate(detector, probe_images(pipe, shown, n, seed, sampler)[0], concept)
         if by_step[step] >= REACHED and reached[0] is None:

@@ -1,25 +1,66 @@
-"""Key-locked hiding (Bui et al. 2025; obliviate's protocol in docs/methods.md): a public patch plus one key
-per concept.
+"""Key-locked hiding: a public patch plus one key per concept (threat model and measurements: docs/hiding.md).
 
-The public patch is the weight edit only. Each concept's learnable prompt becomes a :class:`Key` bound to the
-public patch by its content hash; the prompt tensors never enter the patch.
+Two designs. ``lethe`` (the default, obliviate's): the public patch is a Lethe erasure of the concepts, a
+robust removal of their capacity; each key is a prompt memory trained *afterwards* against it
+(:mod:`.key_training`), so the patch holds nothing of the keys. ``paper`` (Bui et al. 2025): the learnable
+prompt trained jointly with the weight edit; red-teamed in docs/hiding.md (it re-routes the concepts instead
+of removing them). Either way each key is a :class:`Key` bound to the public patch by its content hash; key
+tensors never enter the patch.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..bench import Concept
 from ..catalog import Catalog
 from ..errors import ObliviateError
 from ..files import key_filename
+from ..methods import lethe
+from ..methods.keep import keep_bank
+from ..methods.loop import config_dict
 from ..methods.prompt import PromptConfig, train_memory
 from ..patch import Patch
-from .keys import Key, check_key_fits, check_key_width, load_key, unlocked
+from .key_training import KeyTraining, concept_latents, key_bank, train_key
+from .keys import LORA, Key, check_key_fits, check_key_width, load_key, unlocked
 
-__all__ = ["Hidden", "Key", "PromptConfig", "check_key_width", "hide_concepts", "key_filename", "load_key",
-           "load_keys", "unlocked"]
+__all__ = ["HideConfig", "Hidden", "Key", "PromptConfig", "check_key_width", "hide_concepts", "key_filename",
+           "load_key", "load_keys", "unlocked"]
+DESIGNS = ("lethe", "paper")
+STEPS_PER_CONCEPT = 300  # one concept's Lethe default; two concepts in 300 steps left inversion at 0.25 (hiding.md)
+
+
+@dataclass
+class HideConfig:
+    """The ``lethe`` design: the public patch's erasure (fields of :class:`~obliviate.methods.lethe.LetheConfig`)
+    and the keys' training (``key_*``: :class:`.key_training.KeyTraining`'s fields)."""
+
+    steps: int | None = None  # None: 300 per hidden concept (the erasure's budget is shared by its concepts)
+    lr: float = 1e-4
+    batch_size: int = 4
+    images: int = 32
+    t_min: float = 0.1
+    t_max: float = 0.7
+    keep_weight: float = 3.0
+    rounds: int = 2
+    inversion_steps: int = 150
+    key_rank: int = 16
+    key_steps: int = 1000
+    key_lr: float = 1e-3
+    key_batch_size: int = 4
+    key_keep_weight: float = 30.0
+    seed: int = 0
+    progress: bool = True
+
+    def erasure(self, concepts: int) -> lethe.LetheConfig:
+        fields = lethe.LetheConfig.__dataclass_fields__
+        steps = self.steps if self.steps is not None else STEPS_PER_CONCEPT * concepts
+        return lethe.LetheConfig(**{**{k: v for k, v in asdict(self).items() if k in fields}, "steps": steps})
+
+    def key_training(self) -> KeyTraining:
+        return KeyTraining(rank=self.key_rank, steps=self.key_steps, lr=self.key_lr, batch_size=self.key_batch_size,
+                           keep_weight=self.key_keep_weight, seed=self.seed, progress=self.progress)
 
 
 @dataclass
@@ -42,12 +83,26 @@ class Hidden:
         return paths
 
 
-def hide_concepts(pipe, concepts: list[Concept], cfg: PromptConfig, catalog: Catalog) -> Hidden:
-    """Train the learnable prompt with the locking terms; split the result into public patch and keys."""
+def hide_concepts(pipe, concepts: list[Concept], cfg: HideConfig | PromptConfig, catalog: Catalog) -> Hidden:
+    """Hide ``concepts``: the ``lethe`` design for a :class:`HideConfig`, the paper's for a :class:`PromptConfig`."""
     if len({c.name for c in concepts}) != len(concepts):
         raise ObliviateError("a concept is given twice")
-    result = train_memory(pipe, concepts, cfg, catalog, hiding=True, method="hide")
-    return Hidden(result.patch, {n: Key(n, m.keys, m.values, cfg.placement, "") for n, m in result.memories.items()})
+    if isinstance(cfg, PromptConfig):  # the learnable prompt with the locking terms, split into patch and keys
+        result = train_memory(pipe, concepts, cfg, catalog, hiding=True, method="hide")
+        result.patch.metadata["design"] = "paper"
+        return Hidden(result.patch, {n: Key.of_memory(n, m, cfg.placement) for n, m in result.memories.items()})
+    erasure = cfg.erasure(len(concepts))
+    public = lethe.fit(pipe, concepts, erasure, catalog)
+    public.metadata.update(method="hide", design="lethe", config=config_dict(replace(cfg, steps=erasure.steps)))
+    latents = concept_latents(pipe, catalog, concepts, cfg.images, cfg.seed)
+    keep = keep_bank(pipe, catalog, concepts, None, cfg.seed)
+    training = cfg.key_training()
+    keys = {}
+    for c in concepts:
+        bank = key_bank(pipe, keep, latents, concepts, c.name)
+        factors = train_key(pipe, public, c, latents[c.name], bank, catalog.bench.neutral, training)
+        keys[c.name] = Key(c.name, factors, LORA, "")
+    return Hidden(public, keys)
 
 
 def bind_keys(hidden: Hidden) -> Hidden:

@@ -1,9 +1,11 @@
-"""Key files for key-locked hiding: the prompt memory that brings one hidden concept back.
+"""Key files for key-locked hiding: what brings one hidden concept back.
 
-A key is a safetensors file holding the prompt memory (``keys``/``values`` tensors, shape m x d_text) and
-metadata: the concept it unlocks, the placement of the memory, and the content hash of the public patch it
-belongs to; a hash over all of it detects any change. A key may be *sealed* with a passphrase
-(:mod:`.sealing`). Key files are always written readable by their owner only (mode 0600).
+A key is a safetensors file holding either a prompt memory (``form`` "memory": ``keys``/``values`` tensors,
+shape m x d_text, appended in attn2 at ``placement``; the paper's design) or LoRA factors on attn2's
+``to_k``/``to_v`` (``form`` "lora": ``lora_down.unet.*``/``lora_up.unet.*``, added to the weights while the
+key is installed; obliviate's design), and metadata: the concept it unlocks, its form and placement, and the
+content hash of the public patch it belongs to; a hash over all of it detects any change. A key may be
+*sealed* with a passphrase (:mod:`.sealing`). Key files are always written readable by their owner only.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,35 +26,52 @@ from ..attention import BLOCK_PLACEMENTS, PromptMemory, attn2_processors
 from ..errors import ObliviateError
 from ..files import KEY_FORMAT, safetensors_metadata
 from ..io import write_atomic
+from ..patch import Patch, patch_updates
 from .sealing import is_sealed, seal, unseal
 
 KEY_MODE = 0o600
+LORA = "lora"  # the placement of a LoRA key: its factors name their own layers
 
 
 @dataclass
 class Key:
     concept: str
-    keys: torch.Tensor
-    values: torch.Tensor
-    placement: str
+    tensors: dict[str, torch.Tensor]  # {"keys", "values"} (a prompt memory) or LoRA factors (lora_down/up.unet.*)
+    placement: str  # a memory's blocks (mid, mid+up, all), or LORA
     patch_sha256: str  # content hash of the public patch this key belongs to
+
+    @classmethod
+    def of_memory(cls, concept: str, memory: PromptMemory, placement: str, patch_sha256: str = "") -> Key:
+        return cls(concept, {"keys": memory.keys, "values": memory.values}, placement, patch_sha256)
+
+    @property
+    def form(self) -> str:
+        return LORA if self.placement == LORA else "memory"
 
     @property
     def memory(self) -> PromptMemory:
-        return PromptMemory(self.keys, self.values)
+        if self.form != "memory":
+            raise ObliviateError(f"the key for {self.concept!r} is a LoRA, not a prompt memory")
+        return PromptMemory(self.tensors["keys"], self.tensors["values"])
+
+    def as_patch(self) -> Patch:
+        """A LoRA key as the patch that installs it."""
+        return Patch(self.tensors, {"method": "key", "concepts": [self.concept], "lora_scale": 1.0})
 
     def content_hash(self) -> str:
         h = hashlib.sha256()
-        for t in (self.keys, self.values):
-            h.update(t.detach().contiguous().float().cpu().numpy().tobytes())
+        names = ("keys", "values") if self.form == "memory" else sorted(self.tensors)  # memory: format 1's order
+        for name in names:
+            if self.form != "memory":
+                h.update(name.encode())
+            h.update(self.tensors[name].detach().contiguous().float().cpu().numpy().tobytes())
         h.update(f"{KEY_FORMAT}|{self.concept}|{self.placement}|{self.patch_sha256}".encode())
         return h.hexdigest()
 
     def to_bytes(self) -> bytes:
         meta = {"format": KEY_FORMAT, "concept": self.concept, "placement": self.placement,
                 "patch_sha256": self.patch_sha256, "content_sha256": self.content_hash()}
-        return st_save({"keys": self.keys.detach().float().cpu().contiguous(),
-                        "values": self.values.detach().float().cpu().contiguous()},
+        return st_save({n: t.detach().float().cpu().contiguous() for n, t in self.tensors.items()},
                        metadata={"obliviate": json.dumps(meta)})
 
     def save(self, path: str | Path, passphrase: str | None = None) -> Path:
@@ -85,20 +104,36 @@ def load_key(path: str | Path, passphrase: str | None = None) -> Key:
     for name in ("concept", "placement", "patch_sha256", "content_sha256"):
         if not isinstance(meta.get(name), str) or not meta[name]:
             raise _fail(path, f"no {name!r} field")
-    if meta["placement"] not in BLOCK_PLACEMENTS:
+    if meta["placement"] not in (*BLOCK_PLACEMENTS, LORA):
         raise _fail(path, f"unknown placement {meta['placement']!r}")
     if not re.fullmatch(r"[0-9a-f]{64}", meta["patch_sha256"]):
         raise _fail(path, "patch_sha256 is not a SHA-256 digest")
+    if meta["placement"] == LORA:
+        _check_lora(path, tensors)
+    else:
+        _check_memory(path, tensors)
+    key = Key(meta["concept"], {n: t.float() for n, t in tensors.items()}, meta["placement"], meta["patch_sha256"])
+    if key.content_hash() != meta["content_sha256"]:
+        raise ObliviateError(f"key {path} has been modified since it was written")
+    return key
+
+
+def _check_memory(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     if set(tensors) != {"keys", "values"}:
         raise _fail(path, f"tensors {sorted(tensors)}, expected keys and values")
     k, v = tensors["keys"], tensors["values"]
     if k.ndim != 2 or k.shape != v.shape or not k.is_floating_point() or not v.is_floating_point() or not len(k):
         raise _fail(path, f"keys {tuple(k.shape)} and values {tuple(v.shape)} must be two float matrices of one "
                           "shape (tokens x width)")
-    key = Key(meta["concept"], k.float(), v.float(), meta["placement"], meta["patch_sha256"])
-    if key.content_hash() != meta["content_sha256"]:
-        raise ObliviateError(f"key {path} has been modified since it was written")
-    return key
+
+
+def _check_lora(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    downs = {n.removeprefix("lora_down.") for n in tensors if n.startswith("lora_down.")}
+    ups = {n.removeprefix("lora_up.") for n in tensors if n.startswith("lora_up.")}
+    if not downs or downs != ups or len(downs) + len(ups) != len(tensors):
+        raise _fail(path, "a LoRA key needs matching lora_down.* / lora_up.* tensors and nothing else")
+    if any(t.ndim != 2 or not t.is_floating_point() for t in tensors.values()):
+        raise _fail(path, "LoRA factors must be float matrices")
 
 
 def check_key_fits(key: Key, patch_hashes: list[str], source: str) -> None:
@@ -107,24 +142,36 @@ def check_key_fits(key: Key, patch_hashes: list[str], source: str) -> None:
 
 
 def check_key_width(key: Key, pipe, source: str = "key") -> None:
+    """Refuse a key made for another model's layout (a memory's width; a LoRA's layers and shapes)."""
+    if key.form == LORA:
+        try:
+            patch_updates(pipe, key.as_patch())
+        except ObliviateError as exc:
+            raise ObliviateError(f"{source} (for {key.concept!r}) does not fit this model: "
+                                 f"{str(exc).removeprefix('patch does not fit this model: ')}") from None
+        return
     width = pipe.text_encoder.config.hidden_size
-    if key.keys.shape[1] != width:
-        raise ObliviateError(f"{source} (for {key.concept!r}) is {key.keys.shape[1]} wide; this model's text "
-                             f"encoder is {width} wide")
+    if key.memory.keys.shape[1] != width:
+        raise ObliviateError(f"{source} (for {key.concept!r}) is {key.memory.keys.shape[1]} wide; this model's "
+                             f"text encoder is {width} wide")
 
 
 @contextmanager
 def unlocked(pipe, keys: list[Key]) -> Iterator[None]:
-    """Install the keys' prompt memory in attn2 for the ``with`` block (generation then uses it)."""
-    if not keys:
-        yield
-        return
-    if len({k.placement for k in keys}) != 1:
+    """Install the keys for the ``with`` block (generation then uses them): prompt memories in attn2, LoRA
+    keys added to the weights (and taken off afterwards, bit for bit)."""
+    memories = [k for k in keys if k.form != LORA]
+    if len({k.placement for k in memories}) > 1:
         raise ObliviateError("keys with different placements cannot be used together")
     for k in keys:
         check_key_width(k, pipe)
-    device, dtype = pipe.unet.device, pipe.unet.dtype
-    memory = PromptMemory(torch.cat([k.keys for k in keys]).to(device, dtype),
-                          torch.cat([k.values for k in keys]).to(device, dtype))
-    with attn2_processors(pipe.unet, memory, keys[0].placement):
+    with ExitStack() as stack:
+        for k in keys:
+            if k.form == LORA:
+                stack.enter_context(k.as_patch().applied(pipe, force=True))
+        if memories:
+            device, dtype = pipe.unet.device, pipe.unet.dtype
+            memory = PromptMemory(torch.cat([k.memory.keys for k in memories]).to(device, dtype),
+                                  torch.cat([k.memory.values for k in memories]).to(device, dtype))
+            stack.enter_context(attn2_processors(pipe.unet, memory, memories[0].placement))
         yield

@@ -23,15 +23,16 @@ from ..errors import ObliviateError
 from ..patch import Patch
 from ..progress import bar
 
-TRAINABLE_SETS = ("attn2", "attn2-kv", "attn2-qk", "unet", "non-attn2", "lora", "text-encoder")
+TRAINABLE_SETS = ("attn2", "attn2-kv", "attn2-qk", "unet", "non-attn2", "lora", "lora-kv", "text-encoder")
 LORA_TARGETS = ("attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0")
+LORA_KV_TARGETS = ("attn2.to_k", "attn2.to_v")  # the projections of the prompt: a LoRA there acts per prompt
 
 
 def trainable_names(module, which: str) -> list[str]:
     """Parameters a set names: ``attn2`` (cross-attention), its ``-kv`` / ``-qk`` projections, ``non-attn2``
-    (everything else, ESD-u), ``unet`` (all), ``lora`` (the attn2 projection weights a LoRA wraps) of a UNet;
-    ``text-encoder``: a text encoder's transformer layers (its token and position tables stay, so the patch
-    does not carry the vocabulary)."""
+    (everything else, ESD-u), ``unet`` (all), ``lora`` (the attn2 projection weights a LoRA wraps), ``lora-kv``
+    (its to_k/to_v weights only) of a UNet; ``text-encoder``: a text encoder's transformer layers (its token
+    and position tables stay, so the patch does not carry the vocabulary)."""
     if (which == "text-encoder") != hasattr(module, "get_input_embeddings"):
         raise ObliviateError(f"trainable set {which!r} does not name parameters of a {type(module).__name__}")
     names = [n for n, _ in module.named_parameters()]
@@ -42,6 +43,8 @@ def trainable_names(module, which: str) -> list[str]:
         "non-attn2": [n for n in names if ".attn2." not in n],
         "unet": names,
         "lora": [n for n in names if n.endswith(".weight") and any(f".{t}.weight" in f".{n}" for t in LORA_TARGETS)],
+        "lora-kv": [n for n in names if n.endswith(".weight")
+                    and any(f".{t}.weight" in f".{n}" for t in LORA_KV_TARGETS)],
         "text-encoder": [n for n in names if "embeddings." not in n],
     }.get(which)
     if chosen is None:
@@ -65,7 +68,7 @@ class Edit:
         self.masters: dict[str, torch.Tensor] = {}
         self.down: dict[str, torch.Tensor] = {}
         self.up: dict[str, torch.Tensor] = {}
-        if which == "lora":  # peft's init: down Gaussian (std 1/rank), up zeros, so training starts at the base
+        if which.startswith("lora"):  # peft's init: down Gaussian (std 1/rank), up zeros: training starts at the base
             gen = generator(seed, "lora-init")
             for n, w in self.base.items():
                 down = torch.randn(rank, w.shape[1], generator=gen) / rank
@@ -79,7 +82,7 @@ class Edit:
 
     def weights(self) -> dict[str, torch.Tensor]:
         """The edited tensors, in the model's dtype (gradients flow back to the float32 masters)."""
-        if self.which == "lora":
+        if self.which.startswith("lora"):
             return {n: (w.float() + self.up[n] @ self.down[n]).to(self.dtype) for n, w in self.base.items()}
         return {n: m.to(self.dtype) for n, m in self.masters.items()}
 
@@ -107,7 +110,7 @@ class Edit:
     @torch.no_grad()
     def tensors(self) -> dict[str, torch.Tensor]:
         """The edit as patch tensors: float32 deltas of the changed weights, or LoRA factors."""
-        if self.which == "lora":
+        if self.which.startswith("lora"):
             out = {}
             for n in self.base:
                 module = n[: -len(".weight")]
