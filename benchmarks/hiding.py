@@ -2,12 +2,12 @@
 
     python benchmarks/hiding.py --seed 0 [--design lethe] [--threads 1]
 
-Prints one JSON line per measurement, then the seed's row of the hiding table: without a key, each hidden
-concept's efficacy, its rate on every other concept's prompts (the swap check), every attack of the suite
-and the key-learning attack (beside the same attack on a plain Lethe erasure of the concept and on the base
-model), and the best of ``--tries`` memories built from the public patch's strongest weight directions; with
-each key, the concept's M-Score against the base model's, the other hidden concept's efficacy, and
-preservation. Every figure comes from obliviate's own API.
+Prints one JSON line per measurement: without a key, each hidden concept's efficacy, its rate on every other
+concept's prompts (the swap check), every attack of the suite, the key-learning attack in the shape of the
+design's keys (beside the same attack on a plain Lethe erasure of the concept and on the base model), and
+the best of ``--tries`` memories built from the public patch's strongest weight directions; with each key,
+the concept's M-Score against the base model's, the other hidden concept's efficacy, and preservation.
+Every figure comes from obliviate's own API.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ def evaluation(model, detector, patch, keys, n: int, seed: int) -> dict:
     return out
 
 
-def key_learning(model, concept: str, patch, seed: int, n: int) -> dict:
-    r = obliviate.attack(model, concept, "memory", patch=patch, seed=seed, n_images=n, form="lora",
+def key_learning(model, concept: str, patch, seed: int, n: int, form: str) -> dict:
+    r = obliviate.attack(model, concept, "memory", patch=patch, seed=seed, n_images=n, form=form,
                          progress=False).to_dict()
     d = r["details"]
     return {"asr": r["asr"], "steps_to_reach": d.get("steps_to_reach"), "seconds": d.get("seconds_to_reach"),
@@ -105,11 +105,12 @@ def main() -> None:
             r = obliviate.attack(model, name, a, patch=hidden.patch, seed=seed, n_images=args.attack_images,
                                  ceiling=False, progress=False).to_dict()
             emit(what="attack", concept=name, attack=a, asr=r["asr"])
-        emit(what="key learning", concept=name, on="public patch",
-             **key_learning(model, name, hidden.patch, seed, args.attack_images))
+        form = "lora" if args.design == "lethe" else "memory"  # the shape of the design's keys
+        emit(what="key learning", concept=name, on="public patch", form=form,
+             **key_learning(model, name, hidden.patch, seed, args.attack_images, form))
         plain = obliviate.erase(model, [name], "lethe", seed=seed, progress=False)
-        emit(what="key learning", concept=name, on="plain lethe",
-             **key_learning(model, name, plain, seed, args.attack_images))
+        emit(what="key learning", concept=name, on="plain lethe", form=form,
+             **key_learning(model, name, plain, seed, args.attack_images, form))
         emit(what="directions", concept=name, **directions(model, detector, hidden.patch, name, args.tries, seed))
 
 
