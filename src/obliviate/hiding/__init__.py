@@ -1,8 +1,8 @@
 """Key-locked hiding: a public patch plus one key per concept (threat model and measurements: docs/hiding.md).
 
 Two designs. ``lethe`` (the default, obliviate's): the public patch is a Lethe erasure of the concepts, a
-robust removal of their capacity; each key is a prompt memory trained *afterwards* against it
-(:mod:`.key_training`), so the patch holds nothing of the keys. ``paper`` (Bui et al. 2025): the learnable
+robust removal of their capacity; each key is a LoRA on attn2 to_k/to_v trained *afterwards* against it
+(:mod:`.key_training`), so nothing in the patch was fitted to the keys. ``paper`` (Bui et al. 2025): the learnable
 prompt trained jointly with the weight edit; red-teamed in docs/hiding.md (it re-routes the concepts instead
 of removing them). Either way each key is a :class:`Key` bound to the public patch by its content hash; key
 tensors never enter the patch.
