@@ -1,10 +1,11 @@
 """The patch-direction attack: read a public patch for where its keys might live, and try memories built there.
 
-A key is a prompt memory read by every attn2 layer through ``to_k``/``to_v``. If the public patch was trained
-together with its keys, its ``to_k``/``to_v`` deltas are largest along the text-space directions the keys
-use (obliviate's red team measured about 80% of a paper-design key's norm in the 8 strongest). The attacker
-stacks the deltas, takes their top right singular vectors V_r (text-space directions), and draws memories
-inside that span at the token embeddings' scale:
+A key acts through every attn2 layer's ``to_k``/``to_v`` (a prompt memory is read by them; a LoRA key changes
+them). If the public patch was trained together with its keys, its ``to_k``/``to_v`` deltas are largest along
+the text-space directions the keys use (issue #17's red team measured about 80% of a paper-design key's norm in
+the 8 strongest; docs/hiding.md reproduces 70-81%). The attacker stacks the deltas, takes their top right
+singular vectors V_r (text-space directions), and draws memories inside that span at the token embeddings'
+scale:
 
     Delta = [dW_k; dW_v over every attn2 layer],   Delta = U S V^T,   P = Z V_r^T * scale * sqrt(d / r),  Z ~ N(0, 1)
 

@@ -7,8 +7,9 @@ concept as the base model does, and changes nothing else.
 
 The first term recalls the concept (distilled from the base model, which only the publisher has); the second
 keeps everything else as the public model draws it, so key A leaves B hidden and the others intact. The
-public patch is fixed before any key exists, so it carries no information about the keys (the weight
-directions a key uses cannot be read off the patch), and without a key it is exactly the plain erasure.
+public patch is fixed before any key exists, so nothing in it is fitted to the keys and without a key it is
+exactly the plain erasure (a key still acts where the erasure acted, so the two share directions:
+docs/hiding.md measures how much, and that keys drawn there unlock nothing).
 
 Why to_k/to_v and not the paper's prompt memory: attn2's keys and values are the only place where the prompt
 enters the UNet, so a change there acts per prompt; a memory is the same for every prompt, and after the
