@@ -26,7 +26,7 @@ from obliviate.eval.detectors import WorldDetector  # noqa: E402
 from obliviate.eval.metrics import preservation  # noqa: E402
 from obliviate.world.domain import IDS  # noqa: E402
 
-METHODS = ["uce", "rece", "fmn", "esd-x", "esd-u", "prompt"]  # redirect takes one concept
+METHODS = ["uce", "rece", "fmn", "esd-x", "esd-u", "advunlearn", "stereo", "lethe", "prompt"]  # redirect: one concept
 
 
 def measure(result: dict, targets: list[str]) -> tuple[float | None, float | None, float | None]:
