@@ -1,7 +1,7 @@
 """FMN on the world: one concept per category, three at once; and redirect; prints Markdown tables.
 
     python benchmarks/fmn.py [--seeds 0,1,2] [--images-per-concept 16] [--parts single,multi,redirect]
-        [--concepts circle,striped,zorvik,gore]
+        [--concepts circle,striped,zorvik,gore] [--threads 2]
 
 Every figure is measured with obliviate's own evaluation (full world bench, base results cached).
 """
@@ -35,11 +35,12 @@ def main() -> None:
     ap.add_argument("--images-per-concept", type=int, default=16)
     ap.add_argument("--parts", default=",".join(PARTS), help="which tables to make (default: all)")
     ap.add_argument("--concepts", default=",".join(SINGLE), help="concepts of the single-concept table")
+    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     parts = set(args.parts.split(","))
     if parts - set(PARTS):
         ap.error(f"--parts: choose from {', '.join(PARTS)}")
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     model = obliviate.load_pipeline("world")
     detector = WorldDetector()
     n = args.images_per_concept

@@ -96,7 +96,7 @@ def train_memory(pipe, concepts: list[Concept], cfg: PromptConfig, catalog: Cata
     unet, device = pipe.unet, pipe.unet.device
     sched, sampler = training_scheduler(pipe), ddim_scheduler(pipe, cfg.ddim_steps)
     # The seed itself, not a named stream: it reproduces the draws of the figures in docs/benchmarks.md, and
-    # hiding's results depend on the draws (docs/benchmarks.md, "Hiding depends on the random stream").
+    # hiding's results depend on the draws (docs/benchmarks-v1.md, "Hiding depends on the random stream").
     gen = generator(cfg.seed)
     conds = [encode_prompts(pipe, list(c.prompts)) for c in concepts]
     uncond = encode_prompts(pipe, [""]).expand(cfg.batch_size, -1, -1)
