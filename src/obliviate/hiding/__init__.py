@@ -28,28 +28,30 @@ from .keys import LORA, Key, check_key_fits, check_key_width, load_key, unlocked
 __all__ = ["HideConfig", "Hidden", "Key", "PromptConfig", "check_key_width", "hide_concepts", "key_filename",
            "load_key", "load_keys", "unlocked"]
 DESIGNS = ("lethe", "paper")
-STEPS_PER_CONCEPT = 300  # one concept's Lethe default; two concepts in 300 steps left inversion at 0.25 (hiding.md)
+STEPS_PER_CONCEPT = lethe.LetheConfig.steps  # one concept's Lethe budget; two concepts in 300 steps left
+# inversion at 0.25 (hiding.md)
+_ERASE, _KEY = lethe.LetheConfig, KeyTraining  # the defaults below are theirs, so they cannot drift apart
 
 
 @dataclass
 class HideConfig:
     """The ``lethe`` design: the public patch's erasure (fields of :class:`~obliviate.methods.lethe.LetheConfig`)
-    and the keys' training (``key_*``: :class:`.key_training.KeyTraining`'s fields)."""
+    and the keys' training (``key_*``: :class:`.key_training.KeyTraining`'s fields), flat for the CLI and API."""
 
     steps: int | None = None  # None: 300 per hidden concept (the erasure's budget is shared by its concepts)
-    lr: float = 1e-4
-    batch_size: int = 4
-    images: int = 32
-    t_min: float = 0.1
-    t_max: float = 0.7
-    keep_weight: float = 3.0
-    rounds: int = 2
-    inversion_steps: int = 150
-    key_rank: int = 16
-    key_steps: int = 1000
-    key_lr: float = 1e-3
-    key_batch_size: int = 4
-    key_keep_weight: float = 30.0
+    lr: float = _ERASE.lr
+    batch_size: int = _ERASE.batch_size
+    images: int = _ERASE.images
+    t_min: float = _ERASE.t_min
+    t_max: float = _ERASE.t_max
+    keep_weight: float = _ERASE.keep_weight
+    rounds: int = _ERASE.rounds
+    inversion_steps: int = _ERASE.inversion_steps
+    key_rank: int = _KEY.rank
+    key_steps: int = _KEY.steps
+    key_lr: float = _KEY.lr
+    key_batch_size: int = _KEY.batch_size
+    key_keep_weight: float = _KEY.keep_weight
     seed: int = 0
     progress: bool = True
 
