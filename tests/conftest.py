@@ -3,10 +3,15 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+# 2 torch threads, 1 beside other work; OMP_NUM_THREADS carries the same count into the subprocesses the CLI
+# and README tests start (left at torch's default there, they collapsed on a busy machine: 80 s -> 324 s)
+THREADS = os.environ.get("OBLIVIATE_TEST_THREADS", "2")
+os.environ["OMP_NUM_THREADS"] = THREADS
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(int(os.environ.get("OBLIVIATE_TEST_THREADS", "2")))  # 1 beside other work
+torch.set_num_threads(int(THREADS))
 
 
 @pytest.fixture(scope="session")

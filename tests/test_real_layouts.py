@@ -5,12 +5,15 @@ not quality."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 import torch
 from tiny_sd import make_tiny_sd
 
 import obliviate
+from obliviate.attacks import inversion as inversion_attack
 from obliviate.attention import attn2_names
 from obliviate.bench import Bench, Concept, Sampler
 
@@ -33,6 +36,14 @@ FAST = {
     "prompt": {"steps": 2, "batch_size": 1, "ddim_steps": 3, "tokens": 2},
     "lethe": {"steps": 2, "batch_size": 1, "images": 2, "rounds": 1, "inversion_steps": 1},
 }
+
+
+@dataclass
+class QuickInversion(inversion_attack.InversionAttackConfig):
+    """The concept-inversion attack's defaults (150 steps on 32 images) cost minutes in bfloat16 on a CPU."""
+
+    steps: int = 2
+    anchors: int = 2
 
 
 class BrightnessDetector:
@@ -105,7 +116,8 @@ def test_uce_edits_every_cross_attention_key_and_value(tiny):
     ("lethe", {"steps": 2, "batch_size": 1, "images": 2, "rounds": 1, "inversion_steps": 1, "key_steps": 2,
                "key_batch_size": 1, "key_rank": 2}),
     ("paper", {"steps": 1, "batch_size": 1, "ddim_steps": 3, "tokens": 2})])
-def test_hide_generate_with_key_and_evaluate(tiny, tmp_path, design, config):
+def test_hide_generate_with_key_and_evaluate(tiny, tmp_path, monkeypatch, design, config):
+    monkeypatch.setattr(inversion_attack, "InversionAttackConfig", QuickInversion)  # the eval runs it: not quality
     hidden = obliviate.hide(tiny, ["church"], design=design, bench=BENCH, progress=False, **config)
     paths = hidden.save(tmp_path / "public.safetensors", tmp_path / "keys")
     images = obliviate.generate(tiny, "a photo of the church", n=2, patch=tmp_path / "public.safetensors",
