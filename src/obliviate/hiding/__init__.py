@@ -28,8 +28,8 @@ from .keys import LORA, Key, check_key_fits, check_key_width, load_key, unlocked
 __all__ = ["HideConfig", "Hidden", "Key", "PromptConfig", "check_key_width", "hide_concepts", "key_filename",
            "load_key", "load_keys", "unlocked"]
 DESIGNS = ("lethe", "paper")
-STEPS_PER_CONCEPT = lethe.LetheConfig.steps  # one concept's Lethe budget; two concepts in 300 steps left
-# inversion at 0.25 (hiding.md)
+# each hidden concept gets one concept's Lethe budget: two concepts in 300 steps left inversion at 0.25 (hiding.md)
+STEPS_PER_CONCEPT = lethe.LetheConfig.steps
 _ERASE, _KEY = lethe.LetheConfig, KeyTraining  # the defaults below are theirs, so they cannot drift apart
 
 
