@@ -141,6 +141,16 @@ def guided(uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> torch.Tens
 Predict = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x, t, cond) -> UNet output
 
 
+def predict_each(predict: Predict, *calls: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> list[torch.Tensor]:
+    """``predict`` on several (x, t, cond) groups in one batched call, split back per group: at the small
+    batches the methods train on, a UNet call's cost is mostly per call, not per image."""
+    sizes = [len(x) for x, _, _ in calls]
+    x = torch.cat([x for x, _, _ in calls])
+    t = torch.cat([t.expand(len(x_)) for x_, t, _ in calls])
+    cond = torch.cat([c.expand(len(x_), -1, -1) for x_, _, c in calls])
+    return list(predict(x, t, cond).split(sizes))
+
+
 def ddim_scheduler(pipe, steps: int) -> DDIMScheduler:
     """A DDIM sampler built from the pipeline's scheduler config, with ``steps`` timesteps set."""
     sched = DDIMScheduler.from_config(pipe.scheduler.config)

@@ -29,6 +29,7 @@ from ..diffusion import (
     generator,
     images_to_latents,
     noised,
+    predict_each,
     randint,
     random_timesteps,
     seed_stream,
@@ -38,6 +39,8 @@ from ..errors import ObliviateError
 from ..methods.keep import KeepBank
 from ..methods.loop import Edit, LoopSettings, train
 from ..patch import Patch
+
+_CHUNK = 8  # training steps whose base-model targets one UNet call computes
 
 
 @dataclass
@@ -65,25 +68,29 @@ def train_key(pipe, public: Patch, concept: Concept, latents: torch.Tensor, keep
     conds = encode_prompts(pipe, list(concept.prompts))
     uncond = encode_prompts(pipe, [neutral])
     draws = []  # the recall targets come from the base model: drawn and computed before the patch goes on
+    for _ in range(cfg.steps):
+        t = random_timesteps(sched, b, gen, device)
+        x = noised(sched, latents[randint(len(latents), b, gen, device)], t, gen)
+        rows = randint(len(conds), b, gen, device)  # prompt rows, not their states: SD's are 236 kB each
+        draws.append((x, t, rows))
     with torch.no_grad():
-        for _ in range(cfg.steps):
-            t = random_timesteps(sched, b, gen, device)
-            x = noised(sched, latents[randint(len(latents), b, gen, device)], t, gen)
-            rows = randint(len(conds), b, gen, device)  # prompt rows, not their states: SD's are 236 kB each
-            draws.append((x, t, rows, pipe.unet(x, t, encoder_hidden_states=conds[rows]).sample))
+        base = [goal for i in range(0, cfg.steps, _CHUNK) for goal in predict_each(
+            lambda x, t, y: pipe.unet(x, t, encoder_hidden_states=y).sample,
+            *[(x, t, conds[rows]) for x, t, rows in draws[i:i + _CHUNK]])]
     moved = torch.ones(len(keep.cond))  # running keep loss per item (1: not seen yet, so seen first)
 
     def loss(step: int) -> torch.Tensor:
-        x, t, rows, goal = draws[step]
-        value = F.mse_loss(edit.edited(x, t, conds[rows]).float(), goal.float())
+        (x, t, rows), goal = draws[step], base[step]
         if not cfg.keep_weight:
-            return value
+            return F.mse_loss(edit.edited(x, t, conds[rows]).float(), goal.float())
         k = torch.multinomial(moved / moved.sum(), b, replacement=True, generator=gen).to(device)
         tk = random_timesteps(sched, b, gen, device)
         xk = noised(sched, keep.latents[k] if keep.latents is not None else x, tk, gen)
         neutral_rows = (torch.rand(b, generator=gen) < 0.25).view(-1, 1, 1).to(device)
         yk = torch.where(neutral_rows, uncond.expand(b, -1, -1), keep.cond[k])
-        per_item = (edit.edited(xk, tk, yk).float() - edit.frozen(xk, tk, yk).float()).pow(2).flatten(1).mean(1)
+        recalled, kept = predict_each(edit.edited, (x, t, conds[rows]), (xk, tk, yk))
+        value = F.mse_loss(recalled.float(), goal.float())
+        per_item = (kept.float() - edit.frozen(xk, tk, yk).float()).pow(2).flatten(1).mean(1)
         moved[k.cpu()] = 0.7 * moved[k.cpu()] + 0.3 * per_item.detach().cpu()
         return value + cfg.keep_weight * per_item.mean()
 

@@ -32,6 +32,7 @@ from ..diffusion import (
     latent_shape,
     noised,
     partial_sample,
+    predict_each,
     randint,
     randn,
     random_stop,
@@ -120,33 +121,36 @@ def fit(pipe, concepts: list[Concept], cfg: AdvUnlearnConfig, catalog: Catalog) 
 
         def loss(step: int) -> torch.Tensor:
             nonlocal rows
-            pick = randint(len(prompts), cfg.batch_size, gen, device)
+            b = cfg.batch_size
+            pick = randint(len(prompts), b, gen, device)
             cond, ids = conds[pick], adv_ids[pick.to(adv_ids.device)]
             stop = random_stop(cfg.ddim_steps, gen)
+            start = randn(latent_shape(pipe, b), gen, cond)
+            keeping = bank is not None and cfg.preserve_weight
+            if keeping:
+                k = randint(len(bank.cond), b, gen, device)
+                if bank.latents is not None:
+                    t_r = random_timesteps(sched, b, gen, device)
+                    x_r = noised(sched, bank.latents[k], t_r, gen)
             with torch.no_grad():
-                x_t, t = partial_sample(frozen, sampler, randn(latent_shape(pipe, cfg.batch_size), gen, cond),
-                                        cond, uncond, stop, cfg.start_guidance)
-                e_cond, e_uncond = frozen(x_t, t, cond), frozen(x_t, t, uncond)
+                x_t, t = partial_sample(frozen, sampler, start, cond, uncond, stop, cfg.start_guidance)
+                if keeping and bank.latents is None:
+                    x_r, t_r = x_t, t
+                calls = [(x_t, t, cond), (x_t, t, uncond)] + ([(x_r, t_r, bank.cond[k])] if keeping else [])
+                e_cond, e_uncond, *goal = predict_each(frozen, *calls)
             for _ in range(cfg.attack_steps):  # the adversary: make the edited model draw the concept again
                 adv = rows.clone().requires_grad_(True)
                 attack = F.mse_loss(predict(x_t, t, encode(ids, adv, detach=True), detach=True).float(),
                                     e_cond.float())
                 (grad,) = torch.autograd.grad(attack, adv)
                 rows = rows - step_size * grad.sign()
-            unlearn = F.mse_loss(predict(x_t, t, encode(ids, rows)).float(),
-                                 negative_guidance(e_uncond, e_cond, cfg.eta).float())
-            if bank is None or not cfg.preserve_weight:
-                return unlearn
-            k = randint(len(bank.cond), cfg.batch_size, gen, device)
-            if bank.latents is None:
-                x_r, t_r = x_t, t
-            else:
-                t_r = random_timesteps(sched, cfg.batch_size, gen, device)
-                x_r = noised(sched, bank.latents[k], t_r, gen)
-            with torch.no_grad():
-                goal = frozen(x_r, t_r, bank.cond[k])
-            kept = predict(x_r, t_r, encode(keep_ids[k.to(keep_ids.device)], None))
-            return unlearn + cfg.preserve_weight * F.mse_loss(kept.float(), goal.float())
+            target = negative_guidance(e_uncond, e_cond, cfg.eta).float()
+            if not keeping:
+                return F.mse_loss(predict(x_t, t, encode(ids, rows)).float(), target)
+            states = encode(torch.cat([ids, keep_ids[k.to(keep_ids.device)]]), rows)  # no adversarial token kept
+            unlearned, kept = predict_each(predict, (x_t, t, states[:b]), (x_r, t_r, states[b:]))
+            return F.mse_loss(unlearned.float(), target) + cfg.preserve_weight * F.mse_loss(kept.float(),
+                                                                                           goal[0].float())
 
         settings = LoopSettings(steps=cfg.steps, lr=cfg.lr, seed=cfg.seed, progress=cfg.progress)
         train(edit, loss, settings, f"advunlearn {', '.join(c.name for c in concepts)}")

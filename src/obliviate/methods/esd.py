@@ -25,6 +25,7 @@ from ..diffusion import (
     generator,
     latent_shape,
     partial_sample,
+    predict_each,
     randint,
     randn,
     random_stop,
@@ -91,7 +92,7 @@ def fit(pipe, concepts: list[Concept], cfg: ESDConfig, catalog: Catalog, method:
         start = randn(latent_shape(pipe, cfg.batch_size), gen, cond)
         with torch.no_grad():
             x_t, t = partial_sample(draw, sampler, start, cond, uncond, stop, cfg.start_guidance)
-        goal = negative_guidance(edit.frozen(x_t, t, uncond), edit.frozen(x_t, t, cond), cfg.eta)
+        goal = negative_guidance(*predict_each(edit.frozen, (x_t, t, uncond), (x_t, t, cond)), cfg.eta)
         return F.mse_loss(edit.edited(x_t, t, cond).float(), goal.float())
 
     settings = LoopSettings(steps=cfg.steps, lr=cfg.lr, seed=cfg.seed, clip_grad=cfg.clip_grad, progress=cfg.progress)

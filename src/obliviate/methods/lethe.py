@@ -35,6 +35,7 @@ from ..diffusion import (
     encode_prompts,
     generator,
     images_to_latents,
+    predict_each,
     randint,
     randn,
     seed_stream,
@@ -123,17 +124,17 @@ def fit(pipe, concepts: list[Concept], cfg: LetheConfig, catalog: Catalog) -> Pa
         x_t = sched.add_noise(concept_latents[i], randn(tuple(concept_latents[i].shape), gen, concept_latents), t)
         y = forget_conds[randint(len(forget_conds), b, gen, device)]  # read at call time: grows each round
         goal = _denoising_to(sched, anchor_latents[a], x_t, t)
-        value = F.mse_loss(edit.edited(x_t, t, y).float(), goal)
         if bank is None or not cfg.keep_weight:
-            return value
+            return F.mse_loss(edit.edited(x_t, t, y).float(), goal)
         k = randint(len(bank.cond), b, gen, device)
         tk = randint(sched.config.num_train_timesteps, b, gen, device)
         z0 = bank.latents[k] if bank.latents is not None else anchor_latents[a]  # never the concept's
         x_k = sched.add_noise(z0, randn(tuple(z0.shape), gen, z0), tk)
         yk = torch.where((torch.rand(b, generator=gen) < 0.5).view(-1, 1, 1).to(device), bank.cond[k],
                          uncond.expand(b, -1, -1))
-        kept = F.mse_loss(edit.edited(x_k, tk, yk).float(), edit.frozen(x_k, tk, yk).float())
-        return value + cfg.keep_weight * kept
+        forgot, kept = predict_each(edit.edited, (x_t, t, y), (x_k, tk, yk))
+        value = F.mse_loss(forgot.float(), goal)
+        return value + cfg.keep_weight * F.mse_loss(kept.float(), edit.frozen(x_k, tk, yk).float())
 
     forget_conds = conds
     found: list[tuple[int, torch.Tensor]] = []

@@ -35,6 +35,7 @@ from ..diffusion import (
     latent_shape,
     noised,
     partial_sample,
+    predict_each,
     randint,
     randn,
     random_stop,
@@ -92,10 +93,11 @@ class _Erasure:
             start = randn(latent_shape(self.pipe, cfg.batch_size), self.gen, cond)
             x_t, t = partial_sample(self.edit.frozen, self.sampler, start, cond, self.uncond,
                                     random_stop(cfg.ddim_steps, self.gen), cfg.start_guidance)
-            e_uncond = self.edit.frozen(x_t, t, self.uncond)
-            goal = negative_guidance(e_uncond, self.edit.frozen(x_t, t, cond), cfg.eta)
-            if anchor is not None:
-                goal = goal + cfg.anchor_eta * (self.edit.frozen(x_t, t, anchor[pick]) - e_uncond)
+            calls = [(x_t, t, self.uncond), (x_t, t, cond)] + ([(x_t, t, anchor[pick])] if anchor is not None else [])
+            e_uncond, e_cond, *e_anchor = predict_each(self.edit.frozen, *calls)
+            goal = negative_guidance(e_uncond, e_cond, cfg.eta)
+            if e_anchor:
+                goal = goal + cfg.anchor_eta * (e_anchor[0] - e_uncond)
         return F.mse_loss(self.edit.edited(x_t, t, inputs[pick]).float(), goal.float())
 
 
