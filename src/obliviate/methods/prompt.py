@@ -38,6 +38,7 @@ from ..diffusion import (
     latent_shape,
     noised,
     partial_sample,
+    predict_each,
     predicted_x0,
     randint,
     randn,
@@ -119,19 +120,22 @@ def train_memory(pipe, concepts: list[Concept], cfg: PromptConfig, catalog: Cata
         stop = random_stop(cfg.ddim_steps, gen, cfg.include_last_step)
         x_t, t = partial_sample(edit.edited, sampler, randn(latent_shape(pipe, cfg.batch_size), gen, cond), cond,
                                 uncond, stop, cfg.start_guidance)
-        e0, ep = edit.frozen(x_t, t, uncond), edit.frozen(x_t, t, cond)
-        erased = edit.edited(x_t, t, cond, AttnCall())
-        value = cfg.erase_weight * _x0_mse(sched, erased, negative_guidance(e0, ep, cfg.eta), x_t, t)
-        key = memories[names[k]]
-        recalled = edit.edited(x_t, t, cond, AttnCall(key), detach=not cfg.recall_edits_weights)
-        value = value + recall_weight * _x0_mse(sched, recalled, ep, x_t, t)
+        targets = [(x_t, t, uncond), (x_t, t, cond)]
         if others is not None:
             j = randint(len(others.cond), cfg.batch_size, gen, device)
             x_o, t_o = x_t, t
             if others.latents is not None:  # both: the hidden concept's trajectory and the others' own
                 x_o, t_o = torch.cat([x_t, noised(sched, others.latents[j], t, gen)]), t.repeat(2)
                 j = j.repeat(2)
-            goal = edit.frozen(x_o, t_o, others.cond[j])
+            targets.append((x_o, t_o, others.cond[j]))
+        e0, ep, *kept_goal = predict_each(edit.frozen, *targets)  # one frozen UNet call for all targets
+        erased = edit.edited(x_t, t, cond, AttnCall())
+        value = cfg.erase_weight * _x0_mse(sched, erased, negative_guidance(e0, ep, cfg.eta), x_t, t)
+        key = memories[names[k]]
+        recalled = edit.edited(x_t, t, cond, AttnCall(key), detach=not cfg.recall_edits_weights)
+        value = value + recall_weight * _x0_mse(sched, recalled, ep, x_t, t)
+        if others is not None:
+            goal = kept_goal[0]
             kept = edit.edited(x_o, t_o, others.cond[j], AttnCall(key))
             value = value + cfg.lock_weight * _x0_mse(sched, kept, goal, x_o, t_o)
             if cfg.preserve_weight:
