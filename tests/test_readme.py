@@ -56,3 +56,14 @@ def test_plain_diffusers_snippet_runs_with_the_worlds_sampler(tmp_path, monkeypa
                  guidance_scale=sampler.guidance, output_type="np").images
     assert detector.hits(np.round(plain * 255).astype(np.uint8), zorvik)[0]
     assert not detector.hits(image[None], zorvik)[0]
+
+
+def test_readme_lists_every_method_in_the_api_and_the_cli():
+    import obliviate
+
+    text = README.read_text(encoding="utf-8")
+    api = re.search(r"Methods: (.*?)\.\n", text, flags=re.S).group(1)
+    cli = re.search(r"obliviate erase --model world --method (\S+)", text).group(1)
+    for name in obliviate.METHODS:
+        assert f"`{name}`" in api, f"README's API list of methods lacks {name}"
+        assert name in cli.split("|"), f"README's `obliviate erase` line lacks {name}"
