@@ -2,15 +2,19 @@
 per category, every attack, erasure seeds 0-2; prints ASR mean and range, the base-model ceiling and seconds.
 
     python benchmarks/attacks.py [--concepts zorvik,gore] [--seeds 0,1,2] [--n-images 16] [--threads 2]
+    python benchmarks/attacks.py --methods lethe --set t_max=0.9 --evaluate   # a variant, with its preservation
 
 Each row: one edit (method, concept) over the seeds; per attack "mean [min-max]" of the ASR. The ceiling row
 is the same attack on the base model (mean over the seeds), "no attack" the concept's own prompts on the edit.
-Rows are printed as they finish (Markdown), so a long run can be read while it goes.
+Rows are printed as they finish (Markdown), so a long run can be read while it goes. ``--set KEY=VALUE`` overrides
+a field of the methods' configs (the row is labelled with it); ``--evaluate`` also evaluates each edit on the full
+bench and adds its efficacy, preservation and neighbour preservation to the row.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import functools
 import sys
 import time
@@ -35,19 +39,35 @@ REDIRECT = {"circle": "square", "striped": "dotted", "zorvik": "maelin", "red": 
 
 
 @functools.lru_cache(maxsize=4)
-def hidden_pair(pipe, concept: str, seed: int):
+def hidden_pair(pipe, concept: str, seed: int, overrides: tuple[tuple[str, object], ...] = ()):
     """One hiding per (concept, seed), shared by the 'hide' and 'hide+wrong key' rows."""
-    return obliviate.hide(pipe, [concept, PARTNER[concept]], seed=seed, progress=False)
+    return obliviate.hide(pipe, [concept, PARTNER[concept]], seed=seed, progress=False, **dict(overrides))
 
 
-def edits(pipe, method: str, concept: str, seed: int):
+def edits(pipe, method: str, concept: str, seed: int, overrides: dict | None = None):
     """(patch, keys) of one edit; hiding hides the concept beside a partner whose key is the 'wrong' one;
-    redirect sends the concept to a neighbour of its category."""
+    redirect sends the concept to a neighbour of its category; ``overrides`` set fields of the method's config."""
+    overrides = overrides or {}
     if method.startswith("hide"):
-        hidden = hidden_pair(pipe, concept, seed)
+        hidden = hidden_pair(pipe, concept, seed, tuple(sorted(overrides.items())))
         return hidden.patch, [hidden.keys[PARTNER[concept]]] if "wrong" in method else []
     extra = {"redirect": REDIRECT[concept]} if method == "redirect" else {}
-    return obliviate.erase(pipe, concept, method, seed=seed, progress=False, **extra), []
+    return obliviate.erase(pipe, concept, method, seed=seed, progress=False, **extra, **overrides), []
+
+
+def parse_set(items: list[str]) -> dict:
+    """``KEY=VALUE`` pairs into config overrides; VALUE is a Python literal (0.9, 300, True, (0.1, 0.9)) or
+    else a string."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: --set takes KEY=VALUE, got {item!r}")
+        try:
+            overrides[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            overrides[key] = value
+    return overrides
 
 
 def main() -> None:
@@ -60,15 +80,23 @@ def main() -> None:
     ap.add_argument("--n-images", type=int, default=16)
     ap.add_argument("--skip-ceiling", action="store_true", help="no base-model rows (adding methods to a table)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (1 each when running two side by side)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a field of the methods' configs (repeatable), e.g. --set t_max=0.9")
+    ap.add_argument("--evaluate", action="store_true",
+                    help="also evaluate each edit on the full bench (efficacy, preservation, neighbours)")
+    ap.add_argument("--images-per-concept", type=int, default=32, help="the evaluation's images (--evaluate)")
     args = ap.parse_args()
+    overrides = parse_set(args.set)
+    label = " (" + ", ".join(f"{k}={v}" for k, v in overrides.items()) + ")" if overrides else ""
+    quality = ["efficacy", "preservation", "neighbour_preservation"] if args.evaluate else []
     torch.set_num_threads(args.threads)
     pipe = obliviate.load_pipeline("world")
     detector = WorldDetector()
     seeds = seed_list(args.seeds)
     attacks = args.attacks.split(",")
     print(machine_line(args.n_images, seeds[0]) + f"; attack images {args.n_images}, erasure seeds {seeds}\n")
-    print("| edit | concept | no attack | " + " | ".join(attacks) + " |")
-    print("|---|---|---|" + "---|" * len(attacks), flush=True)
+    print("| edit | concept | no attack | " + " | ".join(attacks + quality) + " |")
+    print("|---|---|---|" + "---|" * len(attacks + quality), flush=True)
     for concept in args.concepts.split(","):
         ceiling = {a: [] for a in attacks}
         seconds = {a: [] for a in attacks}
@@ -83,15 +111,22 @@ def main() -> None:
         for method in args.methods.split(","):
             asr = {a: [] for a in attacks}
             plain = []
+            scores = {q: [] for q in quality}
             for seed in seeds:
-                patch, keys = edits(pipe, method, concept, seed)
+                patch, keys = edits(pipe, method, concept, seed, overrides)
+                if quality:
+                    result = obliviate.evaluate(pipe, patch=patch, keys=keys, detector=detector, seed=seed,
+                                                images_per_concept=args.images_per_concept, progress=False)
+                    for q in quality:
+                        scores[q].append(getattr(result, q))
                 for a in attacks:
                     r = obliviate.attack(pipe, concept, a, patch=patch, keys=keys, detector=detector,
                                          n_images=args.n_images, seed=seed, ceiling=False, progress=False)
                     asr[a].append(r.asr)
                     seconds[a].append(r.seconds)
                 plain.append(r.asr_no_attack)
-            print(f"| {method} | {concept} | {cell(plain, 2)} | " + " | ".join(cell(asr[a], 2) for a in attacks) + " |",
+            print(f"| {method}{label} | {concept} | {cell(plain, 2)} | "
+                  + " | ".join([cell(asr[a], 2) for a in attacks] + [cell(scores[q]) for q in quality]) + " |",
                   flush=True)
         print(f"| seconds per attack | {concept} | | " + " | ".join(f"{np.mean(seconds[a]):.1f}" for a in attacks)
               + " |", flush=True)
