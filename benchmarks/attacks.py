@@ -94,7 +94,8 @@ def main() -> None:
     detector = WorldDetector()
     seeds = seed_list(args.seeds)
     attacks = args.attacks.split(",")
-    print(machine_line(args.n_images, seeds[0]) + f"; attack images {args.n_images}, erasure seeds {seeds}\n")
+    print(machine_line(args.images_per_concept if args.evaluate else args.n_images, seeds[0])
+          + f"; attack images {args.n_images}, erasure seeds {seeds}\n")
     print("| edit | concept | no attack | " + " | ".join(attacks + quality) + " |")
     print("|---|---|---|" + "---|" * len(attacks + quality), flush=True)
     for concept in args.concepts.split(","):
