@@ -67,6 +67,8 @@ def parse_set(items: list[str]) -> dict:
             overrides[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             overrides[key] = value
+        if isinstance(overrides[key], list):  # configs take tuples, and hiding's cache needs hashable values
+            overrides[key] = tuple(overrides[key])
     return overrides
 
 
