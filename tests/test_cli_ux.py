@@ -90,6 +90,8 @@ def test_input_errors_come_before_torch_is_imported(args, message, files):
     ["attack", "--concept", "zorvik", "--steps", "0"],
     ["erase", "--concept", "zorvik"],  # a required option missing
     ["erase", "--concept", "zorvik", "--out", "e.safetensors", "--dtype", "float8"],
+    ["erase", "--method", "lethe", "--concept", "gore", "--out", "e.safetensors", "--t-max", "2"],
+    ["erase", "--method", "lethe", "--concept", "gore", "--out", "e.safetensors", "--adversary-steps", "-1"],
 ])
 def test_argument_errors_are_one_line(args, tmp_path):
     res = _cli(*args, cwd=tmp_path)

@@ -87,3 +87,9 @@ def test_memory_attack_needs_more_steps_after_lethe_than_on_the_base_model(pipe,
     assert r.details["base_steps_to_reach"] == 25 and r.asr_base >= 0.9  # the base model draws it already
     assert r.details["steps_to_reach"] is None and r.asr <= 0.2, r.details  # 50 steps do not bring it back
     assert set(r.details["rate_by_step"]) == {25, 50}
+
+
+@pytest.mark.parametrize("bad", [{"adversary_steps": -1}, {"adversary_batch": 0}, {"t_max": 1.5}])
+def test_lethe_refuses_bad_settings_before_any_work(pipe, bad):
+    with pytest.raises(obliviate.ObliviateError, match="need"):
+        obliviate.erase(pipe, "zorvik", "lethe", progress=False, **bad)

@@ -62,6 +62,13 @@ def _positive_float(text: str) -> float:
     return _number(text, positive=True)
 
 
+def _schedule_fraction(text: str) -> float:
+    value = _number(text, positive=True)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction of the schedule in (0, 1], got {text}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors, and help texts that may be completed only when help is asked for
     (per-method defaults need the method modules, and with them torch)."""
@@ -367,7 +374,8 @@ def cmd_floor(args: argparse.Namespace) -> int:
 
 # erase options that map one to one onto fields of the method configs (checked against the chosen method)
 _ERASE_OPTIONS = ("steps", "lr", "batch_size", "trainable", "rank", "inversion_tokens", "images", "redirect",
-                  "include_eot", "guide", "preserve_weight", "preserve", "x_t_from", "ddim_steps", "rounds")
+                  "include_eot", "guide", "preserve_weight", "preserve", "x_t_from", "ddim_steps", "rounds",
+                  "t_max", "adversary_steps")
 
 
 def cmd_erase(args: argparse.Namespace) -> int:
@@ -689,7 +697,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--include-eot", action="store_true", help="FMN: also re-steer the (first) end-of-text token")
     r.add_argument("--guide", metavar="WORD", help="UCE, RECE: word the concept is mapped onto ('': the prompt "
                                                    "without it)")
-    r.add_argument("--rounds", type=_positive_int, help="RECE: rounds of derive-and-erase")
+    r.add_argument("--rounds", type=_positive_int, help="RECE: rounds of derive-and-erase; lethe: concept-inversion "
+                                                       "rounds against the edit so far")
+    r.add_argument("--t-max", type=_schedule_fraction, metavar="FRACTION",
+                   help="lethe: the forget term's noisiest level, as a fraction of the schedule")
+    r.add_argument("--adversary-steps", type=_non_negative_int, metavar="N",
+                   help="lethe: steps of the persistent concept-inversion adversary per training step (0: off)")
     r.add_argument("--preserve", metavar="NAMES", help="comma-separated concepts to keep (default: every other "
                                                        "concept of the bench)")
     r.add_argument("--preserve-weight", type=_non_negative_float,

@@ -20,10 +20,20 @@ is what completion and inversion both rely on. The forget term uses t in [t_min,
 image is decided (any denoiser keeps it), above t_max the latent is noise that every prompt shares.
 The adversarial y are STEREO's stage-one embeddings (Srivatsan et al., CVPR 2025: concept inversion against
 the edit so far); the keep term is FMN's/AdvUnlearn's distillation anchor on the other concepts.
+
+``adversary_steps`` > 0 adds a persistent adversary, AdvUnlearn's warm-started inner attack with concept
+inversion's objective: before every outer step, Adam steps on token embeddings v
+
+    v <- v - lr * Adam( grad_v || f_theta'(x_t, c(v), t) - target(x0_c, eps, t) ||^2 ),   x0_c ~ images of c
+
+(the ordinary denoising loss on the concept's images against the edit as it is now), and c(v) conditions half
+of the forget batch. The rounds' inversions see the edit at a few moments; this one follows it at every step,
+so the edit cannot forget only the embeddings found so far.
 """
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import torch
@@ -38,13 +48,15 @@ from ..diffusion import (
     predict_each,
     randint,
     randn,
+    random_timesteps,
     seed_stream,
+    token_ids,
     training_scheduler,
     training_target,
 )
 from ..errors import ObliviateError
 from ..generation import generate, image_seeds
-from ..inversion import InversionConfig, invert
+from ..inversion import InversionConfig, LearnedTokens, TokenRows, installed, invert
 from ..patch import Patch
 from .esd import training_prompts
 from .keep import keep_bank
@@ -65,6 +77,9 @@ class LetheConfig:
     rounds: int = 2  # adversarial rounds: concept inversion against the edit so far, its tokens join y
     inversion_steps: int = 150
     inversion_tokens: int = 4
+    adversary_steps: int = 0  # persistent inversion adversary: its Adam steps per outer step (0: off)
+    adversary_lr: float = 2e-2
+    adversary_batch: int = 4
     trainable: str = "unet"
     preserve: tuple[str, ...] | None = None
     seed: int = 0
@@ -85,11 +100,55 @@ def _denoising_to(sched, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -
     return training_target(sched, x0.float(), noise, t)
 
 
+class _Adversary:
+    """Token embeddings that keep learning to make the edit draw the concept again (concept inversion's loss),
+    a few Adam steps against the edit as it is at each outer step."""
+
+    def __init__(self, pipe, cfg: LetheConfig, gen: torch.Generator, tag: str) -> None:
+        self.pipe, self.cfg, self.gen = pipe, cfg, gen
+        emb = pipe.text_encoder.get_input_embeddings().weight.detach().float()
+        init = emb.mean(0, keepdim=True) + randn((cfg.inversion_tokens, emb.shape[1]), gen, emb) * emb.std()
+        self.learned = LearnedTokens([f"<{tag}{j}>" for j in range(cfg.inversion_tokens)], init.cpu())
+
+    def __enter__(self) -> _Adversary:
+        self._installed = installed(self.pipe, self.learned)
+        phrase = self._installed.__enter__()
+        self.rows_encoder = TokenRows(self.pipe, self.learned.tokens)
+        self.rows = self.learned.embeddings.to(self.rows_encoder.device).requires_grad_(True)
+        self.opt = torch.optim.Adam([self.rows], lr=self.cfg.adversary_lr)
+        self.ids = token_ids(self.pipe.tokenizer, [f"a photo of {phrase}"]).to(self.rows_encoder.device)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._installed.__exit__(*exc)
+
+    def cond(self, n: int) -> torch.Tensor:
+        return self.rows_encoder.encode(self.ids, self.rows).to(self.pipe.unet.dtype).expand(n, -1, -1)
+
+    def step(self, edited, sched, latents: torch.Tensor) -> torch.Tensor:
+        """``adversary_steps`` steps against ``edited`` (no gradient reaches the edit); the conditioning found."""
+        b, device = self.cfg.adversary_batch, latents.device
+        for _ in range(self.cfg.adversary_steps):
+            z0 = latents[randint(len(latents), b, self.gen, device)]
+            noise = randn(tuple(z0.shape), self.gen, z0)
+            t = random_timesteps(sched, b, self.gen, device)
+            pred = edited(sched.add_noise(z0, noise, t), t, self.cond(b), detach=True)
+            loss = F.mse_loss(pred.float(), training_target(sched, z0.float(), noise.float(), t).float())
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+        with torch.no_grad():
+            return self.cond(1)
+
+
 def fit(pipe, concepts: list[Concept], cfg: LetheConfig, catalog: Catalog) -> Patch:
     if not 0 <= cfg.t_min < cfg.t_max <= 1:
         raise ObliviateError(f"need 0 <= t_min < t_max <= 1, got {cfg.t_min}, {cfg.t_max}")
     if cfg.images < 1:
         raise ObliviateError(f"images must be at least 1, got {cfg.images}")
+    if cfg.adversary_steps < 0 or cfg.adversary_batch < 1:
+        raise ObliviateError(f"need adversary_steps >= 0 and adversary_batch >= 1, got {cfg.adversary_steps}, "
+                             f"{cfg.adversary_batch}")
     device = pipe.unet.device
     gen = generator(cfg.seed)
     sched = training_scheduler(pipe)
@@ -123,6 +182,9 @@ def fit(pipe, concepts: list[Concept], cfg: LetheConfig, catalog: Catalog) -> Pa
         t = _timesteps(sched, b, cfg.t_min, cfg.t_max, gen, device)
         x_t = sched.add_noise(concept_latents[i], randn(tuple(concept_latents[i].shape), gen, concept_latents), t)
         y = forget_conds[randint(len(forget_conds), b, gen, device)]  # read at call time: grows each round
+        if adversary is not None:  # half the batch under what the adversary found against the edit as it is
+            m = b - b // 2
+            y = torch.cat([y[: b - m], adversary.step(edit.edited, sched, concept_latents).expand(m, -1, -1)])
         goal = _denoising_to(sched, anchor_latents[a], x_t, t)
         if bank is None or not cfg.keep_weight:
             return F.mse_loss(edit.edited(x_t, t, y).float(), goal)
@@ -140,15 +202,18 @@ def fit(pipe, concepts: list[Concept], cfg: LetheConfig, catalog: Catalog) -> Pa
     found: list[tuple[int, torch.Tensor]] = []
     phases = [cfg.steps // (cfg.rounds + 1)] * cfg.rounds
     phases.append(cfg.steps - sum(phases))
-    for r, steps in enumerate(phases):
-        if r:  # the edit so far: find the embeddings that still reach each concept, and forget under them too
-            with Patch(edit.tensors()).applied(pipe, force=True):
-                for k in range(len(concepts)):
-                    learned = invert(pipe, concept_images[k], InversionConfig(
-                        n_tokens=cfg.inversion_tokens, steps=cfg.inversion_steps,
-                        seed=seed_stream(cfg.seed, f"lethe/{r}/{k}"), progress=False))
-                    found.append((k, learned.embeddings))
-            forget_conds = torch.cat([conds, adversarial_prompts(pipe, found)])
-        settings = LoopSettings(steps=steps, lr=cfg.lr, seed=cfg.seed, progress=cfg.progress)
-        train(edit, loss, settings, f"lethe {', '.join(c.name for c in concepts)} ({r + 1}/{len(phases)})")
+    with ExitStack() as stack:
+        adversary = stack.enter_context(_Adversary(pipe, cfg, generator(cfg.seed, "lethe/adversary"), "lethe_adv")) \
+            if cfg.adversary_steps else None
+        for r, steps in enumerate(phases):
+            if r:  # the edit so far: find the embeddings that still reach each concept, and forget under them too
+                with Patch(edit.tensors()).applied(pipe, force=True):
+                    for k in range(len(concepts)):
+                        learned = invert(pipe, concept_images[k], InversionConfig(
+                            n_tokens=cfg.inversion_tokens, steps=cfg.inversion_steps,
+                            seed=seed_stream(cfg.seed, f"lethe/{r}/{k}"), progress=False))
+                        found.append((k, learned.embeddings))
+                forget_conds = torch.cat([conds, adversarial_prompts(pipe, found)])
+            settings = LoopSettings(steps=steps, lr=cfg.lr, seed=cfg.seed, progress=cfg.progress)
+            train(edit, loss, settings, f"lethe {', '.join(c.name for c in concepts)} ({r + 1}/{len(phases)})")
     return make_patch(edit.tensors(), "lethe", concepts, cfg, adversarial_embeddings=len(found))
