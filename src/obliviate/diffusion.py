@@ -100,6 +100,16 @@ def add_noise(sched: DDPMScheduler, z0: torch.Tensor, noise: torch.Tensor, t: to
     return sched.add_noise(z0, noise, t)
 
 
+def denoising_batch(sched: DDPMScheduler, latents: torch.Tensor, n: int, gen: torch.Generator) \
+        -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ordinary denoising loss's draw: ``n`` clean latents of ``latents``, their noise and timesteps (in that
+    order from ``gen``), and x_t; the loss is then ``|| f(x_t, t, y) - training_target(sched, z0, noise, t) ||^2``."""
+    z0 = latents[randint(len(latents), n, gen, latents.device)]
+    noise = randn(tuple(z0.shape), gen, z0)
+    t = random_timesteps(sched, n, gen, latents.device)
+    return z0, noise, t, add_noise(sched, z0, noise, t)
+
+
 def noised(sched: DDPMScheduler, z0: torch.Tensor, t: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """``z0`` noised to ``t`` with fresh noise from ``gen``."""
     return add_noise(sched, z0, randn(tuple(z0.shape), gen, z0), t)

@@ -19,12 +19,10 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from .diffusion import (
-    add_noise,
+    denoising_batch,
     generator,
     images_to_latents,
-    randint,
     randn,
-    random_timesteps,
     token_ids,
     training_scheduler,
     training_target,
@@ -114,7 +112,6 @@ def invert(pipe, images: np.ndarray, cfg: InversionConfig, init_words: list[str]
     gen = generator(cfg.seed)
     sched = training_scheduler(pipe)
     latents = images_to_latents(pipe, images)
-    device = latents.device
     names = _token_names(pipe.tokenizer, cfg.n_tokens)
     emb = pipe.text_encoder.get_input_embeddings().weight.detach().float()
     init_ids = [i for w in (init_words or []) for i in pipe.tokenizer(w, add_special_tokens=False).input_ids]
@@ -128,11 +125,9 @@ def invert(pipe, images: np.ndarray, cfg: InversionConfig, init_words: list[str]
         opt = torch.optim.Adam([rows], lr=cfg.lr)
         ids = token_ids(pipe.tokenizer, [cfg.template.format(phrase)]).to(rows_encoder.device)
         for _ in bar(range(cfg.steps), desc="inversion", unit="step", enabled=cfg.progress):
-            z0 = latents[randint(len(latents), cfg.batch_size, gen, device)]
-            noise = randn(tuple(z0.shape), gen, z0)
-            t = random_timesteps(sched, cfg.batch_size, gen, device)
+            z0, noise, t, x_t = denoising_batch(sched, latents, cfg.batch_size, gen)
             cond = rows_encoder.encode(ids, rows).to(pipe.unet.dtype).expand(cfg.batch_size, -1, -1)
-            pred = pipe.unet(add_noise(sched, z0, noise, t), t, encoder_hidden_states=cond).sample
+            pred = pipe.unet(x_t, t, encoder_hidden_states=cond).sample
             loss = F.mse_loss(pred.float(), training_target(sched, z0, noise, t).float())
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -25,12 +25,11 @@ from ..attention import AttnCall, PromptMemory, attn2_processors, kwargs, random
 from ..bench import Concept
 from ..catalog import Catalog
 from ..diffusion import (
+    denoising_batch,
     encode_prompts,
     generator,
     images_to_latents,
     randint,
-    randn,
-    random_timesteps,
     seed_stream,
     training_scheduler,
     training_target,
@@ -96,11 +95,9 @@ def run(pipe, concept: Concept, cfg: MemoryAttackConfig, catalog: Catalog, image
     start = time.time()
     with placement:
         for step in bar(range(1, cfg.steps + 1), desc="memory attack", unit="step", enabled=cfg.progress):
-            z0 = latents[randint(len(latents), cfg.batch_size, gen, device)]
-            noise = randn(tuple(z0.shape), gen, z0)
-            t = random_timesteps(sched, cfg.batch_size, gen, device)
+            z0, noise, t, x_t = denoising_batch(sched, latents, cfg.batch_size, gen)
             y = conds[randint(len(conds), cfg.batch_size, gen, device)]
-            pred = predict(sched.add_noise(z0, noise, t), t, y)
+            pred = predict(x_t, t, y)
             loss = F.mse_loss(pred.float(), training_target(sched, z0, noise, t).float())
             opt.zero_grad(set_to_none=True)
             loss.backward()

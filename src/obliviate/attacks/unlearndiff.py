@@ -20,11 +20,9 @@ import torch.nn.functional as F
 from ..bench import Concept
 from ..catalog import Catalog
 from ..diffusion import (
-    add_noise,
+    denoising_batch,
     images_to_latents,
     randint,
-    randn,
-    random_timesteps,
     training_scheduler,
     training_target,
 )
@@ -50,11 +48,9 @@ def run(pipe, concept: Concept, cfg: UnlearnDiffConfig, catalog: Catalog, images
     n_prompts = len(concept.prompts)
 
     def denoising_loss(cond: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        z0 = latents[randint(len(latents), cfg.batch_size, gen, latents.device)]
-        noise = randn(tuple(z0.shape), gen, z0)
-        t = random_timesteps(sched, cfg.batch_size, gen, latents.device)
+        z0, noise, t, x_t = denoising_batch(sched, latents, cfg.batch_size, gen)
         prompt = randint(n_prompts, cfg.batch_size, gen, cond.device)
-        pred = pipe.unet(add_noise(sched, z0, noise, t), t, encoder_hidden_states=cond[prompt]).sample
+        pred = pipe.unet(x_t, t, encoder_hidden_states=cond[prompt]).sample
         return F.mse_loss(pred.float(), training_target(sched, z0, noise, t).float())
 
     found = search_prompt(pipe, [f"{{}} {p}" for p in concept.prompts], cfg.n_tokens, denoising_loss, cfg.steps,

@@ -33,7 +33,7 @@ so the edit cannot forget only the embeddings found so far.
 
 from __future__ import annotations
 
-from contextlib import ExitStack
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -42,13 +42,13 @@ import torch.nn.functional as F
 from ..bench import Concept
 from ..catalog import Catalog
 from ..diffusion import (
+    denoising_batch,
     encode_prompts,
     generator,
     images_to_latents,
     predict_each,
     randint,
     randn,
-    random_timesteps,
     seed_stream,
     token_ids,
     training_scheduler,
@@ -114,7 +114,7 @@ class _Adversary:
         self._installed = installed(self.pipe, self.learned)
         phrase = self._installed.__enter__()
         self.rows_encoder = TokenRows(self.pipe, self.learned.tokens)
-        self.rows = self.learned.embeddings.to(self.rows_encoder.device).requires_grad_(True)
+        self.rows = self.learned.embeddings.to(self.rows_encoder.device).clone().requires_grad_(True)
         self.opt = torch.optim.Adam([self.rows], lr=self.cfg.adversary_lr)
         self.ids = token_ids(self.pipe.tokenizer, [f"a photo of {phrase}"]).to(self.rows_encoder.device)
         return self
@@ -127,12 +127,10 @@ class _Adversary:
 
     def step(self, edited, sched, latents: torch.Tensor) -> torch.Tensor:
         """``adversary_steps`` steps against ``edited`` (no gradient reaches the edit); the conditioning found."""
-        b, device = self.cfg.adversary_batch, latents.device
+        b = self.cfg.adversary_batch
         for _ in range(self.cfg.adversary_steps):
-            z0 = latents[randint(len(latents), b, self.gen, device)]
-            noise = randn(tuple(z0.shape), self.gen, z0)
-            t = random_timesteps(sched, b, self.gen, device)
-            pred = edited(sched.add_noise(z0, noise, t), t, self.cond(b), detach=True)
+            z0, noise, t, x_t = denoising_batch(sched, latents, b, self.gen)
+            pred = edited(x_t, t, self.cond(b), detach=True)
             loss = F.mse_loss(pred.float(), training_target(sched, z0.float(), noise.float(), t).float())
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -202,9 +200,9 @@ def fit(pipe, concepts: list[Concept], cfg: LetheConfig, catalog: Catalog) -> Pa
     found: list[tuple[int, torch.Tensor]] = []
     phases = [cfg.steps // (cfg.rounds + 1)] * cfg.rounds
     phases.append(cfg.steps - sum(phases))
-    with ExitStack() as stack:
-        adversary = stack.enter_context(_Adversary(pipe, cfg, generator(cfg.seed, "lethe/adversary"), "lethe_adv")) \
-            if cfg.adversary_steps else None
+    adversarial = _Adversary(pipe, cfg, generator(cfg.seed, "lethe/adversary"), "lethe_adv") \
+        if cfg.adversary_steps else nullcontext()
+    with adversarial as adversary:
         for r, steps in enumerate(phases):
             if r:  # the edit so far: find the embeddings that still reach each concept, and forget under them too
                 with Patch(edit.tensors()).applied(pipe, force=True):
