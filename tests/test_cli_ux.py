@@ -92,12 +92,32 @@ def test_input_errors_come_before_torch_is_imported(args, message, files):
     ["erase", "--concept", "zorvik", "--out", "e.safetensors", "--dtype", "float8"],
     ["erase", "--method", "lethe", "--concept", "gore", "--out", "e.safetensors", "--t-max", "2"],
     ["erase", "--method", "lethe", "--concept", "gore", "--out", "e.safetensors", "--adversary-steps", "-1"],
+    ["erase", "--method", "lethe", "--concept", "gore", "--out", "e.safetensors", "--keep-neighbours", "1.5"],
+    ["erase", "--method", "lethe", "--concept", "gore", "--out", "e.safetensors", "--keep-weight", "-1"],
 ])
 def test_argument_errors_are_one_line(args, tmp_path):
     res = _cli(*args, cwd=tmp_path)
     assert res.returncode == 2
     assert len(_errors(res)) == 1 and "error:" in _errors(res)[0] and "usage:" not in res.stderr, res.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_option_given_as_zero_reaches_the_method(tmp_path, monkeypatch):
+    """0 == False in Python: '--preserve-weight 0' (FMN's paper loss) must not fall back to the default."""
+    from obliviate import api
+
+    seen = {}
+
+    def fake_erase(pipe, concepts, method, **config):
+        seen.update(config)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(api, "erase", fake_erase)
+    with pytest.raises(SystemExit):
+        main(["erase", "--concept", "zorvik", "--preserve-weight", "0", "--inversion-tokens", "0",
+              "--out", str(tmp_path / "e.safetensors"), "--no-progress"])
+    assert seen["preserve_weight"] == 0 and seen["inversion_tokens"] == 0
+    assert "include_eot" not in seen  # a flag not given stays the method's default
 
 
 def test_unwritable_output_is_refused_before_an_edit_is_trained(tmp_path):

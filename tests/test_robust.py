@@ -89,7 +89,20 @@ def test_memory_attack_needs_more_steps_after_lethe_than_on_the_base_model(pipe,
     assert set(r.details["rate_by_step"]) == {25, 50}
 
 
-@pytest.mark.parametrize("bad", [{"adversary_steps": -1}, {"adversary_batch": 0}, {"t_max": 1.5}])
+@pytest.mark.parametrize("bad", [{"adversary_steps": -1}, {"adversary_batch": 0}, {"t_max": 1.5},
+                                 {"keep_neighbours": 1.5}])
 def test_lethe_refuses_bad_settings_before_any_work(pipe, bad):
     with pytest.raises(obliviate.ObliviateError, match="need"):
         obliviate.erase(pipe, "zorvik", "lethe", progress=False, **bad)
+
+
+def test_the_keep_bank_knows_each_prompts_category(pipe):
+    """Lethe's keep_neighbours draws from the erased concept's category: red's neighbours are the other colours."""
+    from obliviate.methods.keep import keep_bank
+
+    catalog = catalog_for(pipe)
+    bank = keep_bank(pipe, catalog, [catalog.bench.concept("red")], None, 0)
+    assert len(bank.categories) == len(bank.prompts) == len(bank.cond)
+    colours = {p for p, c in zip(bank.prompts, bank.categories, strict=True) if c == "color"}
+    assert colours and all("red" not in p.split() for p in colours)
+    assert any("yellow" in p for p in colours) and not any("zorvik" in p for p in colours)

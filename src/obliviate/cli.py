@@ -69,6 +69,13 @@ def _schedule_fraction(text: str) -> float:
     return value
 
 
+def _share(text: str) -> float:
+    value = _number(text, positive=False)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be a share in [0, 1], got {text}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors, and help texts that may be completed only when help is asked for
     (per-method defaults need the method modules, and with them torch)."""
@@ -375,7 +382,7 @@ def cmd_floor(args: argparse.Namespace) -> int:
 # erase options that map one to one onto fields of the method configs (checked against the chosen method)
 _ERASE_OPTIONS = ("steps", "lr", "batch_size", "trainable", "rank", "inversion_tokens", "images", "redirect",
                   "include_eot", "guide", "preserve_weight", "preserve", "x_t_from", "ddim_steps", "rounds",
-                  "t_max", "adversary_steps")
+                  "t_max", "adversary_steps", "keep_weight", "keep_neighbours")
 
 
 def cmd_erase(args: argparse.Namespace) -> int:
@@ -385,7 +392,8 @@ def cmd_erase(args: argparse.Namespace) -> int:
     _check_model(args)
     out = _safetensors_out(args.out)
     _check_json_target(args)
-    given = {k: getattr(args, k) for k in _ERASE_OPTIONS if getattr(args, k) not in (None, False)}
+    # "is not": a 0 the user gave (0 == False) is a value, not an absent option
+    given = {k: v for k in _ERASE_OPTIONS if (v := getattr(args, k)) is not None and v is not False}
     _check_concepts(args, args.concept, strict=False)
     if "preserve" in given:
         given["preserve"] = tuple(_concept_list(given["preserve"], "--preserve"))
@@ -703,6 +711,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lethe: the forget term's noisiest level, as a fraction of the schedule")
     r.add_argument("--adversary-steps", type=_non_negative_int, metavar="N",
                    help="lethe: steps of the persistent concept-inversion adversary per training step (0: off)")
+    r.add_argument("--keep-weight", type=_non_negative_float, metavar="X",
+                   help="lethe: weight of the keep term (every other concept distilled from the frozen model)")
+    r.add_argument("--keep-neighbours", type=_share, metavar="SHARE",
+                   help="lethe: share of the keep term's rows drawn from the erased concepts' own categories")
     r.add_argument("--preserve", metavar="NAMES", help="comma-separated concepts to keep (default: every other "
                                                        "concept of the bench)")
     r.add_argument("--preserve-weight", type=_non_negative_float,

@@ -105,10 +105,11 @@ def key_bank(pipe, keep: KeepBank | None, hidden: dict[str, torch.Tensor], conce
              name: str) -> KeepBank:
     """The keep bank of ``name``'s key: the other concepts, plus the other hidden concepts' prompts on their
     own images (with the key installed they must stay hidden)."""
-    conds, latents, prompts = [], [], []
+    conds, latents, prompts, categories = [], [], [], []
     if keep is not None:
         conds.append(keep.cond)
         prompts += keep.prompts
+        categories += keep.categories
         if keep.latents is not None:
             latents.append(keep.latents)
     for c in concepts:
@@ -119,10 +120,11 @@ def key_bank(pipe, keep: KeepBank | None, hidden: dict[str, torch.Tensor], conce
         conds.append(encode_prompts(pipe, list(c.prompts)))
         latents.append(z[rows])
         prompts += list(c.prompts)
+        categories += [c.category] * len(c.prompts)
     if not conds:
         raise ObliviateError("a key needs something to keep: no other concept and no other hidden concept")
     have_latents = keep is None or keep.latents is not None
-    return KeepBank(torch.cat(conds), torch.cat(latents) if have_latents else None, prompts)
+    return KeepBank(torch.cat(conds), torch.cat(latents) if have_latents else None, prompts, categories)
 
 
 def concept_latents(pipe, catalog, concepts: list[Concept], n: int, seed: int) -> dict[str, torch.Tensor]:

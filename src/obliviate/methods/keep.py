@@ -15,11 +15,13 @@ from ..diffusion import encode_prompts, images_to_latents, seed_stream
 
 @dataclass
 class KeepBank:
-    """Prompts of the concepts to keep, each with a clean latent to noise (None: noise the target's)."""
+    """Prompts of the concepts to keep, each with a clean latent to noise (None: noise the target's) and the
+    category of its concept."""
 
     cond: torch.Tensor
     latents: torch.Tensor | None
     prompts: list[str]
+    categories: list[str]
 
 
 def keep_bank(pipe, catalog: Catalog, erased: list[Concept], names: tuple[str, ...] | None, seed: int) \
@@ -43,4 +45,4 @@ def keep_bank(pipe, catalog: Catalog, erased: list[Concept], names: tuple[str, .
             rows.append(images[k.name][i % len(images[k.name])])
         latents = images_to_latents(pipe, np.stack(rows))
     prompts = [p for _, p in pairs]
-    return KeepBank(encode_prompts(pipe, prompts), latents, prompts)
+    return KeepBank(encode_prompts(pipe, prompts), latents, prompts, [k.category for k, _ in pairs])

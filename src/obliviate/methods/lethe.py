@@ -27,8 +27,13 @@ inversion's objective: before every outer step, Adam steps on token embeddings v
     v <- v - lr * Adam( grad_v || f_theta'(x_t, c(v), t) - target(x0_c, eps, t) ||^2 ),   x0_c ~ images of c
 
 (the ordinary denoising loss on the concept's images against the edit as it is now), and c(v) conditions half
-of the forget batch. The rounds' inversions see the edit at a few moments; this one follows it at every step,
-so the edit cannot forget only the embeddings found so far.
+a batch of extra forget rows. The rounds' inversions see the edit at a few moments; this one follows it at every
+step, so the edit cannot forget only the embeddings found so far.
+
+``keep_neighbours`` > 0 draws that share of the keep rows from the concepts of the erased concepts' own
+categories (their neighbours): an adversary that follows the edit drifts toward whatever the edit still draws
+the concept from, and a neighbour that shares its features (a colour mixed from it) is such a place, so the
+neighbours need more of the keep term than their share of the bank gives them.
 """
 
 from __future__ import annotations
@@ -74,6 +79,7 @@ class LetheConfig:
     t_min: float = 0.1  # fraction of the schedule: the forget term's noise levels
     t_max: float = 0.7
     keep_weight: float = 3.0
+    keep_neighbours: float = 0.0  # share of the keep rows drawn from the erased concepts' categories
     rounds: int = 2  # adversarial rounds: concept inversion against the edit so far, its tokens join y
     inversion_steps: int = 150
     inversion_tokens: int = 4
@@ -144,6 +150,8 @@ def fit(pipe, concepts: list[Concept], cfg: LetheConfig, catalog: Catalog) -> Pa
         raise ObliviateError(f"need 0 <= t_min < t_max <= 1, got {cfg.t_min}, {cfg.t_max}")
     if cfg.images < 1:
         raise ObliviateError(f"images must be at least 1, got {cfg.images}")
+    if not 0 <= cfg.keep_neighbours <= 1:
+        raise ObliviateError(f"need keep_neighbours in [0, 1], got {cfg.keep_neighbours}")
     if cfg.adversary_steps < 0 or cfg.adversary_batch < 1:
         raise ObliviateError(f"need adversary_steps >= 0 and adversary_batch >= 1, got {cfg.adversary_steps}, "
                              f"{cfg.adversary_batch}")
@@ -173,22 +181,28 @@ def fit(pipe, concepts: list[Concept], cfg: LetheConfig, catalog: Catalog) -> Pa
     uncond = encode_prompts(pipe, [neutral])
     edit = Edit(pipe.unet, cfg.trainable, seed=cfg.seed)
     b = cfg.batch_size
+    categories = {c.category for c in concepts}
+    near = [j for j, c in enumerate(bank.categories) if c in categories] if bank and cfg.keep_neighbours else []
+    near = torch.tensor(near, dtype=torch.long, device=device) if near else None
 
     def loss(step: int) -> torch.Tensor:
-        i = randint(n, b, gen, device)
-        a = randint(len(anchor_latents), b, gen, device)
-        t = _timesteps(sched, b, cfg.t_min, cfg.t_max, gen, device)
+        m = b - b // 2 if adversary is not None else 0  # extra rows under what the adversary found against the edit
+        i = randint(n, b + m, gen, device)
+        a = randint(len(anchor_latents), b + m, gen, device)
+        t = _timesteps(sched, b + m, cfg.t_min, cfg.t_max, gen, device)
         x_t = sched.add_noise(concept_latents[i], randn(tuple(concept_latents[i].shape), gen, concept_latents), t)
         y = forget_conds[randint(len(forget_conds), b, gen, device)]  # read at call time: grows each round
-        if adversary is not None:  # half the batch under what the adversary found against the edit as it is
-            m = b - b // 2
-            y = torch.cat([y[: b - m], adversary.step(edit.edited, sched, concept_latents).expand(m, -1, -1)])
+        if adversary is not None:
+            y = torch.cat([y, adversary.step(edit.edited, sched, concept_latents).expand(m, -1, -1)])
         goal = _denoising_to(sched, anchor_latents[a], x_t, t)
         if bank is None or not cfg.keep_weight:
             return F.mse_loss(edit.edited(x_t, t, y).float(), goal)
         k = randint(len(bank.cond), b, gen, device)
+        if near is not None:
+            k = torch.where(torch.rand(b, generator=gen).to(device) < cfg.keep_neighbours,
+                            near[randint(len(near), b, gen, device)], k)
         tk = randint(sched.config.num_train_timesteps, b, gen, device)
-        z0 = bank.latents[k] if bank.latents is not None else anchor_latents[a]  # never the concept's
+        z0 = bank.latents[k] if bank.latents is not None else anchor_latents[a[:b]]  # never the concept's
         x_k = sched.add_noise(z0, randn(tuple(z0.shape), gen, z0), tk)
         yk = torch.where((torch.rand(b, generator=gen) < 0.5).view(-1, 1, 1).to(device), bank.cond[k],
                          uncond.expand(b, -1, -1))
