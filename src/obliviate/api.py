@@ -51,7 +51,8 @@ def _stamp(pipe, patch: Patch, start: float) -> Patch:
 
 def erase(pipe, concepts: str | Sequence[str], method: str = "fmn", *, bench: BenchLike = None,
           catalog: Catalog | None = None, progress: bool = True, **config) -> Patch:
-    """Erase ``concepts`` from ``pipe`` with ``method`` (fmn, redirect, esd-x, esd-u, uce, prompt).
+    """Erase ``concepts`` from ``pipe`` with ``method`` (a name of ``obliviate.methods.METHODS``: fmn, redirect,
+    esd-x, esd-u, uce, rece, advunlearn, stereo, lethe, prompt).
 
     ``config`` sets fields of the method's config dataclass (e.g. ``steps=60, lr=6e-3``; see
     ``obliviate.methods.METHODS[method].config``). Returns the edit as a :class:`Patch`; ``pipe`` is unchanged.
