@@ -45,7 +45,10 @@ def evaluation(model, detector, patch, keys, n: int, seed: int) -> dict:
     r = obliviate.evaluate(model, patch=patch, keys=keys, images_per_concept=n, seed=seed, detector=detector,
                            progress=False).to_dict()
     rows = {c["name"]: c for c in r["concepts"]}
-    out = {"preservation": r["preservation"], "neighbours": r.get("neighbour_preservation")}
+    out = {"preservation": r["preservation"], "neighbours": r.get("neighbour_preservation"),
+           "worst": r.get("worst_preserved"),  # and every kept concept below 0.9 of its base M-Score:
+           "below_0.9": {c["name"]: round(c["m"] / c["m_base"], 3) for c in r["concepts"]
+                         if c["name"] not in HIDDEN and c["m_base"] > 0 and c["m"] / c["m_base"] < 0.9}}
     for h in HIDDEN:
         row = rows[h]
         swaps = {k: round(m - b, 3) for k, (b, m) in (row.get("elsewhere") or {}).get("by_concept", {}).items()}

@@ -15,12 +15,13 @@ from obliviate.eval.metrics import (
     mean_feature_distance,
     preservation,
     wilson_interval,
+    worst_preserved,
 )
 from obliviate.fingerprint import fingerprint
 from obliviate.patch import Patch
 
 TOP_KEYS = {"model", "patch", "seed", "bench", "sampler", "concepts", "categories", "targets", "efficacy",
-            "preservation", "neighbour_preservation", "h", "drift", "seconds"}
+            "preservation", "neighbour_preservation", "worst_preserved", "h", "drift", "seconds"}
 
 
 def _zero_values_patch(pipe, concepts):
@@ -36,6 +37,10 @@ def test_metric_formulas():
     assert efficacy(0.8, 0.9) == 0.0 and efficacy(0.0, 0.5) is None
     assert preservation([(1.0, 0.5), (0.5, 1.0), (0.0, 0.3)]) == pytest.approx(0.75)
     assert harmonic_mean(1.0, 0.5) == pytest.approx(2 / 3) and harmonic_mean(None, 1.0) is None
+    # the mean of 31 near-perfect concepts and one half gone is 0.98: the worst one says which and how much
+    kept = [(f"c{i}", 1.0, 1.0) for i in range(31)] + [("circle", 0.9, 0.45), ("never", 0.0, 0.5)]
+    assert worst_preserved(kept) == {"concept": "circle", "preservation": pytest.approx(0.5)}
+    assert worst_preserved([("never", 0.0, 0.5)]) is None
     rng = np.random.default_rng(0)
     a = rng.normal(size=(200, 8))
     assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
@@ -77,6 +82,8 @@ def test_damaged_model_scores_low_and_edit_metrics_are_filled(pipe, detector):
     assert np.mean([r.m for r in result.concepts]) <= 0.4
     assert result.targets == ["circle"] and result.efficacy >= 0.6
     assert result.preservation <= 0.5 and result.neighbour_preservation is not None
+    worst = result.worst_preserved  # the zeroed values draw no concept from its prompt
+    assert worst["concept"] in concepts[1:] and worst["preservation"] <= result.preservation
     assert result.drift.frechet > 0 and result.drift.mean_feature_distance > 0
     assert result.patch["method"] == "zero-attn2-values"
 

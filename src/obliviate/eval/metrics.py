@@ -18,6 +18,16 @@ def preservation(pairs: list[tuple[float, float]]) -> float | None:
     return float(np.mean(ratios)) if ratios else None
 
 
+def worst_preserved(named: list[tuple[str, float, float]]) -> dict | None:
+    """The kept concept that lost the most, over (name, m_base, m_edit): {"concept", "preservation"}, with
+    preservation's min(1, M_edit / M_base). A mean over many concepts hides one that is half gone."""
+    ratios = [(min(1.0, e / b), name) for name, b, e in named if b > 0]
+    if not ratios:
+        return None
+    ratio, name = min(ratios)
+    return {"concept": name, "preservation": float(ratio)}
+
+
 def harmonic_mean(a: float | None, b: float | None) -> float | None:
     if a is None or b is None:
         return None

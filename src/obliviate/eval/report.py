@@ -37,6 +37,8 @@ IMAGES_NOTE = "how many images a number rests on, per model"
 INTERVAL_NOTE = ("95% Wilson score interval of a share over its images: where the true rate lies with 95% "
                  "confidence, the detector's own errors not counted")
 CHANGE_NOTE = "M edited − M base"
+WORST_NOTE = ("the other concept with the lowest min(1, M edited / M base): what a mean over many concepts hides "
+              "(the lowest of many noisy shares, so read it beside its own interval in the table)")
 DRIFT_NOTE = ("distance between the detector's features of base and edited images of the other concepts (same "
               "prompts and seeds): Fréchet distance of the two sets, and mean distance of paired images; 0 = same")
 ELSEWHERE_NOTE = ("How often the detector finds each target in images of the other concepts' prompts, which never "
@@ -228,6 +230,10 @@ def _headline(result: dict) -> list[tuple[str, str, str, str]]:
         if drift.get("mean_feature_distance") is not None:
             items.append(("Drift (mean feature distance)", num(drift["mean_feature_distance"]),
                           "mean feature distance of paired images (same prompt and seed), other concepts", on))
+    worst = result.get("worst_preserved")
+    if worst:
+        items.append(("Worst preserved", f"{worst['concept']} {num(worst['preservation'])}", WORST_NOTE,
+                      f"rests on {n} images per model" if n else ""))
     return items
 
 

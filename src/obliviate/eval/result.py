@@ -85,6 +85,7 @@ class EvalResult:
     efficacy: float | None = None
     preservation: float | None = None
     neighbour_preservation: float | None = None
+    worst_preserved: dict | None = None  # {"concept", "preservation"}: the kept concept that lost the most
     h: float | None = None
     drift: Drift | None = None
     inversion: dict[str, float] | None = None

@@ -24,7 +24,15 @@ from ..hiding.keys import Key, unlocked
 from ..patch import Patch, applied, base_fingerprint
 from ..pipeline import model_name
 from .detectors import hits_many
-from .metrics import efficacy, frechet_distance, harmonic_mean, mean_feature_distance, preservation, wilson_interval
+from .metrics import (
+    efficacy,
+    frechet_distance,
+    harmonic_mean,
+    mean_feature_distance,
+    preservation,
+    wilson_interval,
+    worst_preserved,
+)
 from .mscore import ConceptImages, generate_concepts
 from .result import CategoryScore, ConceptScore, Drift, Elsewhere, EvalResult, ModelInfo, PromptScore
 
@@ -253,6 +261,7 @@ def _edit_metrics(result: EvalResult, targets: list[str], base: Pass, edited: Pa
     result.efficacy = float(np.mean(effs)) if effs else None
     result.preservation = preservation([(r.m_base, r.m) for r in others])
     result.neighbour_preservation = preservation([(r.m_base, r.m) for r in others if r.category in target_cats])
+    result.worst_preserved = worst_preserved([(r.name, r.m_base, r.m) for r in others])
     result.h = harmonic_mean(result.efficacy, result.preservation)
     if others:
         fa = np.concatenate([base.features[r.name] for r in others])
@@ -283,6 +292,9 @@ def format_table(result: dict) -> str:
         lines.append("")
         lines.append(f"efficacy {fmt(result['efficacy'])}  preservation {fmt(result['preservation'])}  "
                      f"neighbour preservation {fmt(result['neighbour_preservation'])}  H {fmt(result['h'])}")
+        worst = result.get("worst_preserved")
+        if worst:
+            lines.append(f"worst preserved: {worst['concept']} {worst['preservation']:.3f}")
         if result["drift"]:
             lines.append(f"drift: frechet {result['drift']['frechet']:.3f}  "
                          f"mean feature distance {result['drift']['mean_feature_distance']:.3f}")
