@@ -20,9 +20,9 @@ is what completion and inversion both rely on. The forget term uses t in [t_min,
 image is decided (any denoiser keeps it), above t_max the latent is noise that every prompt shares.
 With several concepts each image keeps its own concept's y and x0_a: paired across concepts, one concept's
 images would be forgotten under another's words, pairs that no prompt draws, and the edit would reach concepts
-that neither erased concept touches. The adversarial y are STEREO's stage-one embeddings (Srivatsan et al.,
-CVPR 2025: concept inversion against the edit so far); the keep term is FMN's/AdvUnlearn's distillation anchor
-on the other concepts.
+that neither erased concept touches (the persistent adversary below is still one for all concepts). The
+adversarial y are STEREO's stage-one embeddings (Srivatsan et al., CVPR 2025: concept inversion against the
+edit so far); the keep term is FMN's/AdvUnlearn's distillation anchor on the other concepts.
 
 ``adversary_steps`` > 0 adds a persistent adversary, AdvUnlearn's warm-started inner attack with concept
 inversion's objective: before every outer step, Adam steps on token embeddings v
