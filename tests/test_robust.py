@@ -96,19 +96,6 @@ def test_lethe_refuses_bad_settings_before_any_work(pipe, bad):
         obliviate.erase(pipe, "zorvik", "lethe", progress=False, **bad)
 
 
-def test_lethe_forgets_each_concept_under_its_own_conditioning():
-    """Several concepts: each forget row draws its prompt from its own concept's pool, never another's (the
-    cross pairs took circle and heart in the two-concept hide, docs/hiding.md)."""
-    import torch
-
-    from obliviate.methods.lethe import _pick
-
-    pools = [torch.tensor([0, 1]), torch.tensor([2, 3, 4])]
-    owner = torch.tensor([0, 1, 1, 0, 1, 1, 0, 0] * 8)
-    picked = _pick(pools, owner, torch.Generator().manual_seed(0))
-    assert set(picked[owner == 0].tolist()) == {0, 1} and set(picked[owner == 1].tolist()) == {2, 3, 4}
-
-
 def test_the_keep_bank_knows_each_prompts_category(pipe):
     """Lethe's keep_neighbours draws from the erased concept's category: red's neighbours are the other colours."""
     from obliviate.methods.keep import keep_bank

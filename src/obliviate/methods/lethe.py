@@ -18,11 +18,8 @@ x_t into x0_a, an image the base model draws for the concept's prompt with its w
 where ESD steers the prompt's prediction away, Lethe moves the denoiser's fixed point off the concept, which
 is what completion and inversion both rely on. The forget term uses t in [t_min, t_max]: below t_min the
 image is decided (any denoiser keeps it), above t_max the latent is noise that every prompt shares.
-With several concepts each image keeps its own concept's y and x0_a: paired across concepts, one concept's
-images would be forgotten under another's words, pairs that no prompt draws, and the edit would reach concepts
-that neither erased concept touches (the persistent adversary below is still one for all concepts). The
-adversarial y are STEREO's stage-one embeddings (Srivatsan et al., CVPR 2025: concept inversion against the
-edit so far); the keep term is FMN's/AdvUnlearn's distillation anchor on the other concepts.
+The adversarial y are STEREO's stage-one embeddings (Srivatsan et al., CVPR 2025: concept inversion against
+the edit so far); the keep term is FMN's/AdvUnlearn's distillation anchor on the other concepts.
 
 ``adversary_steps`` > 0 adds a persistent adversary, AdvUnlearn's warm-started inner attack with concept
 inversion's objective: before every outer step, Adam steps on token embeddings v
@@ -109,16 +106,6 @@ def _denoising_to(sched, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -
     return training_target(sched, x0.float(), noise, t)
 
 
-def _pick(pools: list[torch.Tensor], owner: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """For every row, an index drawn from its concept's pool (``owner``: the row's concept)."""
-    out = torch.empty_like(owner)
-    for k, pool in enumerate(pools):
-        rows = (owner == k).nonzero().flatten()
-        if len(rows):
-            out[rows] = pool.to(owner.device)[randint(len(pool), len(rows), gen, owner.device)]
-    return out
-
-
 class _Adversary:
     """Token embeddings that keep learning to make the edit draw the concept again (concept inversion's loss),
     a few Adam steps against the edit as it is at each outer step."""
@@ -173,18 +160,11 @@ def fit(pipe, concepts: list[Concept], cfg: LetheConfig, catalog: Catalog) -> Pa
     sched = training_scheduler(pipe)
     neutral = catalog.bench.neutral
 
-    prompts_of = [training_prompts(c) for c in concepts]
-    anchors_of = [[replace_words(p, c, "") for p in ps] for c, ps in zip(concepts, prompts_of, strict=True)]
-    texts = list(dict.fromkeys([p for ps in prompts_of for p in ps] + [a for a_s in anchors_of for a in a_s]
-                               + [neutral]))
-    # each concept is forgotten under its own prompts (and the neutral one), toward its own anchors: paired
-    # across concepts, one concept's images under another's words teach away what the two share (a shape)
-    own = [[texts.index(t) for t in dict.fromkeys(ps + a_s + [neutral])]
-           for ps, a_s in zip(prompts_of, anchors_of, strict=True)]
-    drawn = [a for a in dict.fromkeys(a for a_s in anchors_of for a in a_s) if a.strip()] \
-        or ([neutral] if neutral.strip() else [])
+    named = [(c, p) for c in concepts for p in training_prompts(c)]
+    anchors = [replace_words(p, c, "") for c, p in named]
+    drawn = [a for a in dict.fromkeys(anchors) if a.strip()] or ([neutral] if neutral.strip() else [])
     bank = keep_bank(pipe, catalog, concepts, cfg.preserve, cfg.seed)
-    conds = encode_prompts(pipe, texts)
+    conds = encode_prompts(pipe, list(dict.fromkeys([p for _, p in named] + anchors + [neutral])))
 
     concept_images = [catalog.images(pipe, c, cfg.images, seed_stream(cfg.seed, f"lethe/{c.name}"))
                       for c in concepts]
@@ -192,10 +172,7 @@ def fit(pipe, concepts: list[Concept], cfg: LetheConfig, catalog: Catalog) -> Pa
     n = cfg.images * len(concepts)
     if drawn:  # the anchor: what the base model draws when the concept's words are taken out
         sampler = catalog.sampler
-        prompts = []
-        for a_s in anchors_of:  # cfg.images anchors per concept, from its own anchor prompts where it has any
-            mine = [a for a in dict.fromkeys(a_s) if a.strip()] or drawn
-            prompts += [mine[i % len(mine)] for i in range(cfg.images)]
+        prompts = [drawn[i % len(drawn)] for i in range(n)]
         anchor_images = generate(pipe, prompts, image_seeds(seed_stream(cfg.seed, "lethe/anchor"), n),
                                  sampler.steps, sampler.guidance, progress=False)
         anchor_latents = images_to_latents(pipe, anchor_images)
@@ -211,11 +188,10 @@ def fit(pipe, concepts: list[Concept], cfg: LetheConfig, catalog: Catalog) -> Pa
     def loss(step: int) -> torch.Tensor:
         m = b - b // 2 if adversary is not None else 0  # extra rows under what the adversary found against the edit
         i = randint(n, b + m, gen, device)
-        owner = torch.div(i, cfg.images, rounding_mode="floor")  # the concept each image shows
-        a = owner * cfg.images + randint(cfg.images, b + m, gen, device)
+        a = randint(len(anchor_latents), b + m, gen, device)
         t = _timesteps(sched, b + m, cfg.t_min, cfg.t_max, gen, device)
         x_t = sched.add_noise(concept_latents[i], randn(tuple(concept_latents[i].shape), gen, concept_latents), t)
-        y = forget_conds[_pick(pools, owner[:b], gen)]  # read at call time: both grow each round
+        y = forget_conds[randint(len(forget_conds), b, gen, device)]  # read at call time: grows each round
         if adversary is not None:
             y = torch.cat([y, adversary.step(edit.edited, sched, concept_latents).expand(m, -1, -1)])
         goal = _denoising_to(sched, anchor_latents[a], x_t, t)
@@ -235,7 +211,6 @@ def fit(pipe, concepts: list[Concept], cfg: LetheConfig, catalog: Catalog) -> Pa
         return value + cfg.keep_weight * F.mse_loss(kept.float(), edit.frozen(x_k, tk, yk).float())
 
     forget_conds = conds
-    pools = [torch.tensor(p, dtype=torch.long) for p in own]
     found: list[tuple[int, torch.Tensor]] = []
     phases = [cfg.steps // (cfg.rounds + 1)] * cfg.rounds
     phases.append(cfg.steps - sum(phases))
@@ -251,8 +226,6 @@ def fit(pipe, concepts: list[Concept], cfg: LetheConfig, catalog: Catalog) -> Pa
                             seed=seed_stream(cfg.seed, f"lethe/{r}/{k}"), progress=False))
                         found.append((k, learned.embeddings))
                 forget_conds = torch.cat([conds, adversarial_prompts(pipe, found)])
-                pools = [torch.tensor(p + [len(conds) + j for j, (o, _) in enumerate(found) if o == k],
-                                      dtype=torch.long) for k, p in enumerate(own)]
             settings = LoopSettings(steps=steps, lr=cfg.lr, seed=cfg.seed, progress=cfg.progress)
             train(edit, loss, settings, f"lethe {', '.join(c.name for c in concepts)} ({r + 1}/{len(phases)})")
     return make_patch(edit.tensors(), "lethe", concepts, cfg, adversarial_embeddings=len(found))
