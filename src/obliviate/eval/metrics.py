@@ -12,16 +12,21 @@ def efficacy(m_base: float, m_edit: float) -> float | None:
     return float(np.clip(1.0 - m_edit / m_base, 0.0, 1.0))
 
 
+def _kept(m_base: float, m_edit: float) -> float | None:
+    """How much of a concept an edit kept, min(1, M_edit / M_base); undefined where the base cannot draw it."""
+    return min(1.0, m_edit / m_base) if m_base > 0 else None
+
+
 def preservation(pairs: list[tuple[float, float]]) -> float | None:
     """P = mean over (m_base, m_edit) of min(1, M_edit / M_base), over concepts the base model can draw."""
-    ratios = [min(1.0, e / b) for b, e in pairs if b > 0]
+    ratios = [r for b, e in pairs if (r := _kept(b, e)) is not None]
     return float(np.mean(ratios)) if ratios else None
 
 
 def worst_preserved(named: list[tuple[str, float, float]]) -> dict | None:
     """The kept concept that lost the most, over (name, m_base, m_edit): {"concept", "preservation"}, with
     preservation's min(1, M_edit / M_base). A mean over many concepts hides one that is half gone."""
-    ratios = [(min(1.0, e / b), name) for name, b, e in named if b > 0]
+    ratios = [(r, name) for name, b, e in named if (r := _kept(b, e)) is not None]
     if not ratios:
         return None
     ratio, name = min(ratios)
