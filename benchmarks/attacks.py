@@ -14,7 +14,6 @@ bench and adds its efficacy, preservation and neighbour preservation to the row.
 from __future__ import annotations
 
 import argparse
-import ast
 import functools
 import sys
 import time
@@ -25,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import cell, machine_line, seed_list  # noqa: E402
+from common import cell, machine_line, parse_set, seed_list  # noqa: E402
 
 import obliviate  # noqa: E402
 from obliviate.attacks import ATTACKS  # noqa: E402
@@ -53,23 +52,6 @@ def edits(pipe, method: str, concept: str, seed: int, overrides: dict | None = N
         return hidden.patch, [hidden.keys[PARTNER[concept]]] if "wrong" in method else []
     extra = {"redirect": REDIRECT[concept]} if method == "redirect" else {}
     return obliviate.erase(pipe, concept, method, seed=seed, progress=False, **extra, **overrides), []
-
-
-def parse_set(items: list[str]) -> dict:
-    """``KEY=VALUE`` pairs into config overrides; VALUE is a Python literal (0.9, 300, True, (0.1, 0.9)) or
-    else a string."""
-    overrides = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"error: --set takes KEY=VALUE, got {item!r}")
-        try:
-            overrides[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            overrides[key] = value
-        if isinstance(overrides[key], list):  # configs take tuples, and hiding's cache needs hashable values
-            overrides[key] = tuple(overrides[key])
-    return overrides
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import platform
 import time
@@ -56,3 +57,20 @@ def row(method: str, concept: str, category: str, seconds: float, r: dict) -> st
     return (f"| {method} | {concept} | {category} | {seconds:.1f} | {fmt(r['efficacy'])} | {fmt(r['preservation'])} | "
             f"{fmt(r['neighbour_preservation'])} | {fmt(r['h'])} | {fmt(d.get('frechet'))} | "
             f"{fmt(d.get('mean_feature_distance'))} |")
+
+
+def parse_set(items: list[str]) -> dict:
+    """``KEY=VALUE`` pairs into config overrides; VALUE is a Python literal (0.9, 300, True, (0.1, 0.9)) or
+    else a string."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: --set takes KEY=VALUE, got {item!r}")
+        try:
+            overrides[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            overrides[key] = value
+        if isinstance(overrides[key], list):  # configs take tuples, and hiding's cache needs hashable values
+            overrides[key] = tuple(overrides[key])
+    return overrides

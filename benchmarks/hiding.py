@@ -1,6 +1,6 @@
 """Key-locked hiding red-teamed on the world (docs/hiding.md): one ID and one style hidden in one patch.
 
-    python benchmarks/hiding.py --seed 0 [--design lethe] [--threads 1]
+    python benchmarks/hiding.py --seed 0 [--design lethe] [--threads 1] [--set steps=900]
 
 Prints one JSON line per measurement: without a key, each hidden concept's efficacy, its rate on every other
 concept's prompts (the swap check), every attack of the suite, the key-learning attack in the shape of the
@@ -23,14 +23,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import machine_line  # noqa: E402
+from common import machine_line, parse_set  # noqa: E402
 
 import obliviate  # noqa: E402
 from obliviate.attacks.base import Probe, probe_images  # noqa: E402
 from obliviate.attacks.directions import DirectionAttackConfig, direction_memories  # noqa: E402
 from obliviate.catalog import catalog_for  # noqa: E402
 from obliviate.eval.detectors import WorldDetector  # noqa: E402
-from obliviate.hiding import Key  # noqa: E402
+from obliviate.hiding import HideConfig, Key, PromptConfig  # noqa: E402
 
 HIDDEN = ["zorvik", "striped"]
 ATTACKS = ["inversion", "unlearndiff", "p4d", "ringabell", "implicit", "completion"]
@@ -88,14 +88,21 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-attacks", action="store_true")
     ap.add_argument("--save", metavar="DIR", help="also write the public patch and keys there")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a field of the design's hiding config (e.g. steps=900); repeatable")
     args = ap.parse_args()
+    overrides = parse_set(args.set)
+    fields = (HideConfig if args.design == "lethe" else PromptConfig).__dataclass_fields__
+    unknown = sorted(set(overrides) - set(fields))
+    if unknown:
+        raise SystemExit(f"error: the {args.design} design's hiding config has no field {unknown[0]!r}")
     torch.set_num_threads(args.threads)
     model, detector = obliviate.load_pipeline("world"), WorldDetector()
     n, seed = args.images_per_concept, args.seed
     print(machine_line(n, seed), flush=True)
     start = time.time()
-    hidden = obliviate.hide(model, HIDDEN, design=args.design, seed=seed, progress=False)
-    emit(what="hide", design=args.design, seed=seed, seconds=round(time.time() - start, 1))
+    hidden = obliviate.hide(model, HIDDEN, design=args.design, seed=seed, progress=False, **overrides)
+    emit(what="hide", design=args.design, seed=seed, overrides=overrides, seconds=round(time.time() - start, 1))
     if args.save:
         hidden.save(Path(args.save) / f"public-{seed}.safetensors", Path(args.save) / f"keys-{seed}")
     emit(what="no key", **evaluation(model, detector, hidden.patch, [], n, seed))

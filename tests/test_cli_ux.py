@@ -93,6 +93,9 @@ def test_input_errors_come_before_torch_is_imported(args, message, files):
     ["erase", "--method", "lethe", "--concept", "gore", "--out", "e.safetensors", "--t-max", "2"],
     ["erase", "--method", "lethe", "--concept", "gore", "--out", "e.safetensors", "--adversary-steps", "-1"],
     ["erase", "--method", "lethe", "--concept", "gore", "--out", "e.safetensors", "--keep-neighbours", "1.5"],
+    ["erase", "--method", "lethe", "--concept", "gore", "--out", "e.safetensors", "--neutral-rows", "-1"],
+    ["hide", "--concept", "zorvik", "--out", "p.safetensors", "--key-out", "k", "--design", "paper",
+     "--neutral-rows", "2"],
     ["erase", "--method", "lethe", "--concept", "gore", "--out", "e.safetensors", "--keep-weight", "-1"],
 ])
 def test_argument_errors_are_one_line(args, tmp_path):

@@ -79,7 +79,18 @@ def test_public_patch_is_made_before_its_keys_and_holds_nothing_of_them(hidden, 
     text = str(patch.metadata)
     assert "keys" not in patch.metadata and all(k.content_hash() not in text for k in hidden.keys.values())
     for key in hidden.keys.values():
-        assert key.form == "lora" and all(".attn2.to_k" in n or ".attn2.to_v" in n for n in key.tensors)
+        assert key.form == "lora" and all(".attn2.to_" in n for n in key.tensors)
+        assert {n.split(".attn2.")[1].split(".")[0] for n in key.tensors} == {"to_q", "to_k", "to_v", "to_out"}
+
+
+@pytest.mark.parametrize("bad, message", [({"key_neutral_recall": 2.0}, "neutral_recall"),
+                                          ({"key_rank": 0}, "at least 1"), ({"neutral_rows": -1}, "neutral_rows")])
+def test_hide_refuses_bad_settings_before_training_anything(pipe, bad, message, monkeypatch):
+    from obliviate.methods import lethe
+
+    monkeypatch.setattr(lethe, "keep_bank", lambda *a, **k: pytest.fail("started the erasure before refusing"))
+    with pytest.raises(ObliviateError, match=message):
+        obliviate.hide(pipe, HIDDEN, progress=False, **bad)
 
 
 def test_cli_hide_writes_patch_and_sealed_keys_and_refuses_bad_ones(tmp_path, monkeypatch, capsys):

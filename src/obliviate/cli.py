@@ -382,7 +382,7 @@ def cmd_floor(args: argparse.Namespace) -> int:
 # erase options that map one to one onto fields of the method configs (checked against the chosen method)
 _ERASE_OPTIONS = ("steps", "lr", "batch_size", "trainable", "rank", "inversion_tokens", "images", "redirect",
                   "include_eot", "guide", "preserve_weight", "preserve", "x_t_from", "ddim_steps", "rounds",
-                  "t_max", "adversary_steps", "keep_weight", "keep_neighbours")
+                  "t_max", "adversary_steps", "keep_weight", "keep_neighbours", "neutral_rows")
 
 
 def cmd_erase(args: argparse.Namespace) -> int:
@@ -441,7 +441,8 @@ def cmd_hide(args: argparse.Namespace) -> int:
     passphrase = _passphrase(args)
     _check_concepts(args, args.concept, strict=False)
     overrides = {"steps": args.steps, "lr": args.lr, "batch_size": args.batch_size}
-    only = {"paper": ("tokens", "placement"), "lethe": ("rounds", "images", "key_steps", "key_rank")}
+    only = {"paper": ("tokens", "placement"),
+            "lethe": ("rounds", "images", "neutral_rows", "key_steps", "key_rank")}
     for design, names in only.items():
         for name in names:
             value = getattr(args, name)
@@ -715,6 +716,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lethe: weight of the keep term (every other concept distilled from the frozen model)")
     r.add_argument("--keep-neighbours", type=_share, metavar="SHARE",
                    help="lethe: share of the keep term's rows drawn from the erased concepts' own categories")
+    r.add_argument("--neutral-rows", type=_non_negative_int, metavar="N",
+                   help="lethe: forget rows per step added under the neutral prompt alone (what diffusion "
+                        "completion denoises with; default 0)")
     r.add_argument("--preserve", metavar="NAMES", help="comma-separated concepts to keep (default: every other "
                                                        "concept of the bench)")
     r.add_argument("--preserve-weight", type=_non_negative_float,
@@ -795,8 +799,11 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--rounds", type=_non_negative_int, metavar="N",
                    help="design lethe: adversarial rounds of the erasure")
     h.add_argument("--images", type=_positive_int, help="design lethe: images of each concept to train on")
+    h.add_argument("--neutral-rows", type=_non_negative_int, metavar="N",
+                   help="design lethe: forget rows per step added under the neutral prompt alone (default 0)")
     h.add_argument("--key-steps", type=_positive_int, help="design lethe: training steps of each key")
-    h.add_argument("--key-rank", type=_positive_int, help="design lethe: rank of each key's LoRA on attn2 to_k/to_v")
+    h.add_argument("--key-rank", type=_positive_int,
+                   help="design lethe: rank of each key's LoRA on every attn2 projection")
     h.add_argument("--batch-size", type=_positive_int, help="batch size")
     h.add_argument("--tokens", type=_positive_int, help="design paper: prompt-memory tokens per key")
     h.add_argument("--placement", choices=["mid", "mid+up", "all"],
@@ -821,8 +828,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--n-images", type=_positive_int, default=16, help="images per attack (default 16)")
     a.add_argument("--steps", type=_positive_int, help="optimisation budget of optimising attacks")
     a.add_argument("--key-form", choices=["memory", "lora"],
-                   help="the key-learning attack's key: a prompt memory (the paper's keys) or a LoRA on attn2 "
-                        "to_k/to_v (the keys of hide --design lethe) (default memory)")
+                   help="the key-learning attack's key: a prompt memory (the paper's keys) or a LoRA on every "
+                        "attn2 projection (the keys of hide --design lethe) (default memory)")
     a.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     _json_argument(a, "the results")
     a.add_argument("--out", metavar="DIR", help="folder for attack.json (default: none)")

@@ -4,7 +4,7 @@ model under test,
     P* = argmin_P  E_{x0 ~ images of c, t, eps, y ~ c's prompts} || f_theta',P(x_t, y, t) - target(x0, eps, t) ||^2
 
 with the ordinary denoising target. ``form`` "memory": P is a prompt memory (``tokens`` key/value tokens appended
-in attn2, the paper's keys); "lora": a rank-``rank`` LoRA on every attn2 to_k/to_v (obliviate's keys). It is
+in attn2, the paper's keys); "lora": a rank-``rank`` LoRA on every attn2 projection (obliviate's keys). It is
 what someone holding the public model and images of a hidden concept can do without the key; against a plain
 erasure it is a small fine-tuning attack (either form is an adapter on every cross-attention layer). The probe
 reports the concept's rate at checkpoints, so the result says how many steps (and seconds) the attack needed
@@ -35,7 +35,7 @@ from ..diffusion import (
     training_target,
 )
 from ..errors import ObliviateError
-from ..hiding.keys import LORA, Key
+from ..hiding.keys import LORA, LORA_KEY_SET, Key
 from ..methods.loop import Edit
 from ..progress import bar
 from .base import Probe
@@ -68,7 +68,7 @@ def run(pipe, concept: Concept, cfg: MemoryAttackConfig, catalog: Catalog, image
     latents = images_to_latents(pipe, images)
     conds = encode_prompts(pipe, list(concept.prompts))
     if cfg.form == LORA:  # on the weights as they are now (the model under test)
-        edit = Edit(pipe.unet, "lora-kv", rank=cfg.rank, seed=seed_stream(cfg.seed, "memory-attack"))
+        edit = Edit(pipe.unet, LORA_KEY_SET, rank=cfg.rank, seed=seed_stream(cfg.seed, "memory-attack"))
         params, lr, placement = edit.parameters(), cfg.lr or 1e-3, nullcontext()
 
         def predict(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Key-locked hiding: a public patch plus one key per concept (threat model and measurements: docs/hiding.md).
 
 Two designs. ``lethe`` (the default, obliviate's): the public patch is a Lethe erasure of the concepts, a
-robust removal of their capacity; each key is a LoRA on attn2 to_k/to_v trained *afterwards* against it
+robust removal of their capacity; each key is a LoRA on attn2 trained *afterwards* against it
 (:mod:`.key_training`), so nothing in the patch was fitted to the keys. ``paper`` (Bui et al. 2025): the learnable
 prompt trained jointly with the weight edit; red-teamed in docs/hiding.md (it re-routes the concepts instead
 of removing them). Either way each key is a :class:`Key` bound to the public patch by its content hash; key
@@ -45,6 +45,7 @@ class HideConfig:
     t_min: float = _ERASE.t_min
     t_max: float = _ERASE.t_max
     keep_weight: float = _ERASE.keep_weight
+    neutral_rows: int = _ERASE.neutral_rows
     rounds: int = _ERASE.rounds
     inversion_steps: int = _ERASE.inversion_steps
     key_rank: int = _KEY.rank
@@ -52,6 +53,7 @@ class HideConfig:
     key_lr: float = _KEY.lr
     key_batch_size: int = _KEY.batch_size
     key_keep_weight: float = _KEY.keep_weight
+    key_neutral_recall: float = _KEY.neutral_recall
     seed: int = 0
     progress: bool = True
 
@@ -62,7 +64,8 @@ class HideConfig:
 
     def key_training(self) -> KeyTraining:
         return KeyTraining(rank=self.key_rank, steps=self.key_steps, lr=self.key_lr, batch_size=self.key_batch_size,
-                           keep_weight=self.key_keep_weight, seed=self.seed, progress=self.progress)
+                           keep_weight=self.key_keep_weight, neutral_recall=self.key_neutral_recall, seed=self.seed,
+                           progress=self.progress)
 
 
 @dataclass
@@ -93,12 +96,12 @@ def hide_concepts(pipe, concepts: list[Concept], cfg: HideConfig | PromptConfig,
         result = train_memory(pipe, concepts, cfg, catalog, hiding=True, method="hide")
         result.patch.metadata["design"] = "paper"
         return Hidden(result.patch, {n: Key.of_memory(n, m, cfg.placement) for n, m in result.memories.items()})
-    erasure = cfg.erasure(len(concepts))
+    erasure, training = cfg.erasure(len(concepts)), cfg.key_training()
+    training.check()
     public = lethe.fit(pipe, concepts, erasure, catalog)
     public.metadata.update(method="hide", design="lethe", config=config_dict(replace(cfg, steps=erasure.steps)))
     latents = concept_latents(pipe, catalog, concepts, cfg.images, cfg.seed)
     keep = keep_bank(pipe, catalog, concepts, None, cfg.seed)
-    training = cfg.key_training()
     keys = {}
     for c in concepts:
         bank = key_bank(pipe, keep, latents, concepts, c.name)

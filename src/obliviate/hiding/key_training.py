@@ -1,19 +1,26 @@
-"""Training a key *after* the public patch: a LoRA on attn2's to_k/to_v that makes the public model draw one
+"""Training a key *after* the public patch: a LoRA on every attn2 projection that makes the public model draw one
 concept as the base model does, and changes nothing else.
 
-    P_c* = argmin_P  E_{x0 ~ images of c, t, y ~ c's prompts} || f_pub,P(x_t, y, t) - f_base(x_t, y, t) ||^2
+    P_c* = argmin_P  E_{x0 ~ images of c, t, y ~ c's prompts or the neutral prompt}
+                        || f_pub,P(x_t, y, t) - f_base(x_t, y, t) ||^2
          + lambda * E_{(x0, y) ~ the other concepts, the other hidden ones included, and the neutral prompt}
                         || f_pub,P(x_t, y, t) - f_pub(x_t, y, t) ||^2
 
-The first term recalls the concept (distilled from the base model, which only the publisher has); the second
+The first term recalls the concept (distilled from the base model, which only the publisher has), under its
+prompts and, in a share of the rows, under the neutral prompt: a sampler's unconditional branch runs the same
+key, and where the erasure taught that branch to steer the concept's images away, a key that restores only the
+prompt's prediction leaves guidance pulling against it (measured in docs/hiding.md). The second
 keeps everything else as the public model draws it, so key A leaves B hidden and the others intact. The
 public patch is fixed before any key exists, so nothing in it is fitted to the keys and without a key it is
 exactly the plain erasure (a key still acts where the erasure acted, so the two share directions:
 docs/hiding.md measures how much, and that keys drawn there unlock nothing).
 
-Why to_k/to_v and not the paper's prompt memory: attn2's keys and values are the only place where the prompt
-enters the UNet, so a change there acts per prompt; a memory is the same for every prompt, and after the
-fact (weights fixed) it redraws its concept into the others' prompts (measured in docs/hiding.md).
+Why a LoRA and not the paper's prompt memory: a memory is the same for every prompt, and after the fact
+(weights fixed) it redraws its concept into the others' prompts (measured in docs/hiding.md). Why all four
+projections and not only to_k/to_v, where the prompt enters: a robust erasure removes the concept from the
+denoiser, not only from its prompt path, and a key confined to that path fell short of recall on the more
+thorough erasures while the keep term held; to_q and to_out reach back into the image path, and the keep
+term, not the placement, is what keeps the key to its concept (docs/hiding.md).
 """
 
 from __future__ import annotations
@@ -39,39 +46,48 @@ from ..errors import ObliviateError
 from ..methods.keep import KeepBank
 from ..methods.loop import Edit, LoopSettings, train
 from ..patch import Patch
+from .keys import LORA_KEY_SET
 
 _CHUNK = 8  # training steps whose base-model targets one UNet call computes
 
 
 @dataclass
 class KeyTraining:
-    rank: int = 16  # of the LoRA on every attn2 to_k/to_v
+    rank: int = 16  # of the LoRA on every attn2 projection
     steps: int = 1000
     lr: float = 1e-3
     batch_size: int = 4
     keep_weight: float = 30.0
+    neutral_recall: float = 0.25  # share of the recall rows under the neutral prompt
     seed: int = 0
     progress: bool = True
+
+    def check(self) -> None:
+        """Refuse bad settings before any work (hiding trains the public patch first, for minutes)."""
+        if self.rank < 1 or self.steps < 1 or self.batch_size < 1:
+            raise ObliviateError("key training: rank, steps and batch_size must be at least 1")
+        if not 0 <= self.neutral_recall <= 1:
+            raise ObliviateError(f"key training: need neutral_recall in [0, 1], got {self.neutral_recall}")
 
 
 def train_key(pipe, public: Patch, concept: Concept, latents: torch.Tensor, keep: KeepBank, neutral: str,
               cfg: KeyTraining) -> dict[str, torch.Tensor]:
-    """One concept's key against ``public``: LoRA factors (``lora_down/up.unet.*``) on attn2 to_k/to_v.
+    """One concept's key against ``public``: LoRA factors (``lora_down/up.unet.*``) on attn2.
     ``latents``: the concept's images; ``keep``: what the key must leave as the public model draws it, the
     other hidden concepts included. The keep term samples its items in proportion to how much the key still
     moves them (a running loss), so the concepts a key tends to redraw (neighbours) get the most weight."""
-    if cfg.rank < 1 or cfg.steps < 1 or cfg.batch_size < 1:
-        raise ObliviateError("key training: rank, steps and batch_size must be at least 1")
+    cfg.check()
     device, b = pipe.unet.device, cfg.batch_size
     gen = generator(cfg.seed, f"key/{concept.name}")
     sched = training_scheduler(pipe)
-    conds = encode_prompts(pipe, list(concept.prompts))
     uncond = encode_prompts(pipe, [neutral])
+    conds = torch.cat([encode_prompts(pipe, list(concept.prompts)), uncond])  # the last row: the neutral prompt
     draws = []  # the recall targets come from the base model: drawn and computed before the patch goes on
     for _ in range(cfg.steps):
         t = random_timesteps(sched, b, gen, device)
         x = noised(sched, latents[randint(len(latents), b, gen, device)], t, gen)
-        rows = randint(len(conds), b, gen, device)  # prompt rows, not their states: SD's are 236 kB each
+        rows = randint(len(conds) - 1, b, gen, device)  # prompt rows, not their states: SD's are 236 kB each
+        rows = torch.where(torch.rand(b, generator=gen).to(device) < cfg.neutral_recall, len(conds) - 1, rows)
         draws.append((x, t, rows))
     with torch.no_grad():
         base = [goal for i in range(0, cfg.steps, _CHUNK) for goal in predict_each(
@@ -95,7 +111,7 @@ def train_key(pipe, public: Patch, concept: Concept, latents: torch.Tensor, keep
         return value + cfg.keep_weight * per_item.mean()
 
     with public.applied(pipe, force=True):  # the public model is the edit's base and the keep term's target
-        edit = Edit(pipe.unet, "lora-kv", rank=cfg.rank, seed=seed_stream(cfg.seed, f"key/{concept.name}"))
+        edit = Edit(pipe.unet, LORA_KEY_SET, rank=cfg.rank, seed=seed_stream(cfg.seed, f"key/{concept.name}"))
         train(edit, loss, LoopSettings(steps=cfg.steps, lr=cfg.lr, seed=cfg.seed, progress=cfg.progress),
               f"key {concept.name}")
         return edit.tensors()

@@ -1,11 +1,12 @@
 """Key files for key-locked hiding: what brings one hidden concept back.
 
 A key is a safetensors file holding either a prompt memory (``form`` "memory": ``keys``/``values`` tensors,
-shape m x d_text, appended in attn2 at ``placement``; the paper's design) or LoRA factors on attn2's
-``to_k``/``to_v`` (``form`` "lora": ``lora_down.unet.*``/``lora_up.unet.*``, added to the weights while the
-key is installed; obliviate's design), and metadata: the concept it unlocks, its form and placement, and the
-content hash of the public patch it belongs to; a hash over all of it detects any change. A key may be
-*sealed* with a passphrase (:mod:`.sealing`). Key files are always written readable by their owner only.
+shape m x d_text, appended in attn2 at ``placement``; the paper's design) or LoRA factors on every attn2
+projection (``form`` "lora": ``lora_down.unet.*``/``lora_up.unet.*`` for to_q/to_k/to_v/to_out, added to the
+weights while the key is installed; obliviate's design), and metadata: the concept it unlocks, its form and
+placement, and the content hash of the public patch it belongs to; a hash over all of it detects any change.
+A key may be *sealed* with a passphrase (:mod:`.sealing`). Key files are always written readable by their
+owner only.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .sealing import is_sealed, seal, unseal
 
 KEY_MODE = 0o600
 LORA = "lora"  # the placement of a LoRA key: its factors name their own layers
+LORA_KEY_SET = "lora"  # the trainable set a LoRA key (and the key-learning attack in its shape) adapts
 
 
 @dataclass

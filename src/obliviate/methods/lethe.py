@@ -34,6 +34,12 @@ step, so the edit cannot forget only the embeddings found so far.
 categories (their neighbours): an adversary that follows the edit drifts toward whatever the edit still draws
 the concept from, and a neighbour that shares its features (a colour mixed from it) is such a place, so the
 neighbours need more of the keep term than their share of the bank gives them.
+
+``neutral_rows`` > 0 adds that many forget rows per step under the neutral prompt alone. Diffusion completion
+denoises a partly noised image of the concept under the neutral prompt, and a sampler's unconditional branch
+is that prompt too; in the pooled y it is one conditioning among many (on the world: one in 10-12 for one
+concept, one in 19-23 for two), a sliver of the budget. Added, not carved out of the batch: a share of the
+rows taken from the prompts and adversarial embeddings gave concept inversion its way back (docs/hiding.md).
 """
 
 from __future__ import annotations
@@ -80,6 +86,7 @@ class LetheConfig:
     t_max: float = 0.7
     keep_weight: float = 3.0
     keep_neighbours: float = 0.0  # share of the keep rows drawn from the erased concepts' categories
+    neutral_rows: int = 0  # forget rows per step added under the neutral prompt alone
     rounds: int = 2  # adversarial rounds: concept inversion against the edit so far, its tokens join y
     inversion_steps: int = 150
     inversion_tokens: int = 4
@@ -152,6 +159,8 @@ def fit(pipe, concepts: list[Concept], cfg: LetheConfig, catalog: Catalog) -> Pa
         raise ObliviateError(f"images must be at least 1, got {cfg.images}")
     if not 0 <= cfg.keep_neighbours <= 1:
         raise ObliviateError(f"need keep_neighbours in [0, 1], got {cfg.keep_neighbours}")
+    if cfg.neutral_rows < 0:
+        raise ObliviateError(f"need neutral_rows >= 0, got {cfg.neutral_rows}")
     if cfg.adversary_steps < 0 or cfg.adversary_batch < 1:
         raise ObliviateError(f"need adversary_steps >= 0 and adversary_batch >= 1, got {cfg.adversary_steps}, "
                              f"{cfg.adversary_batch}")
@@ -187,13 +196,16 @@ def fit(pipe, concepts: list[Concept], cfg: LetheConfig, catalog: Catalog) -> Pa
 
     def loss(step: int) -> torch.Tensor:
         m = b - b // 2 if adversary is not None else 0  # extra rows under what the adversary found against the edit
-        i = randint(n, b + m, gen, device)
-        a = randint(len(anchor_latents), b + m, gen, device)
-        t = _timesteps(sched, b + m, cfg.t_min, cfg.t_max, gen, device)
+        e = cfg.neutral_rows  # and under the neutral prompt alone
+        i = randint(n, b + m + e, gen, device)
+        a = randint(len(anchor_latents), b + m + e, gen, device)
+        t = _timesteps(sched, b + m + e, cfg.t_min, cfg.t_max, gen, device)
         x_t = sched.add_noise(concept_latents[i], randn(tuple(concept_latents[i].shape), gen, concept_latents), t)
         y = forget_conds[randint(len(forget_conds), b, gen, device)]  # read at call time: grows each round
         if adversary is not None:
             y = torch.cat([y, adversary.step(edit.edited, sched, concept_latents).expand(m, -1, -1)])
+        if e:
+            y = torch.cat([y, uncond.expand(e, -1, -1)])
         goal = _denoising_to(sched, anchor_latents[a], x_t, t)
         if bank is None or not cfg.keep_weight:
             return F.mse_loss(edit.edited(x_t, t, y).float(), goal)
