@@ -30,7 +30,7 @@ from obliviate.attacks.base import Probe, probe_images  # noqa: E402
 from obliviate.attacks.directions import DirectionAttackConfig, direction_memories  # noqa: E402
 from obliviate.catalog import catalog_for  # noqa: E402
 from obliviate.eval.detectors import WorldDetector  # noqa: E402
-from obliviate.hiding import HideConfig, Key, PromptConfig  # noqa: E402
+from obliviate.hiding import Key, hide_config  # noqa: E402
 
 HIDDEN = ["zorvik", "striped"]
 ATTACKS = ["inversion", "unlearndiff", "p4d", "ringabell", "implicit", "completion"]
@@ -92,10 +92,10 @@ def main() -> None:
                     help="override a field of the design's hiding config (e.g. steps=900); repeatable")
     args = ap.parse_args()
     overrides = parse_set(args.set)
-    fields = (HideConfig if args.design == "lethe" else PromptConfig).__dataclass_fields__
-    unknown = sorted(set(overrides) - set(fields))
-    if unknown:
-        raise SystemExit(f"error: the {args.design} design's hiding config has no field {unknown[0]!r}")
+    try:
+        hide_config(args.design, **overrides)  # refused before the model loads
+    except obliviate.ObliviateError as e:
+        raise SystemExit(f"error: {e}") from None
     torch.set_num_threads(args.threads)
     model, detector = obliviate.load_pipeline("world"), WorldDetector()
     n, seed = args.images_per_concept, args.seed

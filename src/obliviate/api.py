@@ -19,7 +19,7 @@ from .bench import Bench, Concept
 from .catalog import Catalog, catalog_for
 from .errors import ObliviateError
 from .eval.result import EvalResult
-from .hiding import DESIGNS, Hidden, HideConfig, Key, PromptConfig, bind_keys, hide_concepts, load_keys, unlocked
+from .hiding import Hidden, Key, bind_keys, hide_concepts, hide_config, load_keys, unlocked
 from .methods import get_method
 from .patch import Patch, applied, base_fingerprint, check_fits
 from .pipeline import check_pipeline, load_pipeline
@@ -74,13 +74,7 @@ def hide(pipe, concepts: str | Sequence[str], *, design: str = "lethe", bench: B
     keys trained afterwards; ``config``: fields of :class:`HideConfig`) or ``paper`` (Bui et al.'s joint
     training; fields of :class:`PromptConfig`). docs/hiding.md measures both."""
     check_pipeline(pipe)
-    if design not in DESIGNS:
-        raise ObliviateError(f"unknown hiding design {design!r} (choose from {', '.join(DESIGNS)})")
-    config_class = HideConfig if design == "lethe" else PromptConfig
-    unknown = sorted(set(config) - set(config_class.__dataclass_fields__))
-    if unknown:
-        raise ObliviateError(f"hide (design {design}) does not take {unknown[0]!r}")
-    cfg = config_class(progress=progress, **config)
+    cfg = hide_config(design, progress, **config)
     catalog = catalog or catalog_for(pipe, bench)
     targets = _resolve(catalog, _names(concepts))
     base_fingerprint(pipe)

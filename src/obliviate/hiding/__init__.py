@@ -25,7 +25,8 @@ from ..patch import Patch
 from .key_training import KeyTraining, concept_latents, key_bank, train_key
 from .keys import LORA, Key, check_key_fits, check_key_width, load_key, unlocked
 
-__all__ = ["HideConfig", "Hidden", "Key", "PromptConfig", "check_key_width", "hide_concepts", "key_filename",
+__all__ = ["HideConfig", "Hidden", "Key", "PromptConfig", "check_key_width", "hide_concepts", "hide_config",
+           "key_filename",
            "load_key", "load_keys", "unlocked"]
 DESIGNS = ("lethe", "paper")
 # each hidden concept gets one concept's Lethe budget: two concepts in 300 steps left inversion at 0.25 (hiding.md)
@@ -86,6 +87,18 @@ class Hidden:
         for name, key in self.keys.items():
             key.save(paths[name], passphrase)
         return paths
+
+
+def hide_config(design: str, progress: bool = True, **config) -> HideConfig | PromptConfig:
+    """The config of hiding ``design`` with ``config``'s fields set; an unknown design or field is refused
+    before any work (the CLI, the API and benchmarks/hiding.py check here)."""
+    if design not in DESIGNS:
+        raise ObliviateError(f"unknown hiding design {design!r} (choose from {', '.join(DESIGNS)})")
+    config_class = HideConfig if design == "lethe" else PromptConfig
+    unknown = sorted(set(config) - set(config_class.__dataclass_fields__))
+    if unknown:
+        raise ObliviateError(f"hide (design {design}) does not take {unknown[0]!r}")
+    return config_class(progress=progress, **config)
 
 
 def hide_concepts(pipe, concepts: list[Concept], cfg: HideConfig | PromptConfig, catalog: Catalog) -> Hidden:

@@ -81,13 +81,14 @@ def train_key(pipe, public: Patch, concept: Concept, latents: torch.Tensor, keep
     gen = generator(cfg.seed, f"key/{concept.name}")
     sched = training_scheduler(pipe)
     uncond = encode_prompts(pipe, [neutral])
-    conds = torch.cat([encode_prompts(pipe, list(concept.prompts)), uncond])  # the last row: the neutral prompt
+    conds = torch.cat([encode_prompts(pipe, list(concept.prompts)), uncond])
+    neutral_row = len(conds) - 1
     draws = []  # the recall targets come from the base model: drawn and computed before the patch goes on
     for _ in range(cfg.steps):
         t = random_timesteps(sched, b, gen, device)
         x = noised(sched, latents[randint(len(latents), b, gen, device)], t, gen)
-        rows = randint(len(conds) - 1, b, gen, device)  # prompt rows, not their states: SD's are 236 kB each
-        rows = torch.where(torch.rand(b, generator=gen).to(device) < cfg.neutral_recall, len(conds) - 1, rows)
+        rows = randint(neutral_row, b, gen, device)  # prompt rows, not their states: SD's are 236 kB each
+        rows = torch.where(torch.rand(b, generator=gen).to(device) < cfg.neutral_recall, neutral_row, rows)
         draws.append((x, t, rows))
     with torch.no_grad():
         base = [goal for i in range(0, cfg.steps, _CHUNK) for goal in predict_each(
