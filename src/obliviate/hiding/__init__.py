@@ -31,7 +31,7 @@ __all__ = ["HideConfig", "Hidden", "Key", "PromptConfig", "check_key_width", "hi
 DESIGNS = ("lethe", "paper")
 # each hidden concept gets one concept's Lethe budget: two concepts in 300 steps left inversion at 0.25 (hiding.md)
 STEPS_PER_CONCEPT = lethe.LetheConfig.steps
-_ERASE, _KEY = lethe.LetheConfig, KeyTraining  # the defaults below are theirs, so they cannot drift apart
+_ERASE, _KEY = lethe.LetheConfig, KeyTraining  # defaults below are theirs (but neutral_rows): they cannot drift
 
 
 @dataclass
@@ -46,7 +46,9 @@ class HideConfig:
     t_min: float = _ERASE.t_min
     t_max: float = _ERASE.t_max
     keep_weight: float = _ERASE.keep_weight
-    neutral_rows: int = _ERASE.neutral_rows
+    # two forget rows per step under ∅ (plain erasure: 0): the sampler's unconditional branch and diffusion
+    # completion denoise under ∅, and two concepts in one run left too few of the forget rows there (hiding.md)
+    neutral_rows: int = 2
     rounds: int = _ERASE.rounds
     inversion_steps: int = _ERASE.inversion_steps
     key_rank: int = _KEY.rank
