@@ -617,7 +617,7 @@ def _complete_hide_help(parser: _Parser) -> None:
             action.help = f"{action.help} (default {value}; paper: {_fmt(paper)})"
         elif action.dest in ("tokens", "placement"):
             action.help = f"{action.help} (default {_fmt(memory.default(action.dest))})"
-        elif action.dest in ("rounds", "images", "key_steps", "key_rank"):
+        elif action.dest in ("rounds", "images", "neutral_rows", "key_steps", "key_rank"):
             action.help = f"{action.help} (default {_fmt(getattr(ours, action.dest))})"
 
 
@@ -800,7 +800,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="design lethe: adversarial rounds of the erasure")
     h.add_argument("--images", type=_positive_int, help="design lethe: images of each concept to train on")
     h.add_argument("--neutral-rows", type=_non_negative_int, metavar="N",
-                   help="design lethe: forget rows per step added under the neutral prompt alone (default 2)")
+                   help="design lethe: forget rows per step added under the neutral prompt alone")
     h.add_argument("--key-steps", type=_positive_int, help="design lethe: training steps of each key")
     h.add_argument("--key-rank", type=_positive_int,
                    help="design lethe: rank of each key's LoRA on every attn2 projection")
