@@ -111,7 +111,7 @@ def test_cli_attack_json(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--concept", "zorvik", "--attack", "nope"], "unknown attack 'nope'"),
     (["--concept", "unicorn", "--attack", "implicit"], "unknown concept 'unicorn'"),
-    (["--concept", "zorvik", "--key", "k.key"], "--key needs the public patch"),
+    (["--concept", "zorvik", "--key", "k.key"], "key file k.key does not exist"),
     (["--concept", "zorvik", "--attack", "inversion", "--steps", "0"], "--steps: must be at least 1"),
     (["--concept", "zorvik", "--attack", "p4d,", "--steps", "3"], "empty attack name"),
 ])

@@ -57,7 +57,7 @@ CHECKED_BEFORE_TORCH = [
     (["eval", "--patch", "{foreign}", "--concepts", "circle"], "made for model other-model"),
     (["generate", "--prompt", "a red circle", "--out", "{dir}/g.png", "--patch", "{junk}"],
      "not a safetensors patch"),
-    (["attack", "--concept", "zorvik", "--key", "{sealed}"], "needs the public patch"),
+    (["attack", "--concept", "zorvik", "--key", "{sealed}"], "is sealed"),
     (["attack", "--concept", "unicorn"], "unknown concept 'unicorn'"),
     (["erase", "--concept", "unicorn", "--out", "{dir}/u.safetensors"], "unknown concept 'unicorn'"),
     (["erase", "--concept", "zorvik", "--preserve", "maelin,nope", "--out", "{dir}/u.safetensors"],

@@ -143,6 +143,32 @@ def test_cli_hide_writes_patch_and_sealed_keys_and_refuses_bad_ones(tmp_path, mo
     assert "Traceback" not in err and err.count("obliviate: error:") == 4
 
 
+def test_keys_install_on_the_merged_public_model_and_refuse_the_base_model(pipe, tmp_path, capsys):
+    """What a publisher releases is the merged public model (the patch file minus nothing is the base model);
+    keys find it by the patch's mark, in any precision, and refuse the base model without the patch."""
+    hidden = obliviate.hide(pipe, ["moon"], steps=4, rounds=0, images=2, key_steps=2, progress=False)
+    paths = hidden.save(tmp_path / "public.safetensors", tmp_path / "keys")
+    key, public = str(paths["moon"]), tmp_path / "public"
+    assert main(["merge", "--patch", str(tmp_path / "public.safetensors"), "--out", str(public)]) == 0
+    assert main(["merge", "--patch", str(tmp_path / "public.safetensors"), "--out", str(public)]) == 2  # exists
+    grid = tmp_path / "g.png"
+    gen = ["generate", "--prompt", "a moon", "-n", "1", "--out", str(grid), "--steps", "5", "--no-progress"]
+    assert main([*gen, "--model", str(public), "--key", key]) == 0 and grid.is_file()
+    grid.unlink()
+    capsys.readouterr()
+    assert main([*gen, "--key", key]) == 2 and not grid.exists()  # the base model, no patch
+    assert "belongs to another model" in capsys.readouterr().err
+    half = obliviate.load_pipeline(str(public), dtype="bfloat16")
+    assert load_keys([key], [], pipe=half)[0].concept == "moon"
+    with pytest.raises(ObliviateError, match="another model"):
+        load_keys([key], [], pipe=pipe)
+    old = hidden.keys["moon"]
+    old.public = None  # a key made before keys named their public model: needs its patch
+    with pytest.raises(ObliviateError, match="names no public model"):
+        load_keys([old], [])
+    assert load_keys([old], [hidden.patch])[0] is old
+
+
 @pytest.mark.slow
 def test_tampered_plain_key_is_refused(hidden, tmp_path):
     key = hidden.keys["striped"]

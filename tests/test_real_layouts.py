@@ -35,7 +35,8 @@ FAST = {
     "advunlearn": {"steps": 2, "batch_size": 1, "ddim_steps": 3, "attack_steps": 1, "attack_tokens": 2},
     "prompt": {"steps": 2, "batch_size": 1, "ddim_steps": 3, "tokens": 2},
     "lethe": {"steps": 2, "batch_size": 1, "images": 2, "rounds": 1, "inversion_steps": 1, "adversary_steps": 1,
-              "adversary_batch": 1, "keep_neighbours": 0.5, "neutral_rows": 1},
+              "adversary_batch": 1, "keep_neighbours": 0.5, "neutral_rows": 1, "weight_adversary_steps": 1,
+              "weight_adversary_rank": 2, "weight_adversary_reset": 1},
 }
 
 

@@ -90,7 +90,8 @@ def test_memory_attack_needs_more_steps_after_lethe_than_on_the_base_model(pipe,
 
 
 @pytest.mark.parametrize("bad", [{"adversary_steps": -1}, {"adversary_batch": 0}, {"t_max": 1.5},
-                                 {"keep_neighbours": 1.5}, {"neutral_rows": -1}])
+                                 {"keep_neighbours": 1.5}, {"neutral_rows": -1}, {"weight_adversary_steps": -1},
+                                 {"weight_adversary_rank": 0}, {"weight_adversary_reset": 0}])
 def test_lethe_refuses_bad_settings_before_any_work(pipe, bad):
     with pytest.raises(obliviate.ObliviateError, match="need"):
         obliviate.erase(pipe, "zorvik", "lethe", progress=False, **bad)

@@ -81,7 +81,7 @@ def hide(pipe, concepts: str | Sequence[str], *, design: str = "lethe", bench: B
     start = time.time()
     hidden = hide_concepts(pipe, targets, cfg, catalog)
     _stamp(pipe, hidden.patch, start)
-    return bind_keys(hidden)
+    return bind_keys(hidden, pipe)
 
 
 def _patches(patch: PatchLike | Sequence[PatchLike] | None) -> list[Patch]:
@@ -90,9 +90,10 @@ def _patches(patch: PatchLike | Sequence[PatchLike] | None) -> list[Patch]:
 
 
 def _keys(keys: Key | str | Path | Sequence[Key | str | Path] | None, patches: list[Patch],
-          passphrase: str | None) -> list[Key]:
+          passphrase: str | None, pipe) -> list[Key]:
+    """Keys bound to ``patches``, or with none, to ``pipe`` as the public model (the patch merged in)."""
     items = [] if keys is None else [keys] if isinstance(keys, Key | str | Path) else list(keys)
-    return load_keys(items, patches, passphrase)
+    return load_keys(items, patches, passphrase, pipe)
 
 
 def generate(pipe, prompts: str | Sequence[str], *, n: int | None = None, seed: int = 0,
@@ -119,7 +120,7 @@ def generate(pipe, prompts: str | Sequence[str], *, n: int | None = None, seed: 
     patches = _patches(patch)
     for p in patches:
         check_fits(pipe, p, force)
-    key_list = _keys(keys, patches, passphrase)
+    key_list = _keys(keys, patches, passphrase, pipe)
     sampler = catalog_for(pipe, bench).sampler
     with applied(pipe, patches, force), unlocked(pipe, key_list):
         return run(pipe, [prompts[i % len(prompts)] for i in range(n)], image_seeds(seed, n),
@@ -155,7 +156,7 @@ def evaluate(pipe, *, patch: PatchLike | Sequence[PatchLike] | None = None, keys
         raise ObliviateError("attacks in an evaluation need a patch (or keys); attack the base model with attack()")
     for p in patches:
         check_fits(pipe, p, force)  # before any concept lookup: a foreign patch names foreign concepts
-    key_list = _keys(keys, patches, passphrase)
+    key_list = _keys(keys, patches, passphrase, pipe)
     chosen_attacks = with_keys(chosen_attacks, attacks, key_list)
     catalog = catalog_for(pipe, bench)
     if concepts is not None:
@@ -212,7 +213,7 @@ def attack(pipe, concept: str, attack: str | Sequence[str] = "inversion", *,
     patches = _patches(patch)
     for p in patches:
         check_fits(pipe, p, force)
-    key_list = _keys(keys, patches, passphrase)
+    key_list = _keys(keys, patches, passphrase, pipe)
     attacks = [get_attack(a) for a in with_keys(names, attack, key_list)]
     catalog = catalog_for(pipe, bench)
     target = catalog.bench.concept(concept)  # an attack needs the concept's prompts and a detector for it

@@ -180,13 +180,11 @@ def _concept_list(text: str | None, option: str) -> list[str] | None:
 
 
 def _check_patch_files(args: argparse.Namespace) -> None:
-    """Patch and key headers (no torch): each exists and is what it claims; a key needs its patch; a patch
-    made for another model than the world is refused before the world loads."""
+    """Patch and key headers (no torch): each exists and is what it claims; a patch made for another model than
+    the world is refused before the world loads."""
     from .files import check_key_file, patch_metadata
 
     metas = [patch_metadata(p) for p in getattr(args, "patch", [])]
-    if getattr(args, "key", []) and not metas:
-        raise ObliviateError("--key needs the public patch it belongs to (--patch)")
     passphrase = _passphrase(args)
     for k in getattr(args, "key", []):
         check_key_file(k, passphrase)
@@ -235,7 +233,8 @@ def _pipeline(args: argparse.Namespace):
 
 
 def _patches_and_keys(args: argparse.Namespace):
-    """Patch and key files read in full and bound (hashes, key-to-patch) before the model is loaded."""
+    """Patch and key files read in full and bound (hashes, key-to-patch; without a patch, each key must name
+    the public model it is for, checked once the model is loaded) before the model is loaded."""
     from .hiding import load_keys
     from .patch import Patch
 
@@ -382,7 +381,8 @@ def cmd_floor(args: argparse.Namespace) -> int:
 # erase options that map one to one onto fields of the method configs (checked against the chosen method)
 _ERASE_OPTIONS = ("steps", "lr", "batch_size", "trainable", "rank", "inversion_tokens", "images", "redirect",
                   "include_eot", "guide", "preserve_weight", "preserve", "x_t_from", "ddim_steps", "rounds",
-                  "t_max", "adversary_steps", "keep_weight", "keep_neighbours", "neutral_rows")
+                  "t_max", "adversary_steps", "weight_adversary_steps", "keep_weight", "keep_neighbours",
+                  "neutral_rows")
 
 
 def cmd_erase(args: argparse.Namespace) -> int:
@@ -442,7 +442,7 @@ def cmd_hide(args: argparse.Namespace) -> int:
     _check_concepts(args, args.concept, strict=False)
     overrides = {"steps": args.steps, "lr": args.lr, "batch_size": args.batch_size}
     only = {"paper": ("tokens", "placement"),
-            "lethe": ("rounds", "images", "neutral_rows", "key_steps", "key_rank")}
+            "lethe": ("rounds", "images", "neutral_rows", "weight_adversary_steps", "key_steps", "key_rank")}
     for design, names in only.items():
         for name in names:
             value = getattr(args, name)
@@ -460,7 +460,9 @@ def cmd_hide(args: argparse.Namespace) -> int:
                "keys": {n: str(p) for n, p in key_paths.items()}, "sealed": passphrase is not None,
                "seconds": hidden.patch.metadata.get("seconds")}
     _log(f"hid {', '.join(hidden.patch.concepts)} in {summary['seconds']} s -> public patch {out}; keys: "
-         + ", ".join(str(p) for p in key_paths.values()))
+         + ", ".join(str(p) for p in key_paths.values())
+         + f". To publish, release the merged model (obliviate merge --patch {out} --out DIR), never the patch: "
+           "with the public model it gives back the base model")
     _emit(args.json, summary)
     return 0
 
@@ -523,6 +525,44 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
 
 # -------------------------------------------------------------------------------------------- sign, verify
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    """Bake patches into the model's weights and write the result as a diffusers folder: what a publisher
+    releases (the patch file itself stays private: the merged weights minus it are the base model)."""
+    from .io import check_writable
+
+    _check_model(args)
+    _check_json_target(args)
+    out = Path(args.out)
+    if out.exists():
+        raise ObliviateError(f"--out {out} exists: give a new folder")
+    check_writable(out)
+    _check_patch_files(args)
+
+    from .patch import Patch, check_fits
+
+    patches = [Patch.load(p) for p in args.patch]
+    pipe = _pipeline(args)
+    for p in patches:
+        check_fits(pipe, p, args.force)
+    for p in patches:
+        p.merge(pipe, force=args.force)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # a one-shard bar is noise
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:  # a folder appears whole or not at all
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp)
+    _log(f"{len(patches)} patch(es) merged -> {out} (load it with --model {out})")
+    _emit(args.json, {"out": str(out), "patches": [p.file for p in patches]})
+    return 0
+
 
 def cmd_sign(args: argparse.Namespace) -> int:
     from .signing import new_identity, sign_file
@@ -617,7 +657,7 @@ def _complete_hide_help(parser: _Parser) -> None:
             action.help = f"{action.help} (default {value}; paper: {_fmt(paper)})"
         elif action.dest in ("tokens", "placement"):
             action.help = f"{action.help} (default {_fmt(memory.default(action.dest))})"
-        elif action.dest in ("rounds", "images", "neutral_rows", "key_steps", "key_rank"):
+        elif action.dest in ("rounds", "images", "neutral_rows", "weight_adversary_steps", "key_steps", "key_rank"):
             action.help = f"{action.help} (default {_fmt(getattr(ours, action.dest))})"
 
 
@@ -712,6 +752,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lethe: the forget term's noisiest level, as a fraction of the schedule")
     r.add_argument("--adversary-steps", type=_non_negative_int, metavar="N",
                    help="lethe: steps of the persistent concept-inversion adversary per training step (0: off)")
+    r.add_argument("--weight-adversary-steps", type=_non_negative_int, metavar="N",
+                   help="lethe: steps per training step of the fine-tuning adversary, a LoRA trained to bring "
+                        "the concept back, under which the concept is erased too (0: off)")
     r.add_argument("--keep-weight", type=_non_negative_float, metavar="X",
                    help="lethe: weight of the keep term (every other concept distilled from the frozen model)")
     r.add_argument("--keep-neighbours", type=_share, metavar="SHARE",
@@ -801,6 +844,9 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--images", type=_positive_int, help="design lethe: images of each concept to train on")
     h.add_argument("--neutral-rows", type=_non_negative_int, metavar="N",
                    help="design lethe: forget rows per step added under the neutral prompt alone")
+    h.add_argument("--weight-adversary-steps", type=_non_negative_int, metavar="N",
+                   help="design lethe: steps per training step of the fine-tuning adversary on the weights "
+                        "(0: off)")
     h.add_argument("--key-steps", type=_positive_int, help="design lethe: training steps of each key")
     h.add_argument("--key-rank", type=_positive_int,
                    help="design lethe: rank of each key's LoRA on every attn2 projection")
@@ -837,6 +883,22 @@ def build_parser() -> argparse.ArgumentParser:
     _device_arguments(a)
     a.set_defaults(func=cmd_attack)
     a.complete_help = _complete_attack_help
+
+    m = sub.add_parser("merge", help="merge patches into the model and write it as a diffusers folder",
+                       description="Bake one or more patches into the model's weights and save the pipeline as a "
+                                   "diffusers folder (load it with --model DIR). This is what a publisher of a "
+                                   "hiding releases: keys install on it without the patch, and the patch file "
+                                   "stays private (the merged model minus the patch is the base model).")
+    _model_argument(m)
+    m.add_argument("--patch", action="append", required=True, metavar="FILE", help="patch file (repeatable)")
+    m.add_argument("--out", required=True, metavar="DIR", help="new folder to write")
+    m.add_argument("--force", action="store_true", help="merge patches made for another base model")
+    m.add_argument("--require-signature", metavar="PUBKEY",
+                   help="refuse any --patch without a valid signature (FILE.sig) by this Ed25519 public key "
+                        "(default: no check)")
+    _json_argument(m, "{out, patches}")
+    _device_arguments(m)
+    m.set_defaults(func=cmd_merge)
 
     s = sub.add_parser("sign", help="sign patch and key files (Ed25519) so users can check who made them",
                        description="Write FILE.sig beside each file: an Ed25519 signature over the file's bytes "
@@ -879,8 +941,8 @@ def _patch_arguments(parser: argparse.ArgumentParser) -> None:
                         help="patch file to apply first (repeatable; default: none)")
     parser.add_argument("--force", action="store_true", help="apply patches made for another base model")
     parser.add_argument("--key", action="append", default=[], metavar="FILE",
-                        help="key file that unlocks a hidden concept of the given --patch (repeatable; default: "
-                             "none)")
+                        help="key file that unlocks a hidden concept: of the given --patch, or without --patch, of "
+                             "the --model it was made for (the merged public model; repeatable; default: none)")
     parser.add_argument("--passphrase-env", metavar="VAR", help="passphrase of sealed keys, from environment "
                                                                 "variable VAR (default: none)")
     parser.add_argument("--require-signature", metavar="PUBKEY",

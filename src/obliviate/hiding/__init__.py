@@ -23,7 +23,17 @@ from ..methods.loop import config_dict
 from ..methods.prompt import PromptConfig, train_memory
 from ..patch import Patch
 from .key_training import KeyTraining, concept_latents, key_bank, train_key
-from .keys import LORA, Key, check_key_fits, check_key_width, load_key, unlocked
+from .keys import (
+    LORA,
+    Key,
+    check_key_fits,
+    check_key_names_model,
+    check_key_on_model,
+    check_key_width,
+    load_key,
+    unlocked,
+)
+from .public_model import PublicMark
 
 __all__ = ["HideConfig", "Hidden", "Key", "PromptConfig", "check_key_width", "hide_concepts", "hide_config",
            "key_filename",
@@ -51,6 +61,10 @@ class HideConfig:
     neutral_rows: int = 2
     rounds: int = _ERASE.rounds
     inversion_steps: int = _ERASE.inversion_steps
+    weight_adversary_steps: int = _ERASE.weight_adversary_steps
+    weight_adversary_rank: int = _ERASE.weight_adversary_rank
+    weight_adversary_lr: float = _ERASE.weight_adversary_lr
+    weight_adversary_reset: int = _ERASE.weight_adversary_reset
     key_rank: int = _KEY.rank
     key_steps: int = _KEY.steps
     key_lr: float = _KEY.lr
@@ -125,23 +139,31 @@ def hide_concepts(pipe, concepts: list[Concept], cfg: HideConfig | PromptConfig,
     return Hidden(public, keys)
 
 
-def bind_keys(hidden: Hidden) -> Hidden:
-    """Bind every key to the public patch's final content hash (after its metadata is complete)."""
+def bind_keys(hidden: Hidden, pipe) -> Hidden:
+    """Bind every key to the public patch's final content hash (after its metadata is complete) and to the
+    public model (``pipe``, the base model, with the patch merged) by the patch's mark, so that a key installs on
+    the released public model without the patch."""
     digest = hidden.patch.content_hash()
+    public = PublicMark.of(pipe, hidden.patch)
     for key in hidden.keys.values():
-        key.patch_sha256 = digest
+        key.patch_sha256, key.public = digest, public
     return hidden
 
 
-def load_keys(keys: list[Key | str | Path], patches: list[Patch], passphrase: str | None = None) -> list[Key]:
-    """Keys (objects, or files read and verified) checked to belong to one of ``patches``: a key without its
-    public patch, or with another one, is refused."""
-    if keys and not patches:
-        raise ObliviateError("a key needs the public patch it belongs to (--patch / patch=)")
+def load_keys(keys: list[Key | str | Path], patches: list[Patch], passphrase: str | None = None,
+              pipe=None) -> list[Key]:
+    """Keys (objects, or files read and verified) checked to belong to one of ``patches``, or, with no patch, to
+    ``pipe`` as the public model they were made for (without ``pipe``: only that they name one)."""
     hashes = [p.content_hash() for p in patches]
     out = []
     for item in keys:
         key = item if isinstance(item, Key) else load_key(item, passphrase)
-        check_key_fits(key, hashes, f"for {key.concept!r}" if isinstance(item, Key) else str(item))
+        source = f"for {key.concept!r}" if isinstance(item, Key) else str(item)
+        if patches:
+            check_key_fits(key, hashes, source)
+        elif pipe is None:
+            check_key_names_model(key, source)
+        else:
+            check_key_on_model(key, pipe, source)
         out.append(key)
     return out

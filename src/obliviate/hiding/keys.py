@@ -4,7 +4,9 @@ A key is a safetensors file holding either a prompt memory (``form`` "memory": `
 shape m x d_text, appended in attn2 at ``placement``; the paper's design) or LoRA factors on every attn2
 projection (``form`` "lora": ``lora_down.unet.*``/``lora_up.unet.*`` for to_q/to_k/to_v/to_out, added to the
 weights while the key is installed; obliviate's design), and metadata: the concept it unlocks, its form and
-placement, and the content hash of the public patch it belongs to; a hash over all of it detects any change.
+placement, the content hash of the public patch it belongs to and the mark of the public model (the base
+model with that patch merged: what a publisher releases, so a key installs there without the patch;
+:mod:`.public_model`); a hash over all of it detects any change.
 A key may be *sealed* with a passphrase (:mod:`.sealing`). Key files are always written readable by their
 owner only.
 """
@@ -28,6 +30,7 @@ from ..errors import ObliviateError
 from ..files import KEY_FORMAT, safetensors_metadata
 from ..io import write_atomic
 from ..patch import Patch, patch_updates
+from .public_model import PublicMark
 from .sealing import is_sealed, seal, unseal
 
 KEY_MODE = 0o600
@@ -41,6 +44,7 @@ class Key:
     tensors: dict[str, torch.Tensor]  # {"keys", "values"} (a prompt memory) or LoRA factors (lora_down/up.unet.*)
     placement: str  # a memory's blocks (mid, mid+up, all), or LORA
     patch_sha256: str  # content hash of the public patch this key belongs to
+    public: PublicMark | None = None  # recognises the public model (base + patch merged); None in older keys
 
     @classmethod
     def of_memory(cls, concept: str, memory: PromptMemory, placement: str, patch_sha256: str = "") -> Key:
@@ -68,11 +72,15 @@ class Key:
                 h.update(name.encode())
             h.update(self.tensors[name].detach().contiguous().float().cpu().numpy().tobytes())
         h.update(f"{KEY_FORMAT}|{self.concept}|{self.placement}|{self.patch_sha256}".encode())
+        if self.public is not None:  # keys made before the field hash as they did
+            h.update(f"|{json.dumps(self.public.to_dict(), sort_keys=True)}".encode())
         return h.hexdigest()
 
     def to_bytes(self) -> bytes:
         meta = {"format": KEY_FORMAT, "concept": self.concept, "placement": self.placement,
                 "patch_sha256": self.patch_sha256, "content_sha256": self.content_hash()}
+        if self.public is not None:
+            meta["public_model"] = self.public.to_dict()
         return st_save({n: t.detach().float().cpu().contiguous() for n, t in self.tensors.items()},
                        metadata={"obliviate": json.dumps(meta)})
 
@@ -114,7 +122,13 @@ def load_key(path: str | Path, passphrase: str | None = None) -> Key:
         _check_lora(path, tensors)
     else:
         _check_memory(path, tensors)
-    key = Key(meta["concept"], {n: t.float() for n, t in tensors.items()}, meta["placement"], meta["patch_sha256"])
+    public = meta.get("public_model")
+    try:
+        public = None if public is None else PublicMark.from_dict(public)
+    except ObliviateError:
+        raise _fail(path, "public_model is not a public-model mark") from None
+    key = Key(meta["concept"], {n: t.float() for n, t in tensors.items()}, meta["placement"], meta["patch_sha256"],
+              public)
     if key.content_hash() != meta["content_sha256"]:
         raise ObliviateError(f"key {path} has been modified since it was written")
     return key
@@ -141,6 +155,21 @@ def _check_lora(path: Path, tensors: dict[str, torch.Tensor]) -> None:
 def check_key_fits(key: Key, patch_hashes: list[str], source: str) -> None:
     if key.patch_sha256 not in patch_hashes:
         raise ObliviateError(f"key {source} (concept {key.concept!r}) belongs to another public patch")
+
+
+def check_key_names_model(key: Key, source: str) -> None:
+    """A key used without its public patch must name the public model it belongs to."""
+    if key.public is None:
+        raise ObliviateError(f"key {source} (concept {key.concept!r}) names no public model (it predates that "
+                             "field): use it with its public patch (--patch / patch=) on the base model")
+
+
+def check_key_on_model(key: Key, pipe, source: str) -> None:
+    """A key used without its public patch is installed only on the public model it was made for."""
+    check_key_names_model(key, source)
+    if not key.public.found_in(pipe):
+        raise ObliviateError(f"key {source} (concept {key.concept!r}) belongs to another model: load the public "
+                             "model it was made for, or give its public patch (--patch / patch=) on the base model")
 
 
 def check_key_width(key: Key, pipe, source: str = "key") -> None:

@@ -30,6 +30,19 @@ inversion's objective: before every outer step, Adam steps on token embeddings v
 a batch of extra forget rows. The rounds' inversions see the edit at a few moments; this one follows it at every
 step, so the edit cannot forget only the embeddings found so far.
 
+``weight_adversary_steps`` > 0 adds an adversary on the weights: per concept, a LoRA of the key-learning attack's
+shape (rank r on every attn2 projection; what a fine-tuning attacker trains) that keeps fine-tuning the edit
+back toward the concept with that attack's objective, a few Adam steps per outer step,
+
+    A <- A - lr * Adam( grad_A || f_theta'+A(x_t, y_c, t) - target(x0_c, eps, t) ||^2 ),   y_c ~ c's prompts
+
+and the forget term is applied under it, to theta' + A (A held fixed), on half a batch of extra rows: the
+edit must keep the concept out even after the fine-tune has begun. First-order meta-unlearning (the simulated
+fine-tune of Gao et al. 2024, "Meta-Unlearning on Diffusion Models"; TAR's adversary on the weights, Tamirisa
+et al. 2024). Each LoRA restarts from zero after ``weight_adversary_reset`` of its Adam steps, so the edit meets
+a fresh attack's first steps (the ones an attacker's step count measures), not one long co-adapted LoRA. The
+concepts' adversaries take turns, one per outer step.
+
 ``keep_neighbours`` > 0 draws that share of the keep rows from the concepts of the erased concepts' own
 categories (their neighbours): an adversary that follows the edit drifts toward whatever the edit still draws
 the concept from, and a neighbour that shares its features (a colour mixed from it) is such a place, so the
@@ -93,6 +106,10 @@ class LetheConfig:
     adversary_steps: int = 0  # persistent inversion adversary: its Adam steps per outer step (0: off)
     adversary_lr: float = 2e-2
     adversary_batch: int = 4
+    weight_adversary_steps: int = 0  # LoRA adversary on the weights: its Adam steps per outer step (0: off)
+    weight_adversary_rank: int = 16
+    weight_adversary_lr: float = 1e-3
+    weight_adversary_reset: int = 100  # its Adam steps between restarts from zero
     trainable: str = "unet"
     preserve: tuple[str, ...] | None = None
     seed: int = 0
@@ -152,6 +169,54 @@ class _Adversary:
             return self.cond(1)
 
 
+class _WeightAdversary:
+    """A LoRA that keeps fine-tuning the edit back toward one concept (the key-learning attack's objective), a
+    few Adam steps at a time, restarted from zero after ``weight_adversary_reset`` of them."""
+
+    def __init__(self, edit: Edit, cfg: LetheConfig, latents: torch.Tensor, conds: torch.Tensor, tag: str) -> None:
+        self.edit, self.cfg, self.latents, self.conds, self.tag = edit, cfg, latents, conds, tag
+        self.gen = generator(cfg.seed, f"lethe/weight-adversary/{tag}")
+        self.taken, self.restarts = 0, 0
+        self._restart()
+
+    def _restart(self) -> None:
+        seed = seed_stream(self.cfg.seed, f"lethe/weight-adversary/{self.tag}/{self.restarts}")
+        self.lora = Edit(self.edit.module, "lora", rank=self.cfg.weight_adversary_rank, seed=seed)
+        self.opt = torch.optim.Adam(self.lora.parameters(), lr=self.cfg.weight_adversary_lr)
+        self.restarts += 1
+
+    def weights(self, train_edit: bool) -> dict[str, torch.Tensor]:
+        """The edit's weights plus the LoRA: gradients reach the edit (``train_edit``) or the LoRA, not both."""
+        edited = self.edit.weights()
+        out = {}
+        for n, w in self.lora.base.items():
+            e = edited.get(n, w)
+            delta = self.lora.up[n] @ self.lora.down[n]
+            e, delta = (e, delta.detach()) if train_edit else (e.detach(), delta)
+            out[n] = e + delta.to(e.dtype)
+        return out
+
+    def step(self, sched) -> None:
+        """``weight_adversary_steps`` Adam steps of the fine-tune against the edit as it is now."""
+        if self.taken >= self.cfg.weight_adversary_reset:
+            self.taken = 0
+            self._restart()
+        b, device = self.cfg.adversary_batch, self.latents.device
+        for _ in range(self.cfg.weight_adversary_steps):
+            z0, noise, t, x_t = denoising_batch(sched, self.latents, b, self.gen)
+            y = self.conds[randint(len(self.conds), b, self.gen, device)]
+            pred = self.edit.call(x_t, t, encoder_hidden_states=y, detach=True, override=self.weights(False)).sample
+            loss = F.mse_loss(pred.float(), training_target(sched, z0.float(), noise.float(), t).float())
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+        self.taken += self.cfg.weight_adversary_steps
+
+    def under(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The edited model's output with the LoRA added (gradients reach the edit only)."""
+        return self.edit.call(x_t, t, encoder_hidden_states=y, override=self.weights(True)).sample
+
+
 def fit(pipe, concepts: list[Concept], cfg: LetheConfig, catalog: Catalog) -> Patch:
     if not 0 <= cfg.t_min < cfg.t_max <= 1:
         raise ObliviateError(f"need 0 <= t_min < t_max <= 1, got {cfg.t_min}, {cfg.t_max}")
@@ -164,6 +229,10 @@ def fit(pipe, concepts: list[Concept], cfg: LetheConfig, catalog: Catalog) -> Pa
     if cfg.adversary_steps < 0 or cfg.adversary_batch < 1:
         raise ObliviateError(f"need adversary_steps >= 0 and adversary_batch >= 1, got {cfg.adversary_steps}, "
                              f"{cfg.adversary_batch}")
+    if cfg.weight_adversary_steps < 0 or cfg.weight_adversary_rank < 1 or cfg.weight_adversary_reset < 1:
+        raise ObliviateError("need weight_adversary_steps >= 0, weight_adversary_rank >= 1 and "
+                             f"weight_adversary_reset >= 1, got {cfg.weight_adversary_steps}, "
+                             f"{cfg.weight_adversary_rank}, {cfg.weight_adversary_reset}")
     device = pipe.unet.device
     gen = generator(cfg.seed)
     sched = training_scheduler(pipe)
@@ -190,6 +259,9 @@ def fit(pipe, concepts: list[Concept], cfg: LetheConfig, catalog: Catalog) -> Pa
     uncond = encode_prompts(pipe, [neutral])
     edit = Edit(pipe.unet, cfg.trainable, seed=cfg.seed)
     b = cfg.batch_size
+    fine_tunes = [_WeightAdversary(edit, cfg, concept_latents[k * cfg.images:(k + 1) * cfg.images],
+                                   encode_prompts(pipe, training_prompts(c)), c.name)
+                  for k, c in enumerate(concepts)] if cfg.weight_adversary_steps else []
     categories = {c.category for c in concepts}
     near = [j for j, c in enumerate(bank.categories) if c in categories] if bank and cfg.keep_neighbours else []
     near = torch.tensor(near, dtype=torch.long, device=device) if near else None
@@ -208,7 +280,7 @@ def fit(pipe, concepts: list[Concept], cfg: LetheConfig, catalog: Catalog) -> Pa
             y = torch.cat([y, uncond.expand(e, -1, -1)])
         goal = _denoising_to(sched, anchor_latents[a], x_t, t)
         if bank is None or not cfg.keep_weight:
-            return F.mse_loss(edit.edited(x_t, t, y).float(), goal)
+            return F.mse_loss(edit.edited(x_t, t, y).float(), goal) + under_fine_tune(step)
         k = randint(len(bank.cond), b, gen, device)
         if near is not None:
             k = torch.where(torch.rand(b, generator=gen).to(device) < cfg.keep_neighbours,
@@ -219,8 +291,23 @@ def fit(pipe, concepts: list[Concept], cfg: LetheConfig, catalog: Catalog) -> Pa
         yk = torch.where((torch.rand(b, generator=gen) < 0.5).view(-1, 1, 1).to(device), bank.cond[k],
                          uncond.expand(b, -1, -1))
         forgot, kept = predict_each(edit.edited, (x_t, t, y), (x_k, tk, yk))
-        value = F.mse_loss(forgot.float(), goal)
+        value = F.mse_loss(forgot.float(), goal) + under_fine_tune(step)
         return value + cfg.keep_weight * F.mse_loss(kept.float(), edit.frozen(x_k, tk, yk).float())
+
+    def under_fine_tune(step: int) -> torch.Tensor:
+        """The forget term on extra rows of one concept with its weight adversary's LoRA added (0 when off)."""
+        if not fine_tunes:
+            return torch.zeros((), device=device)
+        k = step % len(concepts)
+        tuner = fine_tunes[k]
+        tuner.step(sched)
+        m = b - b // 2
+        i = k * cfg.images + randint(cfg.images, m, gen, device)
+        a = randint(len(anchor_latents), m, gen, device)
+        t = _timesteps(sched, m, cfg.t_min, cfg.t_max, gen, device)
+        x_t = sched.add_noise(concept_latents[i], randn(tuple(concept_latents[i].shape), gen, concept_latents), t)
+        y = tuner.conds[randint(len(tuner.conds), m, gen, device)]
+        return F.mse_loss(tuner.under(x_t, t, y).float(), _denoising_to(sched, anchor_latents[a], x_t, t))
 
     forget_conds = conds
     found: list[tuple[int, torch.Tensor]] = []
