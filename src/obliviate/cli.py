@@ -539,15 +539,14 @@ def cmd_merge(args: argparse.Namespace) -> int:
     check_writable(out)
     _check_patch_files(args)
 
-    from .patch import Patch, check_fits
+    from transformers.utils import logging as transformers_logging
+
+    from .patch import Patch
 
     patches = [Patch.load(p) for p in args.patch]
     pipe = _pipeline(args)
-    for p in patches:
-        check_fits(pipe, p, args.force)
-    for p in patches:
+    for p in patches:  # each is checked against the model as it merges; nothing is written before all have
         p.merge(pipe, force=args.force)
-    from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # a one-shard bar is noise
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")

@@ -266,19 +266,24 @@ def fit(pipe, concepts: list[Concept], cfg: LetheConfig, catalog: Catalog) -> Pa
     near = [j for j, c in enumerate(bank.categories) if c in categories] if bank and cfg.keep_neighbours else []
     near = torch.tensor(near, dtype=torch.long, device=device) if near else None
 
+    def forget_rows(i: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The concept's images ``i`` noised to random levels, with the forget target: each denoised toward the
+        anchor image ``a``."""
+        t = _timesteps(sched, len(i), cfg.t_min, cfg.t_max, gen, device)
+        x_t = sched.add_noise(concept_latents[i], randn(tuple(concept_latents[i].shape), gen, concept_latents), t)
+        return x_t, t, _denoising_to(sched, anchor_latents[a], x_t, t)
+
     def loss(step: int) -> torch.Tensor:
         m = b - b // 2 if adversary is not None else 0  # extra rows under what the adversary found against the edit
         e = cfg.neutral_rows  # and under the neutral prompt alone
         i = randint(n, b + m + e, gen, device)
         a = randint(len(anchor_latents), b + m + e, gen, device)
-        t = _timesteps(sched, b + m + e, cfg.t_min, cfg.t_max, gen, device)
-        x_t = sched.add_noise(concept_latents[i], randn(tuple(concept_latents[i].shape), gen, concept_latents), t)
+        x_t, t, goal = forget_rows(i, a)
         y = forget_conds[randint(len(forget_conds), b, gen, device)]  # read at call time: grows each round
         if adversary is not None:
             y = torch.cat([y, adversary.step(edit.edited, sched, concept_latents).expand(m, -1, -1)])
         if e:
             y = torch.cat([y, uncond.expand(e, -1, -1)])
-        goal = _denoising_to(sched, anchor_latents[a], x_t, t)
         if bank is None or not cfg.keep_weight:
             return F.mse_loss(edit.edited(x_t, t, y).float(), goal) + under_fine_tune(step)
         k = randint(len(bank.cond), b, gen, device)
@@ -303,11 +308,9 @@ def fit(pipe, concepts: list[Concept], cfg: LetheConfig, catalog: Catalog) -> Pa
         tuner.step(sched)
         m = b - b // 2
         i = k * cfg.images + randint(cfg.images, m, gen, device)
-        a = randint(len(anchor_latents), m, gen, device)
-        t = _timesteps(sched, m, cfg.t_min, cfg.t_max, gen, device)
-        x_t = sched.add_noise(concept_latents[i], randn(tuple(concept_latents[i].shape), gen, concept_latents), t)
+        x_t, t, goal = forget_rows(i, randint(len(anchor_latents), m, gen, device))
         y = tuner.conds[randint(len(tuner.conds), m, gen, device)]
-        return F.mse_loss(tuner.under(x_t, t, y).float(), _denoising_to(sched, anchor_latents[a], x_t, t))
+        return F.mse_loss(tuner.under(x_t, t, y).float(), goal)
 
     forget_conds = conds
     found: list[tuple[int, torch.Tensor]] = []
