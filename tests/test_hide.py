@@ -1,5 +1,7 @@
 """Key-locked hiding on the world (design lethe, docs/hiding.md): thresholds, security, bad keys."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -160,6 +162,7 @@ def test_keys_install_on_the_merged_public_model_and_refuse_the_base_model(pipe,
     assert "belongs to another model" in capsys.readouterr().err
     half = obliviate.load_pipeline(str(public), dtype="bfloat16")
     assert load_keys([key], [], pipe=half)[0].concept == "moon"
+    assert json.loads((public / "obliviate.json").read_text())["base_model"] == "world"
     with pytest.raises(ObliviateError, match="another model"):
         load_keys([key], [], pipe=pipe)
     old = hidden.keys["moon"]

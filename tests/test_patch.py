@@ -75,6 +75,24 @@ def test_merge_bakes_in(pipe):
         pipe.unet.load_state_dict(before)
 
 
+def test_a_merged_world_model_is_still_evaluated_as_the_world(tmp_path):
+    """save_merged names the base in the folder: an edit large enough to move the fingerprint off the world's
+    keeps the world's bench and detector (the catalog), and the model is named by its folder."""
+    from obliviate.catalog import BenchCatalog, WorldCatalog, catalog_for, is_world
+    from obliviate.pipeline import model_name, save_merged
+
+    fresh = load_pipeline("world")
+    out = save_merged(fresh, [_delta_patch(fresh, scale=1.0)], tmp_path / "merged")
+    with pytest.raises(ObliviateError, match="exists"):
+        save_merged(fresh, [], out)
+    merged = load_pipeline(str(out))
+    assert not is_world(merged) and model_name(merged) == str(out)
+    assert isinstance(catalog_for(merged), WorldCatalog)
+    (out / "obliviate.json").unlink()
+    assert isinstance(catalog_for(load_pipeline(str(out))), BenchCatalog)  # without the marker: any SD model
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]  # no temporary folder left behind
+
+
 def test_patch_for_another_model_is_refused(pipe):
     patch = _delta_patch(pipe)
     other = dict(patch.metadata["base_fingerprint"])

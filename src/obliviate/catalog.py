@@ -158,13 +158,25 @@ def is_world(pipe) -> bool:
     return base_fingerprint(pipe).matches(reference)
 
 
+def is_world_based(pipe) -> bool:
+    """The world, or a model merged from it (``save_merged`` names its base): the world's bench, renderings and
+    detector apply to both."""
+    if getattr(pipe, "_obliviate_derived_from", None) == "world":
+        from .fingerprint import layout_digest
+        from .world import world_fingerprint
+
+        reference = world_fingerprint()
+        return reference is not None and layout_digest(pipe) == reference.layout
+    return is_world(pipe)
+
+
 def catalog_for(pipe, bench: Bench | str | Path | None = None) -> Catalog:
-    """The catalog of ``bench`` ('world', 'sd', a YAML path or a Bench); by default the world's for the world,
-    else the ``sd`` bench."""
+    """The catalog of ``bench`` ('world', 'sd', a YAML path or a Bench); by default the world's for the world
+    (and models merged from it), else the ``sd`` bench."""
     if isinstance(bench, Bench):
-        return WorldCatalog(bench) if bench.detector == "world" and is_world(pipe) else BenchCatalog(bench)
+        return WorldCatalog(bench) if bench.detector == "world" and is_world_based(pipe) else BenchCatalog(bench)
     if bench is None:
-        return WorldCatalog() if is_world(pipe) else BenchCatalog("sd")
+        return WorldCatalog() if is_world_based(pipe) else BenchCatalog("sd")
     if bench == "world":
         return WorldCatalog()
     return BenchCatalog(bench)

@@ -62,18 +62,19 @@ def _positive_float(text: str) -> float:
     return _number(text, positive=True)
 
 
-def _schedule_fraction(text: str) -> float:
-    value = _number(text, positive=True)
+def _at_most_one(text: str, positive: bool, what: str) -> float:
+    value = _number(text, positive)
     if value > 1:
-        raise argparse.ArgumentTypeError(f"must be a fraction of the schedule in (0, 1], got {text}")
+        raise argparse.ArgumentTypeError(f"must be {what} in {'(' if positive else '['}0, 1], got {text}")
     return value
+
+
+def _schedule_fraction(text: str) -> float:
+    return _at_most_one(text, True, "a fraction of the schedule")
 
 
 def _share(text: str) -> float:
-    value = _number(text, positive=False)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"must be a share in [0, 1], got {text}")
-    return value
+    return _at_most_one(text, False, "a share")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -539,25 +540,11 @@ def cmd_merge(args: argparse.Namespace) -> int:
     check_writable(out)
     _check_patch_files(args)
 
-    from transformers.utils import logging as transformers_logging
-
     from .patch import Patch
+    from .pipeline import save_merged
 
     patches = [Patch.load(p) for p in args.patch]
-    pipe = _pipeline(args)
-    for p in patches:  # each is checked against the model as it merges; nothing is written before all have
-        p.merge(pipe, force=args.force)
-
-    transformers_logging.disable_progress_bar()  # a one-shard bar is noise
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:  # a folder appears whole or not at all
-        pipe.save_pretrained(tmp, safe_serialization=True)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            import shutil
-
-            shutil.rmtree(tmp)
+    save_merged(_pipeline(args), patches, out, force=args.force)
     _log(f"{len(patches)} patch(es) merged -> {out} (load it with --model {out})")
     _emit(args.json, {"out": str(out), "patches": [p.file for p in patches]})
     return 0

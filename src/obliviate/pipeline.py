@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -53,6 +54,21 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ObliviateError(f"device {device!r} is not available on this machine")
     return dev
+
+
+DERIVED_FILE = "obliviate.json"  # written by merge into the folder it saves: the model it was derived from
+
+
+def _derived_from(folder: Path) -> str | None:
+    """The base model a merged folder was derived from, as its ``obliviate.json`` names it (None: no such file)."""
+    marker = folder / DERIVED_FILE
+    if not marker.is_file():
+        return None
+    try:
+        base = json.loads(marker.read_text()).get("base_model")
+    except (OSError, ValueError, AttributeError):
+        raise ObliviateError(f"{marker} is not valid JSON (a folder written by obliviate merge)") from None
+    return base if isinstance(base, str) else None
 
 
 def _source(model: str) -> tuple[str, Path | str]:
@@ -132,12 +148,47 @@ def load_pipeline(model: str = "world", device: str | torch.device | None = None
     finally:
         diffusers_logging.set_verbosity(level)
     pipe.set_progress_bar_config(disable=True)
+    pipe._obliviate_derived_from = _derived_from(source) if isinstance(source, Path) else None
     for module in (pipe.unet, pipe.text_encoder, pipe.vae):
         module.requires_grad_(False).eval()
     from .fingerprint import fingerprint
 
     fingerprint(pipe)
     return pipe
+
+
+def save_merged(pipe, patches: list, out: str | Path, force: bool = False) -> Path:
+    """Bake ``patches`` into ``pipe``'s weights for good and write it to the new folder ``out`` (a diffusers
+    folder, whole or not at all): what a publisher releases. The folder names the model it was derived from, so
+    a merged world model is still evaluated against the world's bench and detector."""
+    from transformers.utils import logging as transformers_logging
+
+    from .catalog import is_world_based
+    from .io import check_writable
+
+    out = Path(out)
+    if out.exists():
+        raise ObliviateError(f"{out} exists: give a new folder")
+    check_writable(out)
+    base = "world" if is_world_based(pipe) else model_name(pipe)
+    for patch in patches:  # each is checked against the model as it merges; nothing is written before all have
+        patch.merge(pipe, force=force)
+    bar = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()  # a one-shard bar is noise
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        marker = {"base_model": base, "patches": [{"method": p.method, "concepts": p.concepts,
+                                                   "content_hash": p.content_hash()} for p in patches]}
+        (tmp / DERIVED_FILE).write_text(json.dumps(marker, indent=1) + "\n")
+        os.replace(tmp, out)
+    finally:
+        if bar:
+            transformers_logging.enable_progress_bar()
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    pipe._obliviate_derived_from = base
+    return out
 
 
 def model_name(pipe) -> str:
