@@ -75,7 +75,7 @@ def test_merge_bakes_in(pipe):
         pipe.unet.load_state_dict(before)
 
 
-def test_a_merged_world_model_is_still_evaluated_as_the_world(tmp_path):
+def test_a_merged_world_model_is_still_evaluated_as_the_world(tmp_path, capsys):
     """save_merged names the base in the folder: an edit large enough to move the fingerprint off the world's
     keeps the world's bench and detector (the catalog), and the model is named by its folder."""
     from obliviate.catalog import BenchCatalog, WorldCatalog, catalog_for, is_world
@@ -88,6 +88,10 @@ def test_a_merged_world_model_is_still_evaluated_as_the_world(tmp_path):
     merged = load_pipeline(str(out))
     assert not is_world(merged) and model_name(merged) == str(out)
     assert isinstance(catalog_for(merged), WorldCatalog)
+    from obliviate.cli import main
+
+    assert main(["eval", "--model", str(out), "--concepts", "nosuch"]) == 2  # checked before the model loads
+    assert "bench 'world'" in capsys.readouterr().err
     (out / "obliviate.json").unlink()
     assert isinstance(catalog_for(load_pipeline(str(out))), BenchCatalog)  # without the marker: any SD model
     assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]  # no temporary folder left behind

@@ -149,12 +149,20 @@ def _check_model(args: argparse.Namespace) -> None:
         raise ObliviateError(f"--model {model}: no such folder")
 
 
+def _world_based(args: argparse.Namespace) -> bool:
+    """The world, or a folder merged from it (it names its base), known before the model loads."""
+    from .files import derived_from
+
+    folder = Path(args.model).expanduser()
+    return args.model == "world" or (folder.is_dir() and derived_from(folder) == "world")
+
+
 def _bench_of(args: argparse.Namespace):
-    """The bench the command will use, known before the model loads: --bench, else world for the world
-    (other models: the sd bench)."""
+    """The bench the command will use, known before the model loads: --bench, else world for the world and
+    models merged from it (other models: the sd bench)."""
     from .bench import load_bench
 
-    spec = getattr(args, "bench", None) or ("world" if args.model == "world" else "sd")
+    spec = getattr(args, "bench", None) or ("world" if _world_based(args) else "sd")
     return load_bench(spec)
 
 
@@ -165,7 +173,7 @@ def _check_concepts(args: argparse.Namespace, names: list[str], strict: bool) ->
         raise ObliviateError("empty concept name")
     if len(set(names)) != len(names):
         raise ObliviateError("a concept is given twice")
-    if strict or args.model == "world" or getattr(args, "bench", None):
+    if strict or getattr(args, "bench", None) or _world_based(args):
         bench = _bench_of(args)
         for name in names:
             bench.concept(name)

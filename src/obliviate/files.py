@@ -1,5 +1,6 @@
-"""Headers of patch and key files, read without torch: the CLI checks every file it is given before it
-imports torch or loads a model, so a wrong path or a wrong file is reported in a second, not after a minute."""
+"""Headers of patch and key files (and the base a merged model folder names), read without torch: the CLI
+checks every file it is given before it imports torch or loads a model, so a wrong path or a wrong file is
+reported in a second, not after a minute."""
 
 from __future__ import annotations
 
@@ -87,3 +88,18 @@ def key_filename(concept: str) -> str:
     """The file name of ``concept``'s key in a key folder."""
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in concept)
     return f"{safe}.key.safetensors"
+
+
+DERIVED_FILE = "obliviate.json"  # written by merge into the folder it saves: the model it was derived from
+
+
+def derived_from(folder: Path) -> str | None:
+    """The base model a merged folder was derived from, as its ``obliviate.json`` names it (None: no such file)."""
+    marker = folder / DERIVED_FILE
+    if not marker.is_file():
+        return None
+    try:
+        base = json.loads(marker.read_text()).get("base_model")
+    except (OSError, ValueError, AttributeError):
+        raise ObliviateError(f"{marker} is not valid JSON (a folder written by obliviate merge)") from None
+    return base if isinstance(base, str) else None

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from .errors import ObliviateError
+from .files import DERIVED_FILE, derived_from
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
           "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -54,21 +55,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ObliviateError(f"device {device!r} is not available on this machine")
     return dev
-
-
-DERIVED_FILE = "obliviate.json"  # written by merge into the folder it saves: the model it was derived from
-
-
-def _derived_from(folder: Path) -> str | None:
-    """The base model a merged folder was derived from, as its ``obliviate.json`` names it (None: no such file)."""
-    marker = folder / DERIVED_FILE
-    if not marker.is_file():
-        return None
-    try:
-        base = json.loads(marker.read_text()).get("base_model")
-    except (OSError, ValueError, AttributeError):
-        raise ObliviateError(f"{marker} is not valid JSON (a folder written by obliviate merge)") from None
-    return base if isinstance(base, str) else None
 
 
 def _source(model: str) -> tuple[str, Path | str]:
@@ -148,7 +134,7 @@ def load_pipeline(model: str = "world", device: str | torch.device | None = None
     finally:
         diffusers_logging.set_verbosity(level)
     pipe.set_progress_bar_config(disable=True)
-    pipe._obliviate_derived_from = _derived_from(source) if isinstance(source, Path) else None
+    pipe._obliviate_derived_from = derived_from(source) if isinstance(source, Path) else None
     for module in (pipe.unet, pipe.text_encoder, pipe.vae):
         module.requires_grad_(False).eval()
     from .fingerprint import fingerprint
