@@ -146,27 +146,28 @@ def concept_images(catalog: Catalog, pipe, concept: Concept, n: int, seed: int,
     return folder_images(source, image_size(pipe))
 
 
-def is_world(pipe) -> bool:
-    """Whether ``pipe`` holds the shipped world's weights (by fingerprint, wherever it was loaded from)."""
+def _world_layout(pipe):
+    """The world's fingerprint if ``pipe`` has the world's layout (cheap: no weights read), else None."""
     from .fingerprint import layout_digest
-    from .patch import base_fingerprint
     from .world import world_fingerprint
 
     reference = world_fingerprint()
-    if reference is None or layout_digest(pipe) != reference.layout:  # cheap: no weights read
-        return False
-    return base_fingerprint(pipe).matches(reference)
+    return reference if reference is not None and layout_digest(pipe) == reference.layout else None
+
+
+def is_world(pipe) -> bool:
+    """Whether ``pipe`` holds the shipped world's weights (by fingerprint, wherever it was loaded from)."""
+    from .patch import base_fingerprint
+
+    reference = _world_layout(pipe)
+    return reference is not None and base_fingerprint(pipe).matches(reference)
 
 
 def is_world_based(pipe) -> bool:
     """The world, or a model merged from it (``save_merged`` names its base): the world's bench, renderings and
     detector apply to both."""
     if getattr(pipe, "_obliviate_derived_from", None) == "world":
-        from .fingerprint import layout_digest
-        from .world import world_fingerprint
-
-        reference = world_fingerprint()
-        return reference is not None and layout_digest(pipe) == reference.layout
+        return _world_layout(pipe) is not None
     return is_world(pipe)
 
 

@@ -1,8 +1,9 @@
-"""Atomic file writes: an output file either appears whole or not at all."""
+"""Atomic writes: an output file (or folder) either appears whole or not at all."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -52,6 +53,21 @@ def atomic_path(path: str | Path, mode: int | None = None) -> Iterator[Path]:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield a new temporary folder beside ``path`` (which must not exist); rename it onto ``path`` only if the
+    block succeeds, else remove it: an output folder appears whole or not at all."""
+    path = check_writable(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -109,23 +110,14 @@ def load_pipeline(model: str = "world", device: str | torch.device | None = None
     _, source = _source(model)
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
 
-    bars = diffusers_logging.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled()
-    diffusers_logging.disable_progress_bar()  # loading is quick; its bars are noise
-    transformers_logging.disable_progress_bar()
     try:
-        with warnings.catch_warnings():  # newer diffusers renamed torch_dtype; older ones only know it
-            warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+        with _no_progress_bars(), warnings.catch_warnings():  # newer diffusers renamed torch_dtype; older ones
+            warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)  # only know it
             pipe = StableDiffusionPipeline.from_pretrained(source, torch_dtype=dt, safety_checker=None,
                                                            requires_safety_checker=False)
     except (OSError, ValueError) as exc:
         raise ObliviateError(f"cannot load model {model!r}: {str(exc).splitlines()[0]}") from None
-    finally:
-        if bars[0]:
-            diffusers_logging.enable_progress_bar()
-        if bars[1]:
-            transformers_logging.enable_progress_bar()
     check_pipeline(pipe)
     level = diffusers_logging.get_verbosity()
     diffusers_logging.set_verbosity_error()  # diffusers warns that half precision cannot run on a CPU; it can
@@ -143,36 +135,43 @@ def load_pipeline(model: str = "world", device: str | torch.device | None = None
     return pipe
 
 
+@contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """diffusers' and transformers' progress bars off for a quick load or save (they are noise there), then
+    back as they were."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    bars = [(lib, lib.is_progress_bar_enabled()) for lib in (diffusers_logging, transformers_logging)]
+    for lib, _ in bars:
+        lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lib, was_on in bars:
+            if was_on:
+                lib.enable_progress_bar()
+
+
 def save_merged(pipe, patches: list, out: str | Path, force: bool = False) -> Path:
     """Bake ``patches`` into ``pipe``'s weights for good and write it to the new folder ``out`` (a diffusers
     folder, whole or not at all): what a publisher releases. The folder names the model it was derived from, so
     a merged world model is still evaluated against the world's bench and detector."""
-    from transformers.utils import logging as transformers_logging
-
     from .catalog import is_world_based
-    from .io import check_writable
+    from .io import atomic_dir
 
     out = Path(out)
     if out.exists():
         raise ObliviateError(f"{out} exists: give a new folder")
-    check_writable(out)
     base = "world" if is_world_based(pipe) else model_name(pipe)
-    for patch in patches:  # each is checked against the model as it merges; nothing is written before all have
-        patch.merge(pipe, force=force)
-    bar = transformers_logging.is_progress_bar_enabled()
-    transformers_logging.disable_progress_bar()  # a one-shard bar is noise
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        pipe.save_pretrained(tmp, safe_serialization=True)
-        marker = {"base_model": base, "patches": [{"method": p.method, "concepts": p.concepts,
-                                                   "content_hash": p.content_hash()} for p in patches]}
+    marker = {"base_model": base, "patches": [{"method": p.method, "concepts": p.concepts,
+                                               "content_hash": p.content_hash()} for p in patches]}
+    with atomic_dir(out) as tmp:  # checked writable before the weights change
+        for patch in patches:  # each is checked against the model as it merges; nothing is written before all have
+            patch.merge(pipe, force=force)
+        with _no_progress_bars():  # a one-shard bar is noise
+            pipe.save_pretrained(tmp, safe_serialization=True)
         (tmp / DERIVED_FILE).write_text(json.dumps(marker, indent=1) + "\n")
-        os.replace(tmp, out)
-    finally:
-        if bar:
-            transformers_logging.enable_progress_bar()
-        if tmp.exists():
-            shutil.rmtree(tmp)
     pipe._obliviate_derived_from = base
     return out
 
