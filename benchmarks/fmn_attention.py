@@ -24,26 +24,27 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine_line  # noqa: E402
 
 import obliviate  # noqa: E402
-from obliviate.attention import AttnCall, attn2_processors, kwargs  # noqa: E402
+from obliviate.attention import AttnCall  # noqa: E402
 from obliviate.catalog import WorldCatalog  # noqa: E402
-from obliviate.diffusion import encode_prompts, generator, images_to_latents, noised, training_scheduler  # noqa: E402
+from obliviate.diffusion import generator, images_to_latents, noised, training_scheduler  # noqa: E402
+from obliviate.families import attention, encode, predict  # noqa: E402
 
 TIMESTEPS = (200, 500, 800)
 
 
 def token_attention(pipe, prompt: str, latents: torch.Tensor, seed: int) -> np.ndarray:
     """(L,) mean attention on each padded text position of ``prompt`` over layers, heads, queries, images."""
-    unet, tok = pipe.unet, pipe.tokenizer
+    tok = pipe.tokenizer
     n, length = len(latents), tok.model_max_length
-    cond = encode_prompts(pipe, [prompt]).expand(n, -1, -1)
+    cond = encode(pipe, [prompt]).expand(n)
     sched = training_scheduler(pipe)
     gen = generator(seed, "attention")
     total = np.zeros(length)
-    with attn2_processors(unet), torch.no_grad():
+    with attention(pipe), torch.no_grad():
         for tv in TIMESTEPS:
             t = torch.full((n,), tv)
             call = AttnCall(token_mask=torch.ones(n, length, dtype=torch.bool))
-            unet(noised(sched, latents, t, gen), t, encoder_hidden_states=cond, cross_attention_kwargs=kwargs(call))
+            predict(pipe, noised(sched, latents, t, gen), t, cond, attention=call)
             layers = [p.reshape(n, length, -1).mean((0, 2)).float().numpy() for p in call.captured]
             total += np.mean(layers, 0)
     return total / len(TIMESTEPS)

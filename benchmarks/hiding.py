@@ -58,7 +58,7 @@ def evaluation(model, detector, patch, keys, n: int, seed: int) -> dict:
 
 
 def key_learning(model, concept: str, patch, seed: int, n: int, form: str) -> dict:
-    r = obliviate.attack(model, concept, "memory", patch=patch, seed=seed, n_images=n, form=form,
+    r = obliviate.attack(model, concept, "memory", patch=patch, seed=seed, n_images=n, key_form=form,
                          progress=False).to_dict()
     d = r["details"]
     return {"asr": r["asr"], "steps_to_reach": d.get("steps_to_reach"), "seconds": d.get("seconds_to_reach"),

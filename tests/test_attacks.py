@@ -29,6 +29,7 @@ def test_concept_inversion_reaches_its_ceiling_on_the_base_model(pipe, detector,
     assert r.asr >= 0.8, r
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("attack", "steps"), [("unlearndiff", 100), ("p4d", None), ("ringabell", 100)])
 def test_prompt_attacks_reach_their_ceiling_on_the_base_model(pipe, detector, attack, steps):
     """Where the concept exists, each search finds a plain-text prompt that draws it (one concept per category).
@@ -56,11 +57,11 @@ def test_ringabell_concept_vector_points_at_the_concept(pipe):
     import torch
 
     from obliviate.attacks.ringabell import _encode, concept_target
-    from obliviate.diffusion import token_ids
+    from obliviate.families import token_ids
 
     zorvik = obliviate.catalog_for(pipe).concept("zorvik")
     target = concept_target(pipe, zorvik, 1.0)
-    assert torch.allclose(target, _encode(pipe, token_ids(pipe.tokenizer, list(zorvik.prompts))).mean(0), atol=1e-5)
+    assert torch.allclose(target, _encode(pipe, token_ids(pipe, list(zorvik.prompts))).mean(0), atol=1e-5)
 
 
 @pytest.mark.slow
@@ -112,7 +113,7 @@ def test_cli_attack_json(tmp_path):
     (["--concept", "zorvik", "--attack", "nope"], "unknown attack 'nope'"),
     (["--concept", "unicorn", "--attack", "implicit"], "unknown concept 'unicorn'"),
     (["--concept", "zorvik", "--key", "k.key"], "key file k.key does not exist"),
-    (["--concept", "zorvik", "--attack", "inversion", "--steps", "0"], "--steps: must be at least 1"),
+    (["--concept", "zorvik", "--attack", "inversion", "--steps", "0"], "steps must be at least 1, got 0"),
     (["--concept", "zorvik", "--attack", "p4d,", "--steps", "3"], "empty attack name"),
 ])
 def test_cli_attack_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
@@ -123,7 +124,7 @@ def test_cli_attack_bad_input_is_one_line_and_writes_nothing(tmp_path, args, mes
 
 @pytest.mark.parametrize("args, message", [
     (["--attacks", "nope", "--patch", "p.safetensors"], "unknown attack 'nope'"),
-    (["--attacks", "all"], "--attacks needs a --patch"),
+    (["--attacks", "all"], "attacks in an evaluation need a patch"),
 ])
 def test_cli_eval_attacks_bad_input(tmp_path, args, message):
     res = subprocess.run([sys.executable, "-m", "obliviate", "eval", *args, "--json", str(tmp_path / "e.json")],

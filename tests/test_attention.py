@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from obliviate.attention import AttnCall, PromptMemory, attn2_names, attn2_processors, kwargs, token_positions
+from obliviate.attention import AttnCall, PromptMemory, attn2_names, attn2_processors, kwargs
 from obliviate.errors import ObliviateError
+from obliviate.terms import token_positions
 
 
 def _inputs(pipe, prompts, seed=0):

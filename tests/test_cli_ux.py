@@ -47,9 +47,17 @@ CHECKED_BEFORE_TORCH = [
     (["hide", "--concept", "zorvik", "--out", "{dir}/p.safetensors", "--key-out", "{junk}/keys"], "is not a folder"),
     (["hide", "--concept", "zorvik", "--out", "{dir}/p.safetensors", "--key-out", "{dir}/k", "--tokens", "4"],
      "--tokens is for --design paper"),
+    (["erase", "--concept", "zorvik", "--out", "{dir}/z.safetensors", "--method", "uce", "--steps", "4"],
+     "--steps is for --method fmn"),
+    (["erase", "--concept", "zorvik", "--out", "{dir}/z.safetensors", "--method", "lethe", "--t-min", "0.8"],
+     "need t_min < t_max"),
+    (["erase", "--concept", "zorvik", "--out", "{dir}/z.safetensors", "--preset", "early-decided"],
+     "method fmn has no preset 'early-decided'"),
     (["hide", "--concept", "zorvik", "--out", "{dir}/p.safetensors", "--key-out", "{dir}/k", "--design", "paper",
       "--key-steps", "4"], "--key-steps is for --design lethe"),
-    (["attack", "--concept", "zorvik", "--attack", "inversion", "--key-form", "lora"], "--key-form is for the key"),
+    (["attack", "--concept", "zorvik", "--attack", "inversion", "--key-form", "lora"],
+     "--key-form is for --attack memory"),
+    (["attack", "--concept", "zorvik", "--attack", "completion", "--strengths", "0.5,2"], "strengths must be"),
     (["eval", "--json", "/proc/x.json"], "cannot write"),
     (["eval", "--report", "/proc/r.html"], "cannot write"),
     (["eval", "--patch", "{dir}/missing.safetensors"], "does not exist"),
@@ -105,22 +113,64 @@ def test_argument_errors_are_one_line(args, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_an_option_given_as_zero_reaches_the_method(tmp_path, monkeypatch):
-    """0 == False in Python: '--preserve-weight 0' (FMN's paper loss) must not fall back to the default."""
+def _erase_config(monkeypatch, *args):
+    """The config ``obliviate erase ARGS`` hands to the API (which then stops)."""
     from obliviate import api
 
     seen = {}
 
-    def fake_erase(pipe, concepts, method, **config):
-        seen.update(config)
+    def fake_erase(pipe, concepts, method, config=None, **options):
+        seen.update(config=config, options=options)
         raise SystemExit(0)
 
     monkeypatch.setattr(api, "erase", fake_erase)
     with pytest.raises(SystemExit):
-        main(["erase", "--concept", "zorvik", "--preserve-weight", "0", "--inversion-tokens", "0",
-              "--out", str(tmp_path / "e.safetensors"), "--no-progress"])
-    assert seen["preserve_weight"] == 0 and seen["inversion_tokens"] == 0
-    assert "include_eot" not in seen  # a flag not given stays the method's default
+        main(["erase", "--concept", "zorvik", *args, "--no-progress"])
+    assert not seen["options"]  # built once, in the pre-flight: the API gets the config
+    return seen["config"]
+
+
+def test_an_option_given_as_zero_reaches_the_method(tmp_path, monkeypatch):
+    """0 == False in Python: '--preserve-weight 0' (FMN's paper loss) must not fall back to the default."""
+    cfg = _erase_config(monkeypatch, "--preserve-weight", "0", "--inversion-tokens", "0", "--out",
+                        str(tmp_path / "e.safetensors"))
+    assert cfg.preserve_weight == 0 and cfg.inversion_tokens == 0
+    assert cfg.include_eot is False  # a flag not given stays the method's default
+
+
+def test_a_new_config_field_is_a_flag_with_its_help_and_check(tmp_path, monkeypatch, capsys):
+    """An option lives in one place: a field declared on a method's config (help and range check beside it) is
+    in ``erase --help`` with its default, reaches the method from ``erase``, and is checked, cli.py untouched."""
+    from dataclasses import dataclass
+
+    from obliviate.methods import METHODS, Method
+    from obliviate.methods.configs import ESDConfig
+    from obliviate.options import at_least, option
+
+    @dataclass
+    class Knobbed(ESDConfig):
+        wobble: int = option(7, "how much the edit wobbles", at_least(2))
+
+    monkeypatch.setitem(METHODS, "esd-x", Method("esd-x", "esd", Knobbed, "ESD with a knob"))
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["erase", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--wobble N" in help_text and "esd-x: how much the edit wobbles (default 7)" in help_text
+    cfg = _erase_config(monkeypatch, "--method", "esd-x", "--wobble", "3", "--out", str(tmp_path / "e.safetensors"))
+    assert isinstance(cfg, Knobbed) and cfg.wobble == 3 and cfg.steps == 100
+    assert main(["erase", "--concept", "zorvik", "--method", "esd-x", "--wobble", "1", "--out",
+                 str(tmp_path / "e.safetensors")]) == 2
+    assert "wobble must be at least 2, got 1" in capsys.readouterr().err
+    assert main(["erase", "--concept", "zorvik", "--method", "uce", "--wobble", "3", "--out",
+                 str(tmp_path / "e.safetensors")]) == 2
+    assert "--wobble is for --method esd-x" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_preset_is_the_measured_setting_and_options_override_it(tmp_path, monkeypatch):
+    cfg = _erase_config(monkeypatch, "--method", "lethe", "--preset", "early-decided", "--keep-weight", "5",
+                        "--out", str(tmp_path / "e.safetensors"))
+    assert cfg.t_max == 0.9 and cfg.adversary.steps == 3 and cfg.keep_neighbours == 0.5 and cfg.keep_weight == 5
 
 
 def test_unwritable_output_is_refused_before_an_edit_is_trained(tmp_path):
@@ -135,7 +185,7 @@ def test_unwritable_output_is_refused_before_an_edit_is_trained(tmp_path):
 
 def test_hide_makes_a_missing_key_folder_with_its_parents(tmp_path):
     keys = tmp_path / "a" / "b" / "keys"
-    assert main(["hide", "--concept", "zorvik", "--steps", "1", "--rounds", "0", "--images", "2", "--key-steps", "1",
+    assert main(["hide", "--concept", "zorvik", "--steps", "1", "--rounds", "0", "--n-images", "2", "--key-steps", "1",
                  "--out", str(tmp_path / "p.safetensors"), "--key-out", str(keys), "--no-progress"]) == 0
     assert (keys / "zorvik.key.safetensors").is_file()
 

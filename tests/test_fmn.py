@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import obliviate
-from obliviate.attention import token_positions
 from obliviate.errors import ObliviateError
 from obliviate.fingerprint import fingerprint
 from obliviate.patch import Patch
+from obliviate.terms import token_positions
 
 
 def _measure(pipe, detector, patch, concepts, n=8):
@@ -105,7 +105,7 @@ def test_cli_erase_json(tmp_path, capsys):
     bad = tmp_path / "esd.safetensors"
     assert main(["erase", "--method", "esd-x", "--concept", "moon", "--preserve-weight", "5", "--out", str(bad),
                  "--no-progress"]) == 2 and not bad.exists()
-    assert "does not take --preserve-weight" in capsys.readouterr().err
+    assert "--preserve-weight is for --method fmn" in capsys.readouterr().err
 
 
 def test_token_positions_refuse_a_prompt_without_the_concept(pipe):

@@ -95,8 +95,10 @@ def test_public_patch_is_made_before_its_keys_and_holds_nothing_of_them(hidden, 
         assert {n.split(".attn2.")[1].split(".")[0] for n in key.tensors} == {"to_q", "to_k", "to_v", "to_out"}
 
 
-@pytest.mark.parametrize("bad, message", [({"key_neutral_recall": 2.0}, "neutral_recall"),
-                                          ({"key_rank": 0}, "at least 1"), ({"neutral_rows": -1}, "neutral_rows")])
+@pytest.mark.parametrize("bad, message", [({"key_neutral_recall": 2.0}, "key_neutral_recall must be a share"),
+                                          ({"key_rank": 0}, "at least 1"), ({"neutral_rows": -1}, "neutral_rows"),
+                                          ({"weight_adversary_reset": 0}, "weight_adversary_reset"),
+                                          ({"tokens": 4}, "unknown option 'tokens'")])
 def test_hide_refuses_bad_settings_before_training_anything(pipe, bad, message, monkeypatch):
     from obliviate.methods import lethe
 
@@ -108,7 +110,7 @@ def test_hide_refuses_bad_settings_before_training_anything(pipe, bad, message, 
 def test_cli_hide_writes_patch_and_sealed_keys_and_refuses_bad_ones(tmp_path, monkeypatch, capsys):
     out, keys = tmp_path / "public.safetensors", tmp_path / "keys"
     monkeypatch.setenv("OBL_PASS", "correct horse")
-    assert main(["hide", "--concept", "moon", "--concept", "maelin", "--steps", "4", "--rounds", "0", "--images",
+    assert main(["hide", "--concept", "moon", "--concept", "maelin", "--steps", "4", "--rounds", "0", "--n-images",
                  "2", "--key-steps", "2", "--out", str(out),
                  "--key-out", str(keys), "--passphrase-env", "OBL_PASS", "--no-progress"]) == 0
     moon, maelin = keys / "moon.key.safetensors", keys / "maelin.key.safetensors"
@@ -148,7 +150,7 @@ def test_cli_hide_writes_patch_and_sealed_keys_and_refuses_bad_ones(tmp_path, mo
 def test_keys_install_on_the_merged_public_model_and_refuse_the_base_model(pipe, tmp_path, capsys):
     """What a publisher releases is the merged public model (the patch file minus nothing is the base model);
     keys find it by the patch's mark, in any precision, and refuse the base model without the patch."""
-    hidden = obliviate.hide(pipe, ["moon"], steps=4, rounds=0, images=2, key_steps=2, progress=False)
+    hidden = obliviate.hide(pipe, ["moon"], steps=4, rounds=0, n_images=2, key_steps=2, progress=False)
     paths = hidden.save(tmp_path / "public.safetensors", tmp_path / "keys")
     key, public = str(paths["moon"]), tmp_path / "public"
     assert main(["merge", "--patch", str(tmp_path / "public.safetensors"), "--out", str(public)]) == 0

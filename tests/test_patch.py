@@ -78,15 +78,17 @@ def test_merge_bakes_in(pipe):
 def test_a_merged_world_model_is_still_evaluated_as_the_world(tmp_path, capsys):
     """save_merged names the base in the folder: an edit large enough to move the fingerprint off the world's
     keeps the world's bench and detector (the catalog), and the model is named by its folder."""
-    from obliviate.catalog import BenchCatalog, WorldCatalog, catalog_for, is_world
+    from obliviate.catalog import BenchCatalog, WorldCatalog, catalog_for, world_weights
     from obliviate.pipeline import model_name, save_merged
+    from obliviate.preflight import is_world_based
 
     fresh = load_pipeline("world")
     out = save_merged(fresh, [_delta_patch(fresh, scale=1.0)], tmp_path / "merged")
     with pytest.raises(ObliviateError, match="exists"):
         save_merged(fresh, [], out)
     merged = load_pipeline(str(out))
-    assert not is_world(merged) and model_name(merged) == str(out)
+    assert not world_weights(merged) and is_world_based(merged) and is_world_based(str(out))
+    assert model_name(merged) == str(out)
     assert isinstance(catalog_for(merged), WorldCatalog)
     from obliviate.cli import main
 
@@ -94,6 +96,7 @@ def test_a_merged_world_model_is_still_evaluated_as_the_world(tmp_path, capsys):
     assert "bench 'world'" in capsys.readouterr().err
     (out / "obliviate.json").unlink()
     assert isinstance(catalog_for(load_pipeline(str(out))), BenchCatalog)  # without the marker: any SD model
+    assert not is_world_based(str(out))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]  # no temporary folder left behind
 
 

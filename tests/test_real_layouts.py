@@ -5,6 +5,7 @@ not quality."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,7 +14,8 @@ import torch
 from tiny_sd import make_tiny_sd
 
 import obliviate
-from obliviate.attacks import inversion as inversion_attack
+from obliviate.attacks import ATTACKS
+from obliviate.attacks.configs import InversionAttackConfig
 from obliviate.attention import attn2_names
 from obliviate.bench import Bench, Concept, Sampler
 
@@ -34,14 +36,13 @@ FAST = {
                "batch_size": 1, "ddim_steps": 3},
     "advunlearn": {"steps": 2, "batch_size": 1, "ddim_steps": 3, "attack_steps": 1, "attack_tokens": 2},
     "prompt": {"steps": 2, "batch_size": 1, "ddim_steps": 3, "tokens": 2},
-    "lethe": {"steps": 2, "batch_size": 1, "images": 2, "rounds": 1, "inversion_steps": 1, "adversary_steps": 1,
-              "adversary_batch": 1, "keep_neighbours": 0.5, "neutral_rows": 1, "weight_adversary_steps": 1,
-              "weight_adversary_rank": 2, "weight_adversary_reset": 1},
+    "lethe": {"steps": 2, "batch_size": 1, "n_images": 2, "rounds": 1, "inversion_steps": 1, "adversary_steps": 1,
+              "adversary_batch": 1, "keep_neighbours": 0.5, "neutral_rows": 1},
 }
 
 
 @dataclass
-class QuickInversion(inversion_attack.InversionAttackConfig):
+class QuickInversion(InversionAttackConfig):
     """The concept-inversion attack's defaults (150 steps on 32 images) cost minutes in bfloat16 on a CPU."""
 
     steps: int = 2
@@ -115,11 +116,13 @@ def test_uce_edits_every_cross_attention_key_and_value(tiny):
 
 
 @pytest.mark.parametrize("design, config", [
-    ("lethe", {"steps": 2, "batch_size": 1, "images": 2, "rounds": 1, "inversion_steps": 1, "key_steps": 2,
-               "key_batch_size": 1, "key_rank": 2}),
+    ("lethe", {"steps": 2, "batch_size": 1, "n_images": 2, "rounds": 1, "inversion_steps": 1, "key_steps": 2,
+               "key_batch_size": 1, "key_rank": 2, "weight_adversary_steps": 1, "weight_adversary_rank": 2,
+               "weight_adversary_reset": 1}),
     ("paper", {"steps": 1, "batch_size": 1, "ddim_steps": 3, "tokens": 2})])
 def test_hide_generate_with_key_and_evaluate(tiny, tmp_path, monkeypatch, design, config):
-    monkeypatch.setattr(inversion_attack, "InversionAttackConfig", QuickInversion)  # the eval runs it: not quality
+    quick = dataclasses.replace(ATTACKS["inversion"], config=QuickInversion)
+    monkeypatch.setitem(ATTACKS, "inversion", quick)  # the eval runs it: not quality
     hidden = obliviate.hide(tiny, ["church"], design=design, bench=BENCH, progress=False, **config)
     paths = hidden.save(tmp_path / "public.safetensors", tmp_path / "keys")
     images = obliviate.generate(tiny, "a photo of the church", n=2, patch=tmp_path / "public.safetensors",
@@ -146,7 +149,7 @@ def test_fmn_with_inversion_tokens_and_lora(tiny):
                                           ("implicit", {}), ("completion", {"anchors": 2}),
                                           ("memory", {"steps": 2, "tokens": 2, "anchors": 2, "check_every": 1,
                                                       "batch_size": 1}),
-                                          ("memory", {"steps": 2, "form": "lora", "rank": 2, "anchors": 2,
+                                          ("memory", {"steps": 2, "key_form": "lora", "rank": 2, "anchors": 2,
                                                       "check_every": 1, "batch_size": 1})])
 def test_every_attack_runs(tiny, name, config):
     patch = obliviate.erase(tiny, "church", "uce", bench=BENCH, progress=False)

@@ -5,8 +5,8 @@ import pytest
 import obliviate
 from obliviate.catalog import catalog_for
 from obliviate.methods import get_method
+from obliviate.methods.closed_form import concept_pairs, text_projections
 from obliviate.methods.rece import adversarial_map
-from obliviate.methods.uce import _pairs, cross_attention_kv
 
 KEPT = ["zorvik", "maelin", "circle", "striped", "red"]
 
@@ -19,9 +19,9 @@ def _eval(pipe, detector, patch, concepts=KEPT, n=8):
 def test_rece_erases_the_embeddings_uce_leaves(pipe, detector):
     """The derived embedding is RECE's equation: on UCE's edit it reproduces the original keys and values of the
     concept better than the concept's own vector does, and after RECE's rounds it no longer does."""
-    original = cross_attention_kv(pipe.unet)
+    original = text_projections(pipe)
     concept = catalog_for(pipe).concept("zorvik")
-    c = _pairs(pipe, concept, "")[0]
+    c = concept_pairs(pipe, concept, "")[0]
 
     def miss(patch, vectors):  # how far the edited projections are from the original ones on the concept
         edited = {n: w + patch.tensors[f"delta.unet.{n}"].double() for n, w in original.items()}
@@ -89,17 +89,22 @@ def test_memory_attack_needs_more_steps_after_lethe_than_on_the_base_model(pipe,
     assert set(r.details["rate_by_step"]) == {25, 50}
 
 
-@pytest.mark.parametrize("bad", [{"adversary_steps": -1}, {"adversary_batch": 0}, {"t_max": 1.5},
-                                 {"keep_neighbours": 1.5}, {"neutral_rows": -1}, {"weight_adversary_steps": -1},
-                                 {"weight_adversary_rank": 0}, {"weight_adversary_reset": 0}])
-def test_lethe_refuses_bad_settings_before_any_work(pipe, bad):
-    with pytest.raises(obliviate.ObliviateError, match="need"):
+@pytest.mark.parametrize("bad, message", [
+    ({"adversary_steps": 0}, "adversary_steps must be at least 1"), ({"adversary_batch": 0}, "adversary_batch"),
+    ({"t_max": 1.5}, "t_max must be a fraction"), ({"t_min": 0.8}, "need t_min < t_max"),
+    ({"keep_neighbours": 1.5}, "keep_neighbours must be a share"), ({"neutral_rows": -1}, "neutral_rows"),
+    ({"weight_adversary_steps": 1}, "does not take 'weight_adversary_steps'"), ({"steps": 2.5}, "whole number")])
+def test_lethe_refuses_bad_settings_before_any_work(pipe, bad, message, monkeypatch):
+    from obliviate.methods import lethe
+
+    monkeypatch.setattr(lethe, "keep_bank", lambda *a, **k: pytest.fail("started the erasure before refusing"))
+    with pytest.raises(obliviate.ObliviateError, match=message):
         obliviate.erase(pipe, "zorvik", "lethe", progress=False, **bad)
 
 
 def test_the_keep_bank_knows_each_prompts_category(pipe):
     """Lethe's keep_neighbours draws from the erased concept's category: red's neighbours are the other colours."""
-    from obliviate.methods.keep import keep_bank
+    from obliviate.terms import keep_bank
 
     catalog = catalog_for(pipe)
     bank = keep_bank(pipe, catalog, [catalog.bench.concept("red")], None, 0)

@@ -19,7 +19,7 @@ __version__ = "0.2.0"
 
 _EXPORTS = {
     "load_pipeline": "api", "erase": "api", "hide": "api", "generate": "api", "evaluate": "api", "attack": "api",
-    "chance_floor": "api", "save_merged": "pipeline",
+    "chance_floor": "api", "save_merged": "pipeline", "under_test": "under_test", "ModelUnderTest": "under_test",
     "ATTACKS": "attacks",
     "Patch": "patch", "AppliedPatch": "patch", "Key": "hiding.keys", "load_key": "hiding.keys", "Hidden": "hiding",
     "EvalResult": "eval.result", "ObliviateError": "errors", "Fingerprint": "fingerprint",

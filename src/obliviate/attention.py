@@ -177,27 +177,3 @@ def attn2_processors(unet, memory: PromptMemory | None = None, placement: str = 
         yield names
     finally:
         unet.set_attn_processor(before)
-
-
-def token_positions(tokenizer, prompts: list[str], words: list[str], include_eot: bool = False) -> torch.Tensor:
-    """(B, L) bool mask of the tokens spelling any of ``words`` in each padded prompt.
-
-    ``include_eot`` adds the *first* end-of-text token of each prompt; pads are never selected, even when
-    the tokenizer pads with end-of-text as SD 1.x's does.
-    """
-    enc = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True)
-    mask = torch.zeros(len(prompts), tokenizer.model_max_length, dtype=torch.bool)
-    phrases = [tokenizer(w, add_special_tokens=False).input_ids for w in words]
-    for b, ids in enumerate(enc.input_ids):
-        for phrase in phrases:
-            n = len(phrase)
-            for i in range(1, len(ids) - n + 1):
-                if n and ids[i:i + n] == phrase:
-                    mask[b, i:i + n] = True
-        if not mask[b].any():
-            raise ObliviateError(f"the tokenizer cannot find {' / '.join(map(repr, words))} in prompt {prompts[b]!r}")
-        if include_eot:
-            eot = ids.index(tokenizer.eos_token_id, 1) if tokenizer.eos_token_id in ids[1:] else None
-            if eot is not None:
-                mask[b, eot] = True
-    return mask

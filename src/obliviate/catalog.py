@@ -146,34 +146,28 @@ def concept_images(catalog: Catalog, pipe, concept: Concept, n: int, seed: int,
     return folder_images(source, image_size(pipe))
 
 
-def _world_layout(pipe):
-    """The world's fingerprint if ``pipe`` has the world's layout (cheap: no weights read), else None."""
+def world_layout(pipe) -> bool:
+    """Whether ``pipe`` has the shipped world's layout (cheap: no weights read)."""
     from .fingerprint import layout_digest
     from .world import world_fingerprint
 
     reference = world_fingerprint()
-    return reference if reference is not None and layout_digest(pipe) == reference.layout else None
+    return reference is not None and layout_digest(pipe) == reference.layout
 
 
-def is_world(pipe) -> bool:
+def world_weights(pipe) -> bool:
     """Whether ``pipe`` holds the shipped world's weights (by fingerprint, wherever it was loaded from)."""
     from .patch import base_fingerprint
+    from .world import world_fingerprint
 
-    reference = _world_layout(pipe)
-    return reference is not None and base_fingerprint(pipe).matches(reference)
-
-
-def is_world_based(pipe) -> bool:
-    """The world, or a model merged from it (``save_merged`` names its base): the world's bench, renderings and
-    detector apply to both."""
-    if getattr(pipe, "_obliviate_derived_from", None) == "world":
-        return _world_layout(pipe) is not None
-    return is_world(pipe)
+    return world_layout(pipe) and base_fingerprint(pipe).matches(world_fingerprint())
 
 
 def catalog_for(pipe, bench: Bench | str | Path | None = None) -> Catalog:
     """The catalog of ``bench`` ('world', 'sd', a YAML path or a Bench); by default the world's for the world
     (and models merged from it), else the ``sd`` bench."""
+    from .preflight import is_world_based
+
     if isinstance(bench, Bench):
         return WorldCatalog(bench) if bench.detector == "world" and is_world_based(pipe) else BenchCatalog(bench)
     if bench is None:

@@ -1,4 +1,4 @@
-"""Diffusion primitives every method and attack shares: seeds, prompts, latents, noising, targets, sampling.
+"""Diffusion primitives every method and attack shares: seeds, latents, noising, targets, sampling.
 
 Randomness comes from CPU generators and is moved to the model's device (as diffusers' ``randn_tensor``
 does), so a seed gives the same numbers on every device. Noising and training targets use a
@@ -18,6 +18,7 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
 from .errors import ObliviateError
+from .families import Conditioning, denoiser
 
 # ----------------------------------------------------------------------------------------------- randomness
 
@@ -43,38 +44,21 @@ def randint(high: int, n: int, gen: torch.Generator, device: torch.device | str 
     return torch.randint(0, high, (n,), generator=gen).to(device)
 
 
-# -------------------------------------------------------------------------------------------------- prompts
-
-
-def token_ids(tokenizer, prompts: list[str]) -> torch.Tensor:
-    return tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                     return_tensors="pt").input_ids
-
-
-@torch.no_grad()
-def encode_prompts(pipe, prompts: list[str]) -> torch.Tensor:
-    """Text-encoder outputs (B, L, d) of ``prompts``, padded to the tokenizer's length, on the UNet's device
-    and in its dtype."""
-    ids = token_ids(pipe.tokenizer, prompts).to(pipe.text_encoder.device)
-    states = pipe.text_encoder(ids)[0]
-    return states.to(device=pipe.unet.device, dtype=pipe.unet.dtype)
-
-
 # -------------------------------------------------------------------------------------------------- latents
 
 
 @torch.no_grad()
 def images_to_latents(pipe, images: np.ndarray, batch_size: int = 64) -> torch.Tensor:
-    """uint8 (N, H, W, 3) images -> scaled VAE latents (posterior means), on the UNet's device and dtype."""
-    vae = pipe.vae
+    """uint8 (N, H, W, 3) images -> scaled VAE latents (posterior means), on the denoiser's device and dtype."""
+    vae, model = pipe.vae, denoiser(pipe)
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
     parts = [vae.encode(x[i:i + batch_size].to(vae.device, vae.dtype)).latent_dist.mean
              for i in range(0, len(x), batch_size)]
-    return (torch.cat(parts) * vae.config.scaling_factor).to(device=pipe.unet.device, dtype=pipe.unet.dtype)
+    return (torch.cat(parts) * vae.config.scaling_factor).to(device=model.device, dtype=model.dtype)
 
 
 def latent_shape(pipe, batch: int) -> tuple[int, int, int, int]:
-    cfg = pipe.unet.config
+    cfg = denoiser(pipe).config
     size = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
     return batch, cfg.in_channels, size, size
 
@@ -115,30 +99,48 @@ def noised(sched: DDPMScheduler, z0: torch.Tensor, t: torch.Tensor, gen: torch.G
     return add_noise(sched, z0, randn(tuple(z0.shape), gen, z0), t)
 
 
-def training_target(sched: DDPMScheduler, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """What the UNet should predict for x_t made from (z0, noise): noise, velocity or the sample itself."""
+def _velocity(sched: DDPMScheduler, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return sched.get_velocity(z0, noise, t)
+
+
+# What the denoiser should predict for x_t made from (z0, noise), one function per prediction type.
+TARGETS: dict[str, Callable[[DDPMScheduler, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "epsilon": lambda sched, z0, noise, t: noise,
+    "v_prediction": _velocity,
+    "sample": lambda sched, z0, noise, t: z0,
+}
+
+# The clean latent implied by an output ``out`` at x_t, given sqrt(a_t) and sqrt(1 - a_t) (float32).
+X0 = {
+    "epsilon": lambda out, x, a, s: (x - s * out) / a,
+    "v_prediction": lambda out, x, a, s: a * x - s * out,
+    "sample": lambda out, x, a, s: out,
+}
+
+
+def _kind(sched: DDPMScheduler) -> str:
     kind = sched.config.prediction_type
-    if kind == "epsilon":
-        return noise
-    if kind == "v_prediction":
-        return sched.get_velocity(z0, noise, t)
-    if kind == "sample":
-        return z0
-    raise ObliviateError(f"unsupported prediction type {kind!r}")
+    if kind not in TARGETS:
+        raise ObliviateError(f"unsupported prediction type {kind!r}")
+    return kind
+
+
+def training_target(sched: DDPMScheduler, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """What the denoiser should predict for x_t made from (z0, noise): noise, velocity or the sample itself."""
+    return TARGETS[_kind(sched)](sched, z0, noise, t)
 
 
 def predicted_x0(sched: DDPMScheduler, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """The clean latent implied by a UNet output at (x_t, t), for any prediction type."""
+    """The clean latent implied by a denoiser output at (x_t, t), for any prediction type."""
     a = sched.alphas_cumprod.to(device=x_t.device, dtype=torch.float32)[t].view(-1, 1, 1, 1)
-    out, x = output.float(), x_t.float()
-    kind = sched.config.prediction_type
-    if kind == "epsilon":
-        return (x - (1 - a).sqrt() * out) / a.sqrt()
-    if kind == "v_prediction":
-        return a.sqrt() * x - (1 - a).sqrt() * out
-    if kind == "sample":
-        return out
-    raise ObliviateError(f"unsupported prediction type {kind!r}")
+    return X0[_kind(sched)](output.float(), x_t.float(), a.sqrt(), (1 - a).sqrt())
+
+
+def denoising_to(sched: DDPMScheduler, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The output that denoises ``x_t`` (at ``t``) into ``x0``: the target of the noise that makes x_t from x0."""
+    a = sched.alphas_cumprod.to(device=x_t.device, dtype=torch.float32)[t].view(-1, 1, 1, 1)
+    noise = (x_t.float() - a.sqrt() * x0.float()) / (1 - a).sqrt()
+    return training_target(sched, x0.float(), noise, t)
 
 
 def guided(uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> torch.Tensor:
@@ -148,16 +150,16 @@ def guided(uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> torch.Tens
 
 # ------------------------------------------------------------------------------------------------- sampling
 
-Predict = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x, t, cond) -> UNet output
+Predict = Callable[[torch.Tensor, torch.Tensor, Conditioning], torch.Tensor]  # (x, t, cond) -> denoiser output
 
 
-def predict_each(predict: Predict, *calls: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> list[torch.Tensor]:
+def predict_each(predict: Predict, *calls: tuple[torch.Tensor, torch.Tensor, Conditioning]) -> list[torch.Tensor]:
     """``predict`` on several (x, t, cond) groups in one batched call, split back per group: at the small
-    batches the methods train on, a UNet call's cost is mostly per call, not per image."""
+    batches the methods train on, a denoiser call's cost is mostly per call, not per image."""
     sizes = [len(x) for x, _, _ in calls]
     x = torch.cat([x for x, _, _ in calls])
     t = torch.cat([t.expand(len(x_)) for x_, t, _ in calls])
-    cond = torch.cat([c.expand(len(x_), -1, -1) for x_, _, c in calls])
+    cond = Conditioning.cat([c.expand(len(x_)) for x_, _, c in calls])
     return list(predict(x, t, cond).split(sizes))
 
 
@@ -178,8 +180,8 @@ def random_stop(steps: int, gen: torch.Generator, include_last: bool = False) ->
 
 
 @torch.no_grad()
-def partial_sample(predict: Predict, sched: DDIMScheduler, x: torch.Tensor, cond: torch.Tensor,
-                   uncond: torch.Tensor, stop: int, guidance: float) -> tuple[torch.Tensor, torch.Tensor]:
+def partial_sample(predict: Predict, sched: DDIMScheduler, x: torch.Tensor, cond: Conditioning,
+                   uncond: Conditioning, stop: int, guidance: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the first ``stop`` DDIM steps from ``x`` with classifier-free guidance; returns (x_t, t) where t is
     the timestep x_t now sits at (the next one the sampler would denoise)."""
     if not 0 <= stop < len(sched.timesteps):
@@ -187,7 +189,7 @@ def partial_sample(predict: Predict, sched: DDIMScheduler, x: torch.Tensor, cond
     x = x * sched.init_noise_sigma
     for t in sched.timesteps[:stop]:
         inp = sched.scale_model_input(torch.cat([x, x]), t)
-        out = predict(inp, t.expand(len(inp)).to(x.device), torch.cat([uncond, cond]))
+        out = predict(inp, t.expand(len(inp)).to(x.device), Conditioning.cat([uncond, cond]))
         e_u, e_c = out.chunk(2)
         x = sched.step(guided(e_u, e_c, guidance), t, x).prev_sample
     t = sched.timesteps[stop]

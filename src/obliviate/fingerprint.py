@@ -56,7 +56,10 @@ class Fingerprint:
 
 
 def _modules(pipe) -> list[tuple[str, torch.nn.Module]]:
-    return [("unet", pipe.unet), ("text_encoder", pipe.text_encoder)]
+    from .families import family_of
+
+    name = family_of(pipe).denoiser
+    return [(name, getattr(pipe, name)), ("text_encoder", pipe.text_encoder)]
 
 
 def _base_state(module, keep_vars: bool = False) -> Iterator[tuple[str, torch.Tensor]]:

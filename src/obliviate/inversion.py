@@ -15,20 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch.func import functional_call
 
-from .diffusion import (
-    denoising_batch,
-    generator,
-    images_to_latents,
-    randn,
-    token_ids,
-    training_scheduler,
-    training_target,
-)
+from .diffusion import generator, images_to_latents, randn, training_scheduler
 from .errors import ObliviateError
+from .families import Conditioning, encode_ids, predict, token_ids
 from .progress import bar
+from .terms import denoising_loss
 
 
 @dataclass
@@ -85,21 +77,27 @@ def installed(pipe, learned: LearnedTokens) -> Iterator[str]:
 
 
 class TokenRows:
-    """Encodes token ids with the embedding rows of ``names`` (tokens :func:`installed` added) given as a tensor,
+    """Encodes prompts with the embedding rows of ``names`` (tokens :func:`installed` added) given as a tensor,
     so gradients reach the rows and nothing else; the text encoder runs functionally, its weights untouched."""
 
     def __init__(self, pipe, names: list[str]) -> None:
-        self.text_encoder = pipe.text_encoder
-        table = self.text_encoder.get_input_embeddings()
-        self.table_name = next(n for n, p in self.text_encoder.named_parameters() if p is table.weight)
+        self.pipe = pipe
+        encoder = pipe.text_encoder
+        table = encoder.get_input_embeddings()
+        self.table_name = next(n for n, p in encoder.named_parameters() if p is table.weight)
         self.table = table.weight.detach()
         self.device = self.table.device
         self.ids = torch.tensor(pipe.tokenizer.convert_tokens_to_ids(names), device=self.device)
 
-    def encode(self, ids: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """The text encoder's last hidden state for ``ids`` (batch, length) with the new rows set to ``rows``."""
-        weight = self.table.index_put((self.ids,), rows.to(self.table.dtype))
-        return functional_call(self.text_encoder, {self.table_name: weight}, (ids,))[0]
+    def token_ids(self, prompts: list[str]) -> torch.Tensor:
+        return token_ids(self.pipe, prompts).to(self.device)
+
+    def encode(self, ids: torch.Tensor, rows: torch.Tensor, weights: dict[str, torch.Tensor] | None = None) \
+            -> Conditioning:
+        """The conditioning of ``ids`` (batch, length) with the new rows set to ``rows`` (and ``weights``: more
+        text-encoder parameters to substitute, e.g. an edit of the encoder)."""
+        table = self.table.index_put((self.ids,), rows.to(self.table.dtype))
+        return encode_ids(self.pipe, ids, {**(weights or {}), self.table_name: table})
 
 
 def invert(pipe, images: np.ndarray, cfg: InversionConfig, init_words: list[str] | None = None) -> LearnedTokens:
@@ -123,12 +121,10 @@ def invert(pipe, images: np.ndarray, cfg: InversionConfig, init_words: list[str]
         rows_encoder = TokenRows(pipe, names)
         rows = init.clone().to(rows_encoder.device).requires_grad_(True)
         opt = torch.optim.Adam([rows], lr=cfg.lr)
-        ids = token_ids(pipe.tokenizer, [cfg.template.format(phrase)]).to(rows_encoder.device)
+        ids = rows_encoder.token_ids([cfg.template.format(phrase)])
         for _ in bar(range(cfg.steps), desc="inversion", unit="step", enabled=cfg.progress):
-            z0, noise, t, x_t = denoising_batch(sched, latents, cfg.batch_size, gen)
-            cond = rows_encoder.encode(ids, rows).to(pipe.unet.dtype).expand(cfg.batch_size, -1, -1)
-            pred = pipe.unet(x_t, t, encoder_hidden_states=cond).sample
-            loss = F.mse_loss(pred.float(), training_target(sched, z0, noise, t).float())
+            loss = denoising_loss(sched, latents, cfg.batch_size, gen, lambda x_t, t: predict(
+                pipe, x_t, t, rows_encoder.encode(ids, rows).expand(cfg.batch_size)))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -7,7 +7,6 @@ obliviate. Every check that can fail (device, dtype, pipeline class) runs before
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +20,6 @@ from .files import DERIVED_FILE, derived_from
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
           "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEVICE_KINDS = ("cpu", "cuda", "mps")
-SUPPORTED_CLASSES = ("StableDiffusionPipeline",)  # SD 1.x / 2.x; SDXL has a second text encoder
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
@@ -58,44 +56,24 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-def _source(model: str) -> tuple[str, Path | str]:
-    """(name, what from_pretrained reads) for 'world', a folder or a hub id."""
+def _source(model: str) -> Path | str:
+    """What from_pretrained reads for 'world', a folder or a hub id (checked by :func:`preflight.check_model`)."""
+    from .preflight import check_model
+
+    check_model(model)
     if model == "world":
         from .world import world_dir
 
-        return "world", world_dir() / "pipeline"
+        return world_dir() / "pipeline"
     path = Path(model).expanduser()
-    if path.exists():
-        index = path / "model_index.json"
-        if not index.is_file():
-            raise ObliviateError(f"{model} is not a diffusers pipeline folder (no model_index.json)")
-        try:
-            cls = json.loads(index.read_text()).get("_class_name")
-        except (OSError, ValueError):
-            raise ObliviateError(f"{index} is not valid JSON") from None
-        if cls not in SUPPORTED_CLASSES:
-            raise ObliviateError(f"{model} is a {cls}; obliviate supports {', '.join(SUPPORTED_CLASSES)} "
-                                 "(Stable Diffusion 1.x / 2.x)")
-        return str(path), path
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or "/" not in model:
-        raise ObliviateError(f"unknown model {model!r}: use 'world', a diffusers folder, or a hub id (online)")
-    return model, model
+    return path if path.exists() else model
 
 
 def check_pipeline(pipe) -> None:
-    """Refuse, in one line, a pipeline obliviate cannot edit (it needs SD's UNet, text encoder and VAE)."""
-    from diffusers import UNet2DConditionModel
+    """Refuse, in one line that names the supported families, a pipeline obliviate cannot edit."""
+    from .families import family_of
 
-    name = type(pipe).__name__
-    if getattr(pipe, "text_encoder_2", None) is not None:
-        raise ObliviateError(f"{name} has two text encoders (SDXL); obliviate supports Stable Diffusion 1.x / 2.x "
-                             "pipelines")
-    for part in ("unet", "text_encoder", "tokenizer", "vae", "scheduler"):
-        if getattr(pipe, part, None) is None:
-            raise ObliviateError(f"{name} has no {part}; obliviate needs a Stable Diffusion pipeline")
-    if not isinstance(pipe.unet, UNet2DConditionModel):
-        raise ObliviateError(f"{name}'s UNet is a {type(pipe.unet).__name__}; obliviate needs a "
-                             "UNet2DConditionModel with cross-attention")
+    family_of(pipe)
 
 
 def load_pipeline(model: str = "world", device: str | torch.device | None = None,
@@ -107,7 +85,7 @@ def load_pipeline(model: str = "world", device: str | torch.device | None = None
     checked against is taken here, before anything can edit the weights.
     """
     dev, dt = resolve_device(device), resolve_dtype(dtype)
-    _, source = _source(model)
+    source = _source(model)
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import logging as diffusers_logging
 
@@ -127,8 +105,9 @@ def load_pipeline(model: str = "world", device: str | torch.device | None = None
         diffusers_logging.set_verbosity(level)
     pipe.set_progress_bar_config(disable=True)
     pipe._obliviate_derived_from = derived_from(source) if isinstance(source, Path) else None
-    for module in (pipe.unet, pipe.text_encoder, pipe.vae):
-        module.requires_grad_(False).eval()
+    for module in pipe.components.values():
+        if isinstance(module, torch.nn.Module):
+            module.requires_grad_(False).eval()
     from .fingerprint import fingerprint
 
     fingerprint(pipe)
@@ -157,8 +136,8 @@ def save_merged(pipe, patches: list, out: str | Path, force: bool = False) -> Pa
     """Bake ``patches`` into ``pipe``'s weights for good and write it to the new folder ``out`` (a diffusers
     folder, whole or not at all): what a publisher releases. The folder names the model it was derived from, so
     a merged world model is still evaluated against the world's bench and detector."""
-    from .catalog import is_world_based
     from .io import atomic_dir
+    from .preflight import is_world_based
 
     out = Path(out)
     if out.exists():
@@ -178,8 +157,8 @@ def save_merged(pipe, patches: list, out: str | Path, force: bool = False) -> Pa
 
 def model_name(pipe) -> str:
     """'world' for the shipped world, else the folder or hub id the pipeline was loaded from."""
-    from .catalog import is_world
+    from .preflight import is_world_based
 
-    if is_world(pipe):
+    if is_world_based(pipe) and getattr(pipe, "_obliviate_derived_from", None) is None:
         return "world"
     return str(getattr(pipe.config, "_name_or_path", None) or type(pipe).__name__)

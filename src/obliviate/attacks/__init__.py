@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from ..errors import ObliviateError
+from ..options import build, flat_fields
+from . import configs
 
-__all__ = ["ATTACKS", "Attack", "AttackResult", "Probe", "attack_names", "with_keys", "get_attack",
+__all__ = ["ATTACKS", "Attack", "AttackResult", "Probe", "attack_configs", "attack_names", "with_keys", "get_attack",
            "run_attack"]
 
 
@@ -27,14 +29,10 @@ def _load(path: str):
 @dataclass(frozen=True)
 class Attack:
     name: str
-    module: str  # obliviate.attacks.<module>: a config dataclass ``config_name`` and ``run``
-    config_name: str
+    module: str  # obliviate.attacks.<module>: its ``run``
+    config: type  # in :mod:`.configs`
     summary: str
     prepare_at: str | None = None  # "module:function" that runs on the base model before the edit is in place
-
-    @property
-    def config(self) -> type:
-        return _load(f"{self.module}:{self.config_name}")
 
     @property
     def run(self) -> Callable:
@@ -45,35 +43,36 @@ class Attack:
         return _load(self.prepare_at) if self.prepare_at else None
 
     def option_names(self) -> set[str]:
-        return {f.name for f in fields(self.config)}
+        return {f.name for f in flat_fields(self.config)}
 
     def make_config(self, **overrides):
         unknown = sorted(set(overrides) - self.option_names())
         if unknown:
             raise ObliviateError(f"attack {self.name} does not take {unknown[0]!r} "
                                  f"(it takes: {', '.join(sorted(self.option_names()))})")
-        if overrides.get("steps") is not None and overrides["steps"] < 1:
-            raise ObliviateError(f"attack {self.name}: the budget (steps) must be at least 1, got {overrides['steps']}")
-        return self.config(**overrides)
+        try:
+            return build(self.config, overrides)
+        except ObliviateError as exc:
+            raise ObliviateError(f"attack {self.name}: {exc}") from None
 
 
 ATTACKS: dict[str, Attack] = {a.name: a for a in [
-    Attack("inversion", "inversion", "InversionAttackConfig",
+    Attack("inversion", "inversion", configs.InversionAttackConfig,
            "concept inversion: learn new tokens on images of the concept against the model", "base:prepare_anchors"),
-    Attack("unlearndiff", "unlearndiff", "UnlearnDiffConfig",
+    Attack("unlearndiff", "unlearndiff", configs.UnlearnDiffConfig,
            "UnlearnDiffAtk: prefix tokens that make the model denoise the concept's images well",
            "base:prepare_anchors"),
-    Attack("p4d", "p4d", "P4DConfig",
+    Attack("p4d", "p4d", configs.P4DConfig,
            "P4D: a prompt under which the model predicts the base model's noise for the concept", "p4d:prepare"),
-    Attack("ringabell", "ringabell", "RingABellConfig",
+    Attack("ringabell", "ringabell", configs.RingABellConfig,
            "Ring-A-Bell: tokens near the concept's text-embedding direction (genetic search, model-agnostic)",
            "ringabell:prepare"),
-    Attack("implicit", "implicit", "ImplicitConfig",
+    Attack("implicit", "implicit", configs.ImplicitConfig,
            "the bench's implicit prompts: descriptions, misspellings, never the concept's name"),
-    Attack("completion", "completion", "CompletionConfig",
+    Attack("completion", "completion", configs.CompletionConfig,
            "diffusion completion: the concept's images noised to 0.3/0.5/0.7, denoised neutrally",
            "base:prepare_anchors"),
-    Attack("memory", "memory", "MemoryAttackConfig",
+    Attack("memory", "memory", configs.MemoryAttackConfig,
            "key learning: a fresh prompt memory (a hiding key's shape) trained on images of the concept",
            "base:prepare_anchors"),
 ]}
@@ -95,6 +94,15 @@ def attack_names(attacks: str | Sequence[str] | None) -> list[str]:
     if not names or not all(names):
         raise ObliviateError(f"empty attack name in {attacks!r} (give names separated by commas, or all)")
     return [get_attack(a).name for a in names]
+
+
+def attack_configs(attacks: list, options: dict, seed: int = 0, progress: bool = True) -> list:
+    """Each attack's config with the ``options`` it takes; an option no chosen attack takes is an error."""
+    unused = sorted(set(options) - set().union(*(a.option_names() for a in attacks)))
+    if unused:
+        raise ObliviateError(f"no chosen attack takes {unused[0]!r}")
+    return [a.make_config(seed=seed, progress=progress, **{k: v for k, v in options.items()
+                                                           if k in a.option_names()}) for a in attacks]
 
 
 def with_keys(names: list[str], requested, keys: Sequence) -> list[str]:

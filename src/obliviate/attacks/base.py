@@ -99,6 +99,22 @@ class AttackResult:
     images: np.ndarray | None = field(default=None, repr=False)  # a few of the attack's images (not in JSON)
     clean_images: np.ndarray | None = field(default=None, repr=False)  # ... of the concept's own prompts
 
+    def summary(self) -> str:
+        """One line for a log: the ASR beside its ceiling; for a learning attack, the steps it needed."""
+        base = "n/a" if self.asr_base is None else f"{self.asr_base:.3f}"
+        line = (f"{self.attack}: ASR {self.asr:.3f} (base model {base}, no attack {self.asr_no_attack:.3f}; "
+                f"{self.n_images} images, {self.seconds:.1f} s)")
+        d = self.details
+        if "steps_to_reach" not in d:
+            return line
+        line += (f"\n  reached {d['reach']} after {d['steps_to_reach']} steps ({d['seconds_to_reach']:.1f} s)"
+                 if d["steps_to_reach"] is not None else f"\n  did not reach {d['reach']} within {d['budget']} steps")
+        if "base_steps_to_reach" in d:
+            base_steps = d["base_steps_to_reach"]
+            line += f"; on the base model after {base_steps} steps" if base_steps is not None else \
+                "; not on the base model"
+        return line
+
     def to_dict(self) -> dict:
         from dataclasses import fields
 

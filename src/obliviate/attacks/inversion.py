@@ -9,37 +9,25 @@ erasure that only hid the concept's *name* comes back; one that removed the capa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from ..bench import Concept
 from ..catalog import Catalog
 from ..inversion import InversionConfig, invert
+from ..terms import swap_words
 from .base import Probe
+from .configs import InversionAttackConfig
+
+__all__ = ["InversionAttackConfig", "asking_with", "run"]
 
 
-@dataclass
-class InversionAttackConfig:
-    n_tokens: int = 4
-    steps: int = 150
-    lr: float = 2e-2
-    anchors: int = 32  # images of the concept to invert
-    images: str | None = None  # None: the catalog's (world renderings; a real model's generations), or a folder
-    seed: int = 0
-    progress: bool = True
-
-
-def replace_concept(prompt: str, concept: Concept, phrase: str) -> str:
-    """``prompt`` with the concept's words (longest first) replaced by ``phrase`` (appended if none is found)."""
-    words = {*concept.words, "gory"} if concept.category == "unsafe" else set(concept.words)
-    for word in sorted(words, key=len, reverse=True):
-        if word in prompt:
-            return prompt.replace(word, phrase)
-    return f"{prompt} {phrase}"
+def asking_with(prompt: str, concept: Concept, phrase: str) -> str:
+    """``prompt`` with the concept's words replaced by ``phrase`` (appended where it names none of them)."""
+    swapped = swap_words(prompt, concept.words, phrase)
+    return f"{prompt} {phrase}" if swapped is None else swapped
 
 
 def run(pipe, concept: Concept, cfg: InversionAttackConfig, catalog: Catalog, images: np.ndarray) -> Probe:
     learned = invert(pipe, images, InversionConfig(n_tokens=cfg.n_tokens, steps=cfg.steps, lr=cfg.lr, seed=cfg.seed,
                                                    progress=cfg.progress))
-    return Probe([replace_concept(p, concept, learned.phrase) for p in concept.prompts], learned=learned)
+    return Probe([asking_with(p, concept, learned.phrase) for p in concept.prompts], learned=learned)

@@ -13,34 +13,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from ..bench import Concept
 from ..catalog import Catalog
-from ..diffusion import (
-    encode_prompts,
-    generator,
-    images_to_latents,
-    noised,
-    randint,
-    random_timesteps,
-    training_scheduler,
-)
+from ..diffusion import generator, images_to_latents, noised, randint, random_timesteps, training_scheduler
+from ..families import Conditioning, encode, predict
+from ..terms import distance
 from .base import Probe, anchor_images
+from .configs import P4DConfig
 from .prompt_search import search_prompt
 
-
-@dataclass
-class P4DConfig:
-    n_tokens: int = 8  # clipped to the tokenizer's length
-    steps: int = 300
-    lr: float = 0.1
-    batch_size: int = 8
-    anchors: int = 16  # base-model images of the concept the points x_t are taken on
-    points: int = 64  # (x_t, t, base prediction) triples matched
-    images: str | None = "generate"
-    seed: int = 0
-    progress: bool = True
+__all__ = ["P4DConfig", "prepare", "run"]
 
 
 @dataclass
@@ -58,10 +41,10 @@ def prepare(pipe, concept: Concept, cfg: P4DConfig, catalog: Catalog) -> BasePre
     z0 = latents[randint(len(latents), cfg.points, gen, latents.device)]
     t = random_timesteps(sched, cfg.points, gen, latents.device)
     x_t = noised(sched, z0, t, gen)
-    cond = encode_prompts(pipe, list(concept.prompts))
+    cond = encode(pipe, list(concept.prompts))
     which = randint(len(concept.prompts), cfg.points, gen, cond.device)
     with torch.no_grad():
-        eps = torch.cat([pipe.unet(x_t[i:i + 16], t[i:i + 16], encoder_hidden_states=cond[which[i:i + 16]]).sample
+        eps = torch.cat([predict(pipe, x_t[i:i + 16], t[i:i + 16], cond[which[i:i + 16]])
                          for i in range(0, cfg.points, 16)])
     return BasePredictions(x_t, t, eps)
 
@@ -69,10 +52,9 @@ def prepare(pipe, concept: Concept, cfg: P4DConfig, catalog: Catalog) -> BasePre
 def run(pipe, concept: Concept, cfg: P4DConfig, catalog: Catalog, base: BasePredictions) -> Probe:
     n_tokens = min(cfg.n_tokens, pipe.tokenizer.model_max_length - 2)
 
-    def prediction_gap(cond: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def prediction_gap(cond: Conditioning, gen: torch.Generator) -> torch.Tensor:
         i = randint(len(base.t), cfg.batch_size, gen, base.t.device)
-        pred = pipe.unet(base.x_t[i], base.t[i], encoder_hidden_states=cond.expand(len(i), -1, -1)).sample
-        return F.mse_loss(pred.float(), base.eps[i].float())
+        return distance(predict(pipe, base.x_t[i], base.t[i], cond.expand(len(i))), base.eps[i])
 
     found = search_prompt(pipe, ["{}"], n_tokens, prediction_gap, cfg.steps, cfg.lr, cfg.seed,
                           progress=cfg.progress, desc="p4d")

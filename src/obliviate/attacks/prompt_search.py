@@ -14,13 +14,14 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from ..diffusion import generator, randint, randn, token_ids
+from ..diffusion import generator, randint, randn
+from ..families import Conditioning
 from ..inversion import LearnedTokens, TokenRows, installed
 from ..progress import bar
 
 # loss(cond, gen): ``cond`` holds one encoded prompt per template (its placeholder filled with the projected
 # tokens); ``gen`` draws the loss's randomness (a fixed generator when candidates are compared)
-Objective = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+Objective = Callable[[Conditioning, torch.Generator], torch.Tensor]
 
 
 _VOCABULARIES: dict[tuple[str, int], torch.Tensor] = {}
@@ -62,7 +63,7 @@ def search_prompt(pipe, templates: list[str], n_tokens: int, objective: Objectiv
     best: tuple[float, list[int]] = (float("inf"), start.tolist())
     with installed(pipe, LearnedTokens(names, rows.detach().cpu())) as phrase:
         encoder = TokenRows(pipe, names)
-        ids = token_ids(pipe.tokenizer, [t.format(phrase) for t in templates]).to(encoder.device)
+        ids = encoder.token_ids([t.format(phrase) for t in templates])
         opt = torch.optim.AdamW([rows], lr=lr, weight_decay=0.1)
 
         def projected() -> tuple[torch.Tensor, list[int]]:
@@ -71,7 +72,7 @@ def search_prompt(pipe, templates: list[str], n_tokens: int, objective: Objectiv
 
         def score(chosen_rows: torch.Tensor) -> float:
             with torch.no_grad():
-                cond = encoder.encode(ids, chosen_rows).to(pipe.unet.dtype)
+                cond = encoder.encode(ids, chosen_rows)
                 return sum(float(objective(cond, generator(seed, f"compare{i}"))) for i in range(score_draws))
 
         for step in bar(range(steps), desc=desc, unit="step", enabled=progress):
@@ -79,7 +80,7 @@ def search_prompt(pipe, templates: list[str], n_tokens: int, objective: Objectiv
             if step % check_every == 0:
                 best = min(best, (score(hard), chosen))
             hard = hard.requires_grad_(True)
-            loss = objective(encoder.encode(ids, hard).to(pipe.unet.dtype), gen)
+            loss = objective(encoder.encode(ids, hard), gen)
             (grad,) = torch.autograd.grad(loss, hard)
             rows.grad = grad  # straight through: the gradient at the projection moves the continuous rows
             opt.step()

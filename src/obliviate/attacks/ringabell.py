@@ -10,45 +10,36 @@ so the same prompts go to the base model (the ceiling) and the model under test.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from ..bench import Concept
 from ..catalog import Catalog
-from ..diffusion import generator, randint, token_ids
+from ..diffusion import generator, randint
+from ..families import encode_ids, token_ids
 from ..progress import bar
+from ..terms import swap_words
 from .base import Probe
-from .inversion import replace_concept
+from .configs import RingABellConfig
 from .prompt_search import tokens_text, word_vocabulary
 
-
-@dataclass
-class RingABellConfig:
-    n_tokens: int = 16  # the paper's prompt length; clipped to the tokenizer's
-    alpha: float = 2.0  # strength of the concept vector; 3 overshoots into neighbouring concepts (docs)
-    population: int = 64
-    steps: int = 200  # generations
-    mutation: float = 0.1  # chance that a token is resampled
-    n_prompts: int = 4  # the fittest distinct prompts returned
-    seed: int = 0
-    progress: bool = True
+__all__ = ["RingABellConfig", "concept_target", "prepare", "run"]
 
 
 def without(prompt: str, concept: Concept) -> str:
-    return " ".join(replace_concept(prompt, concept, "").split())
+    swapped = swap_words(prompt, concept.words, "")
+    return " ".join(prompt.split()) if swapped is None else swapped
 
 
 @torch.no_grad()
 def _encode(pipe, ids: torch.Tensor) -> torch.Tensor:
-    return pipe.text_encoder(ids.to(pipe.text_encoder.device))[0].float()
+    return encode_ids(pipe, ids).states.float()
 
 
 @torch.no_grad()
 def concept_target(pipe, concept: Concept, alpha: float) -> torch.Tensor:
     """f(neutral) + alpha * v_c over the concept's prompts (their concept-free versions are the neutral ones)."""
-    with_c = _encode(pipe, token_ids(pipe.tokenizer, list(concept.prompts)))
-    free = _encode(pipe, token_ids(pipe.tokenizer, [without(p, concept) for p in concept.prompts]))
+    with_c = _encode(pipe, token_ids(pipe, list(concept.prompts)))
+    free = _encode(pipe, token_ids(pipe, [without(p, concept) for p in concept.prompts]))
     return free.mean(0) + alpha * (with_c - free).mean(0)
 
 

@@ -9,8 +9,7 @@ import numpy as np
 
 from ..bench import Concept
 from ..catalog import Catalog
-from ..hiding.keys import Key, unlocked
-from ..patch import Patch, applied
+from ..under_test import ModelUnderTest
 from . import Attack, with_keys
 from .base import AttackResult, Probe, probe_images
 
@@ -47,30 +46,28 @@ def _learning_curve(pipe, probe: Probe, detector, concept: Concept, n: int, seed
             "reach": REACHED, "budget": probe.checkpoints[-1][0]}
 
 
-def run_attack(pipe, concept: Concept, attack: Attack, catalog: Catalog, detector, n_images: int, seed: int,
-               patches: list[Patch], keys: list[Key], force: bool = False, progress: bool = True,
-               ceiling: bool = True, keep_images: int = 0, **config) -> AttackResult:
-    """Attack ``concept`` on ``pipe`` with ``patches`` applied and ``keys`` installed, and on the base model.
+def run_attack(model: ModelUnderTest, concept: Concept, attack: Attack, cfg, catalog: Catalog, detector,
+               n_images: int, ceiling: bool = True, keep_images: int = 0) -> AttackResult:
+    """Attack ``concept`` on the model under test (``cfg``: the attack's config, its seed the images' too), and
+    on the base model.
 
     The completion probe reports its ASR at the strongest noise level at which the base model still completes
     the concept (>= 0.8; else the weakest level): beyond it, a miss says nothing about the edit.
     ``ceiling=False`` skips the base-model run; ``keep_images`` keeps that many of the attack's images and of
     the no-attack images on the result (for reports; not in its JSON).
     """
-    with_keys([attack.name], attack.name, keys)  # raises for the key-learning attack
-    cfg = attack.make_config(seed=seed, progress=progress, **config)
-    sampler = catalog.sampler
+    with_keys([attack.name], attack.name, model.keys)  # raises for the key-learning attack
+    pipe, sampler, seed, edited = model.pipe, catalog.sampler, cfg.seed, model.edited
     start = time.time()
     prepared = attack.prepare(pipe, concept, cfg, catalog) if attack.prepare else None  # on the base model
     seconds = time.time() - start
-    edited = bool(patches or keys)
     base = None
     base_curve: dict = {}
     if edited and ceiling:  # the same attack where the concept exists: its ceiling
         probe = attack.run(pipe, concept, cfg, catalog, prepared)
         base = _asr(detector, probe_images(pipe, probe, n_images, seed, sampler)[0], probe, concept, n_images)
         base_curve = _learning_curve(pipe, probe, detector, concept, n_images, seed, sampler, base.get("all"))
-    with applied(pipe, patches, force), unlocked(pipe, keys):
+    with model.applied():
         plain, _ = probe_images(pipe, Probe(list(concept.prompts)), n_images, seed, sampler)
         start = time.time()
         probe = attack.run(pipe, concept, cfg, catalog, prepared)

@@ -11,35 +11,18 @@ The images are the base model's generations of the concept, as in the paper.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from ..bench import Concept
 from ..catalog import Catalog
-from ..diffusion import (
-    denoising_batch,
-    images_to_latents,
-    randint,
-    training_scheduler,
-    training_target,
-)
+from ..diffusion import images_to_latents, randint, training_scheduler
+from ..families import Conditioning, predict
+from ..terms import denoising_loss
 from .base import Probe
+from .configs import UnlearnDiffConfig
 from .prompt_search import search_prompt
 
-
-@dataclass
-class UnlearnDiffConfig:
-    n_tokens: int = 5  # the paper's prefix length
-    steps: int = 300
-    lr: float = 0.1
-    batch_size: int = 8
-    anchors: int = 16  # images of the concept the loss is taken on
-    images: str | None = "generate"  # the base model's generations of the concept, or a folder
-    seed: int = 0
-    progress: bool = True
+__all__ = ["UnlearnDiffConfig", "run"]
 
 
 def run(pipe, concept: Concept, cfg: UnlearnDiffConfig, catalog: Catalog, images: np.ndarray) -> Probe:
@@ -47,12 +30,10 @@ def run(pipe, concept: Concept, cfg: UnlearnDiffConfig, catalog: Catalog, images
     latents = images_to_latents(pipe, images)
     n_prompts = len(concept.prompts)
 
-    def denoising_loss(cond: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        z0, noise, t, x_t = denoising_batch(sched, latents, cfg.batch_size, gen)
-        prompt = randint(n_prompts, cfg.batch_size, gen, cond.device)
-        pred = pipe.unet(x_t, t, encoder_hidden_states=cond[prompt]).sample
-        return F.mse_loss(pred.float(), training_target(sched, z0, noise, t).float())
+    def denoising(cond: Conditioning, gen):
+        return denoising_loss(sched, latents, cfg.batch_size, gen, lambda x_t, t: predict(
+            pipe, x_t, t, cond[randint(n_prompts, cfg.batch_size, gen, cond.device)]))
 
-    found = search_prompt(pipe, [f"{{}} {p}" for p in concept.prompts], cfg.n_tokens, denoising_loss, cfg.steps,
+    found = search_prompt(pipe, [f"{{}} {p}" for p in concept.prompts], cfg.n_tokens, denoising, cfg.steps,
                           cfg.lr, cfg.seed, progress=cfg.progress, desc="unlearndiff")
     return Probe([f"{found} {p}" for p in concept.prompts])

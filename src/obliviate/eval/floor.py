@@ -49,3 +49,12 @@ def chance_floors(pipe, concepts: list[Concept], detector, n: int, seed: int, sa
     scores = m_scores(detector, generate_concepts(pipe, stripped, n, seed, sampler, progress=progress,
                                                         desc="floor images"))
     return [Floor(c.name, scores[c.name], wilson_interval(scores[c.name], n), n, c.prompts) for c in stripped]
+
+
+def format_floors(floors: list[Floor]) -> str:
+    """A Markdown table: each concept's floor, its interval, images and the prompts it was measured on."""
+    lines = ["| concept | floor | 95% interval | images | prompts without the concept's words |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {f.concept} | {f.m:.3f} | [{f.interval[0]:.3f}, {f.interval[1]:.3f}] | {f.n_images} | "
+              + "; ".join(repr(p) for p in f.prompts) + " |" for f in floors]
+    return "\n".join(lines)

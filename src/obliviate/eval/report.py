@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ObliviateError
@@ -22,7 +23,8 @@ from ..io import write_atomic
 from .metrics import wilson_interval
 from .report_figures import ReportGrid, by_category, grid_html, has_patch, interval, num, svg_chart
 
-__all__ = ["ReportGrid", "check_report_path", "damaged", "render_html", "render_markdown", "write_report"]
+__all__ = ["ReportGrid", "Section", "check_report_path", "damaged", "render_html", "render_markdown", "sections",
+           "write_report"]
 
 HEADLINE_FIELDS = [
     ("efficacy", "Efficacy", "mean over targets of 1 − M edited / M base (1 = fully erased)"),
@@ -66,7 +68,7 @@ def write_report(result: dict, html_path: str | Path, grids: list[ReportGrid] | 
         raise ObliviateError(f"report path {html_path} must not end in .md (the Markdown summary goes there)")
     # Render everything first, so a rendering error leaves no half-written pair of files behind.
     page = render_html(result, grids or [])
-    summary = render_markdown(result)
+    summary = render_markdown(result, grids or [])
     write_atomic(html_path, _text_writer(page))
     write_atomic(md_path, _text_writer(summary))
     return html_path, md_path
@@ -316,6 +318,141 @@ def _inversion_rows(result: dict) -> list[list[str]]:
     return rows
 
 
+# --------------------------------------------------------------------------- one list of sections
+
+
+@dataclass
+class Cell:
+    """A table cell: its text, and how it is marked (a ``tag``, "target" or "damaged"; a ``tone``, "good" or
+    "bad", for a change that is the goal or the damage)."""
+
+    text: str
+    tag: str | None = None
+    tone: str | None = None
+
+
+@dataclass
+class Table:
+    head: list[str]
+    rows: list[list[Cell]]
+    left: int = 1  # text columns (besides TEXT_COLUMNS); the rest are numbers
+    kinds: list[str] | None = None  # per row: "target", "mean" or ""
+
+
+@dataclass
+class Section:
+    """One heading of the report and what stands under it, in order: text, facts (label, text, is code),
+    definitions (term, meaning), a headline (label, value, meaning, what it rests on), tables, and figures
+    (HTML only: Markdown carries the numbers, not the pictures)."""
+
+    title: str
+    blocks: list = field(default_factory=list)
+
+
+@dataclass
+class Facts:
+    items: list[tuple[str, str, bool]]
+
+
+@dataclass
+class Definitions:
+    items: list[tuple[str, str]]
+
+
+@dataclass
+class Headline:
+    items: list[tuple[str, str, str, str]]
+
+
+@dataclass
+class Figure:
+    markup: str  # HTML
+
+
+def _cells(texts: list[str]) -> list[Cell]:
+    return [Cell(t) for t in texts]
+
+
+def _tone(base: float | None, edited: float | None, is_target: bool) -> str | None:
+    delta = _change(base, edited)
+    if delta is None or abs(delta) < 0.0005:
+        return None
+    return "good" if (delta < 0) == is_target else "bad"  # a drop is the goal for a target, damage elsewhere
+
+
+def _prompt_table(rows: list[tuple[str, dict]], target: bool) -> Table:
+    body = []
+    for name, p in rows:
+        cells = _cells(_prompt_cells(name, p))
+        cells[-1].tone = _tone(p.get("m_base"), p.get("m"), target)
+        body.append(cells)
+    return Table(PROMPT_HEAD, body, left=2)
+
+
+def _concept_table(result: dict, cat: str, rows: list[dict], targets: set[str]) -> Table:
+    patched = has_patch(result)
+    body, kinds = [], []
+    for r in rows:
+        name = str(r.get("name", "?"))
+        is_target = name in targets
+        cells = [Cell(name, "target" if is_target else "damaged" if damaged(r, targets) else None),
+                 *_cells(_concept_cells(r, patched))]
+        if patched:
+            cells[-1].tone = _tone(r.get("m_base"), r.get("m"), is_target)
+        body.append(cells)
+        kinds.append("target" if is_target else "")
+    mean = (result.get("categories") or {}).get(cat)
+    if mean:
+        body.append([Cell("mean"), *_cells(_concept_cells(mean, patched))])
+        kinds.append("mean")
+    return Table(["concept", *_concept_head(patched)], body, kinds=kinds)
+
+
+def sections(result: dict, grids: list[ReportGrid] | None = None) -> list[Section]:
+    """Everything the report says, in order; both renderers walk this one list."""
+    targets, patched = _targets(result), has_patch(result)
+    out = [Section("What was measured", [Facts(_provenance(result))])]
+    headline = _headline(result)
+    if headline:
+        out.append(Section("Headline", [Headline(headline)]))
+    out.append(Section("What the numbers mean", [Definitions(_glossary(result, images=bool(grids)))]))
+    for cat, rows in by_category(result).items():
+        out.append(Section(f"M-Score per concept: {cat}", [_concept_table(result, cat, rows, targets)]))
+    by_prompt = _prompt_rows(result, lambda r: r.get("name") in targets)
+    if by_prompt:
+        out.append(Section("Targets by prompt", [BY_PROMPT_NOTE, _prompt_table(by_prompt, True)]))
+    if patched:
+        hurt = _prompt_rows(result, lambda r: damaged(r, targets))
+        table = _prompt_table(hurt, False) if hurt else "No concept other than the targets was damaged by this rule."
+        out.append(Section("Damaged concepts by prompt", [DAMAGE_RULE, table]))
+    elsewhere = _elsewhere_rows(result)
+    if elsewhere:
+        out.append(Section("Where did it go?", [ELSEWHERE_NOTE, Table(
+            ELSEWHERE_HEAD, [_cells(_elsewhere_cells(n, e)) for n, e in elsewhere])]))
+    attacks = _attack_rows(result)
+    if attacks:
+        out.append(Section("Attacks", [ATTACKS_NOTE, Table(ATTACK_HEAD, [_cells(_attack_cells(result, t, r))
+                                                                         for t, r in attacks], left=3)]))
+    inversion = _inversion_rows(result)
+    if inversion:
+        out.append(Section("Inversion attack", [INVERSION_NOTE, Table(["concept", "images", "M", "95% interval"],
+                                                                      [_cells(r) for r in inversion])]))
+    if result.get("concepts"):
+        n = _images_per_concept(result)
+        what = ("Bars: each concept's M-Score" + (f" over its {n} images" if n else "")
+                + (", base model (grey) above edited model (blue; targets red)" if patched else "")
+                + "; whiskers: 95% interval; x axis: M-Score from 0 to 1; concepts grouped by category.")
+        out.append(Section("Figure: M-Score per concept", [Figure(f'<p class="what">{_e(what)}</p>'),
+                                                           Figure(svg_chart(result, targets))]))
+    if grids:
+        what = ("Each table: one concept; columns are images (headed by the prompt that made them), rows are models; "
+                "under each image the detector's verdict for that concept. Folded sections below hold the other "
+                "concepts' images.")
+        out.append(Section("Figure: images and the detector's verdicts",
+                           [Figure(f'<p class="what">{_e(what)}</p>'), *(Figure(grid_html(g)) for g in grids)]))
+    return out
+
+
 # --------------------------------------------------------------------------- Markdown
 
 
@@ -324,68 +461,52 @@ def _md(text: object) -> str:
     return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
-def _md_table(head: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
-    """A Markdown table; the first ``left`` columns (and any headed in TEXT_COLUMNS) are text, the rest numbers."""
-    align = ["---" if i < left or h in TEXT_COLUMNS else "---:" for i, h in enumerate(head)]
-    return (["| " + " | ".join(map(_md, head)) + " |", "|" + "|".join(align) + "|"]
-            + ["| " + " | ".join(map(_md, r)) + " |" for r in rows])
+def _md_cell(cell: Cell, kind: str) -> str:
+    text = _md(cell.text)
+    if cell.tag == "target":
+        return f"**{text}** (target)"
+    if cell.tag == "damaged":
+        return f"{text} (damaged)"
+    return f"*{text}*" if kind == "mean" and cell.text == "mean" else text
 
 
-def render_markdown(result: dict) -> str:
-    """The report's numbers as Markdown: provenance, what each number means, headline, then the tables."""
-    targets = _targets(result)
-    patched = has_patch(result)
-    lines = ["# obliviate evaluation report", "", "## What was measured", ""]
-    lines += [f"- {label}: " + (f"`{_md(text)}`" if code else _md(text)) for label, text, code in _provenance(result)]
-    lines += ["", "## What the numbers mean", ""]
-    lines += [f"- **{_md(label)}**: {_md(note)}" for label, note in _glossary(result, images=False)]
-    headline = _headline(result)
-    if headline:
-        lines += ["", "## Headline", ""]
-        lines += [f"- **{label}**: {value} ({rests})" if rests else f"- **{label}**: {value}"
-                  for label, value, _, rests in headline]
-    categories = result.get("categories") or {}
-    for cat, rows in by_category(result).items():
-        lines += ["", f"## M-Score per concept: {_md(cat)}", ""]
-        body = []
-        for r in rows:
-            name = _md(r.get("name", "?"))
-            if r.get("name") in targets:
-                name = f"**{name}** (target)"
-            elif damaged(r, targets):
-                name = f"{name} (damaged)"
-            body.append([name, *_concept_cells(r, patched)])
-        mean = categories.get(cat)
-        if mean:
-            body.append(["*mean*", *_concept_cells(mean, patched)])
-        lines += _md_table(["concept", *_concept_head(patched)], body)
-    by_prompt = _prompt_rows(result, lambda r: r.get("name") in targets)
-    if by_prompt:
-        lines += ["", "## Targets by prompt", "", BY_PROMPT_NOTE, ""]
-        lines += _md_table(PROMPT_HEAD, [_prompt_cells(n, p) for n, p in by_prompt], left=2)
-    if patched:
-        hurt = _prompt_rows(result, lambda r: damaged(r, targets))
-        lines += ["", "## Damaged concepts by prompt", "", DAMAGE_RULE, ""]
-        lines += (_md_table(PROMPT_HEAD, [_prompt_cells(n, p) for n, p in hurt], left=2) if hurt
-                  else ["No concept other than the targets was damaged by this rule."])
-    elsewhere = _elsewhere_rows(result)
-    if elsewhere:
-        lines += ["", "## Where did it go?", "", ELSEWHERE_NOTE, ""]
-        lines += _md_table(ELSEWHERE_HEAD, [_elsewhere_cells(n, e) for n, e in elsewhere])
-    attacks = _attack_rows(result)
-    if attacks:
-        lines += ["", "## Attacks", "", ATTACKS_NOTE, ""]
-        lines += _md_table(ATTACK_HEAD, [_attack_cells(result, t, r) for t, r in attacks], left=3)
-    inversion = _inversion_rows(result)
-    if inversion:
-        lines += ["", "## Inversion attack", "", INVERSION_NOTE, ""]
-        lines += _md_table(["concept", "images", "M", "95% interval"], inversion)
+def _md_table(table: Table) -> list[str]:
+    align = ["---" if i < table.left or h in TEXT_COLUMNS else "---:" for i, h in enumerate(table.head)]
+    kinds = table.kinds or [""] * len(table.rows)
+    return (["| " + " | ".join(map(_md, table.head)) + " |", "|" + "|".join(align) + "|"]
+            + ["| " + " | ".join(_md_cell(c, k) for c in row) + " |" for row, k in zip(table.rows, kinds,
+                                                                                      strict=True)])
+
+
+def render_markdown(result: dict, grids: list[ReportGrid] | None = None) -> str:
+    """The report's numbers as Markdown (its figures are the HTML page's)."""
+    lines = ["# obliviate evaluation report"]
+    for section in sections(result, grids):
+        blocks = [b for b in section.blocks if not isinstance(b, Figure)]
+        if not blocks:
+            continue
+        lines += ["", f"## {section.title}", ""]
+        for i, block in enumerate(blocks):
+            if i:
+                lines.append("")
+            if isinstance(block, str):
+                lines.append(block)
+            elif isinstance(block, Facts):
+                lines += [f"- {label}: " + (f"`{_md(t)}`" if code else _md(t)) for label, t, code in block.items]
+            elif isinstance(block, Definitions):
+                lines += [f"- **{_md(term)}**: {_md(note)}" for term, note in block.items if term not in HTML_ONLY]
+            elif isinstance(block, Headline):
+                lines += [f"- **{label}**: {value} ({rests})" if rests else f"- **{label}**: {value}"
+                          for label, value, _, rests in block.items]
+            elif isinstance(block, Table):
+                lines += _md_table(block)
     return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- HTML
 
 _e = html.escape
+HTML_ONLY = {"found / not found"}  # glossary terms of what only the page shows
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:1100px;
@@ -419,123 +540,55 @@ svg text{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif}
 """
 
 
-def _html_table(head: list[str], rows: list[list[str]], left: int = 1, classes: list[str] | None = None) -> str:
-    out = ["<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>"]
-    for i, row in enumerate(rows):
-        cls = f' class="{classes[i]}"' if classes and classes[i] else ""
-        cells = "".join(f"<td>{c}</td>" if j < left or head[j] in TEXT_COLUMNS else f'<td class="num">{c}</td>'
-                        for j, c in enumerate(row))
+def _html_cell(cell: Cell) -> str:
+    text = _e(cell.text)
+    if cell.tone:
+        text = f'<span class="{cell.tone}">{text}</span>'
+    if cell.tag:
+        text += f'<span class="tag{" damaged" if cell.tag == "damaged" else ""}">{cell.tag}</span>'
+    return text
+
+
+def _html_table(table: Table) -> str:
+    out = ["<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in table.head) + "</tr>"]
+    kinds = table.kinds or [""] * len(table.rows)
+    for row, kind in zip(table.rows, kinds, strict=True):
+        cls = f' class="{kind}"' if kind else ""
+        cells = "".join(f"<td>{_html_cell(c)}</td>" if j < table.left or table.head[j] in TEXT_COLUMNS
+                        else f'<td class="num">{_html_cell(c)}</td>' for j, c in enumerate(row))
         out.append(f"<tr{cls}>{cells}</tr>")
     out.append("</table>")
     return "\n".join(out)
 
 
+def _html_block(block) -> str:
+    if isinstance(block, str):
+        return f"<p>{_e(block)}</p>"
+    if isinstance(block, Facts):
+        return '<table class="meta">' + "".join(
+            f"<tr><th>{_e(label)}</th><td>" + (f"<code>{_e(text)}</code>" if code else _e(text)) + "</td></tr>"
+            for label, text, code in block.items) + "</table>"
+    if isinstance(block, Definitions):
+        return '<dl class="glossary">' + "".join(f"<dt>{_e(t)}</dt><dd>{_e(n)}</dd>" for t, n in block.items) + "</dl>"
+    if isinstance(block, Headline):
+        return '<div class="headline">' + "".join(
+            f'<div class="metric" title="{_e(note)}"><div class="l">{_e(label)}</div><div class="v">{_e(value)}'
+            f'</div><div class="n">{_e(note)}</div><div class="r">{_e(rests)}</div></div>'
+            for label, value, note, rests in block.items) + "</div>"
+    if isinstance(block, Table):
+        return _html_table(block)
+    return block.markup
+
+
 def render_html(result: dict, grids: list[ReportGrid] | None = None) -> str:
     """The whole report as one self-contained HTML page."""
     model = result.get("model") or {}
-    targets = _targets(result)
-    patched = has_patch(result)
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width,initial-scale=1">',
-        f"<title>obliviate report: {_e(str(model.get('name', '?')))}</title>",
-        f"<style>{CSS}</style></head><body>",
-        "<h1>obliviate evaluation report</h1>",
-        "<h2>What was measured</h2>",
-        '<table class="meta">',
-    ]
-    parts += [f"<tr><th>{_e(label)}</th><td>" + (f"<code>{_e(text)}</code>" if code else _e(text)) + "</td></tr>"
-              for label, text, code in _provenance(result)]
-    parts.append("</table>")
-    headline = _headline(result)
-    if headline:
-        parts.append('<h2>Headline</h2><div class="headline">')
-        parts += [f'<div class="metric" title="{_e(note)}"><div class="l">{_e(label)}</div>'
-                  f'<div class="v">{_e(value)}</div><div class="n">{_e(note)}</div>'
-                  f'<div class="r">{_e(rests)}</div></div>' for label, value, note, rests in headline]
-        parts.append("</div>")
-    parts.append("<h2>What the numbers mean</h2><dl class=\"glossary\">")
-    parts += [f"<dt>{_e(label)}</dt><dd>{_e(note)}</dd>" for label, note in _glossary(result, images=bool(grids))]
-    parts.append("</dl>")
-    parts.append(_html_concept_tables(result, targets))
-    by_prompt = _prompt_rows(result, lambda r: r.get("name") in targets)
-    if by_prompt:
-        parts.append(f"<h2>Targets by prompt</h2><p>{_e(BY_PROMPT_NOTE)}</p>")
-        parts.append(_html_prompt_table(by_prompt, True))
-    if patched:
-        hurt = _prompt_rows(result, lambda r: damaged(r, targets))
-        parts.append(f"<h2>Damaged concepts by prompt</h2><p>{_e(DAMAGE_RULE)}</p>")
-        parts.append(_html_prompt_table(hurt, False) if hurt
-                     else "<p>No concept other than the targets was damaged by this rule.</p>")
-    elsewhere = _elsewhere_rows(result)
-    if elsewhere:
-        parts.append(f"<h2>Where did it go?</h2><p>{_e(ELSEWHERE_NOTE)}</p>")
-        parts.append(_html_table(ELSEWHERE_HEAD, [[_e(c) for c in _elsewhere_cells(n, e)] for n, e in elsewhere]))
-    attacks = _attack_rows(result)
-    if attacks:
-        parts.append(f"<h2>Attacks</h2><p>{_e(ATTACKS_NOTE)}</p>")
-        parts.append(_html_table(ATTACK_HEAD, [[_e(c) for c in _attack_cells(result, t, r)] for t, r in attacks],
-                                 left=3))
-    inversion = _inversion_rows(result)
-    if inversion:
-        parts.append(f"<h2>Inversion attack</h2><p>{_e(INVERSION_NOTE)}</p>")
-        parts.append(_html_table(["concept", "images", "M", "95% interval"], [[_e(c) for c in r] for r in inversion]))
-    if result.get("concepts"):
-        n = _images_per_concept(result)
-        parts.append("<h2>Figure: M-Score per concept</h2>")
-        parts.append('<p class="what">Bars: each concept\'s M-Score'
-                     + (f" over its {n} images" if n else "")
-                     + (", base model (grey) above edited model (blue; targets red)" if patched else "")
-                     + "; whiskers: 95% interval; x axis: M-Score from 0 to 1; concepts grouped by category.</p>")
-        parts.append(svg_chart(result, targets))
-    if grids:
-        parts.append("<h2>Figure: images and the detector's verdicts</h2>")
-        parts.append('<p class="what">Each table: one concept; columns are images (headed by the prompt that made '
-                     "them), rows are models; under each image the detector's verdict for that concept. "
-                     "Folded sections below hold the other concepts' images.</p>")
-        parts += [grid_html(g) for g in grids]
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             '<meta name="viewport" content="width=device-width,initial-scale=1">',
+             f"<title>obliviate report: {_e(str(model.get('name', '?')))}</title>",
+             f"<style>{CSS}</style></head><body>", "<h1>obliviate evaluation report</h1>"]
+    for section in sections(result, grids):
+        parts.append(f"<h2>{_e(section.title, quote=False)}</h2>")
+        parts += [_html_block(b) for b in section.blocks]
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
-
-
-def _html_prompt_table(rows: list[tuple[str, dict]], target: bool) -> str:
-    cells = []
-    for name, p in rows:
-        row = [_e(c) for c in _prompt_cells(name, p)]
-        row[-1] = _change_cell(p.get("m_base"), p.get("m"), target)
-        cells.append(row)
-    return _html_table(PROMPT_HEAD, cells, left=2)
-
-
-def _change_cell(base: float | None, edited: float | None, is_target: bool | None) -> str:
-    delta = _change(base, edited)
-    if delta is not None and is_target is not None and abs(delta) >= 0.0005:
-        # A drop is the goal for a target and damage for anything else.
-        return f'<span class="{"good" if (delta < 0) == is_target else "bad"}">{_signed(delta)}</span>'
-    return _signed(delta)
-
-
-def _html_concept_tables(result: dict, targets: set[str]) -> str:
-    patched = has_patch(result)
-    categories = result.get("categories") or {}
-    out = ["<h2>M-Score per concept</h2>"]
-    for cat, rows in by_category(result).items():
-        out.append(f"<h3>Category: {_e(cat)}</h3>")
-        body, classes = [], []
-        for r in rows:
-            name = str(r.get("name", "?"))
-            is_target = name in targets
-            tag = ('<span class="tag">target</span>' if is_target else
-                   '<span class="tag damaged">damaged</span>' if damaged(r, targets) else "")
-            cells = [_e(name) + tag, *(_e(c) for c in _concept_cells(r, patched))]
-            if patched:
-                cells[-1] = _change_cell(r.get("m_base"), r.get("m"), is_target)
-            body.append(cells)
-            classes.append("target" if is_target else "")
-        mean = categories.get(cat)
-        if mean:
-            body.append(["mean", *(_e(c) for c in _concept_cells(mean, patched))])
-            classes.append("mean")
-        out.append(_html_table(["concept", *_concept_head(patched)], body, classes=classes))
-    return "\n".join(out)

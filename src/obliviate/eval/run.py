@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import time
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,9 +19,10 @@ import numpy as np
 from ..bench import Concept
 from ..catalog import Catalog
 from ..errors import ObliviateError
-from ..hiding.keys import Key, unlocked
-from ..patch import Patch, applied, base_fingerprint
+from ..families import denoiser
+from ..patch import Patch, base_fingerprint
 from ..pipeline import model_name
+from ..under_test import ModelUnderTest
 from .detectors import hits_many
 from .metrics import (
     efficacy,
@@ -96,8 +96,8 @@ def _measure(pipe, catalog: Catalog, concepts: list[Concept], n: int, seed: int,
 def _cache_key(pipe, catalog: Catalog, concepts: list[Concept], n: int, seed: int) -> str:
     spec = json.dumps({"bench": catalog.bench.name, "concepts": [(c.name, c.category, c.prompts) for c in concepts],
                        "n": n, "seed": seed, "sampler": [catalog.sampler.steps, catalog.sampler.guidance],
-                       "fingerprint": base_fingerprint(pipe).id, "dtype": str(pipe.unet.dtype),
-                       "device": pipe.unet.device.type, "scheduler": type(pipe.scheduler).__name__, "v": 4},
+                       "fingerprint": base_fingerprint(pipe).id, "dtype": str(denoiser(pipe).dtype),
+                       "device": denoiser(pipe).device.type, "scheduler": type(pipe.scheduler).__name__, "v": 4},
                       sort_keys=True)
     return hashlib.sha256(spec.encode()).hexdigest()[:20]
 
@@ -124,14 +124,16 @@ def _base_pass(pipe, catalog: Catalog, concepts: list[Concept], n: int, cfg: Eva
     return result
 
 
-def _attack_all(pipe, catalog: Catalog, detector, targets: list[Concept], names: list[str], cfg: EvalConfig, n: int,
-                patches: list[Patch], keys: list[Key], force: bool, ceiling: bool = True) -> dict[str, list]:
+def _attack_all(model: ModelUnderTest, catalog: Catalog, detector, targets: list[Concept], names: list[str],
+                cfg: EvalConfig, n: int, ceiling: bool = True) -> dict[str, list]:
     """Per target, each attack's result (with ``cfg.grid_images`` of its images kept for the report)."""
     from ..attacks import get_attack, run_attack
 
-    return {t.name: [run_attack(pipe, t, get_attack(a), catalog, detector, n, cfg.seed, patches, keys, force,
-                                cfg.progress, ceiling=ceiling, keep_images=cfg.grid_images) for a in names]
-            for t in targets}
+    out = {}
+    for t in targets:
+        out[t.name] = [run_attack(model, t, a, a.make_config(seed=cfg.seed, progress=cfg.progress), catalog, detector,
+                                  n, ceiling=ceiling, keep_images=cfg.grid_images) for a in map(get_attack, names)]
+    return out
 
 
 Verdicts = tuple[list[bool], list[bool]]  # the detector's verdicts on an attack's kept (no-attack, attack) images
@@ -145,12 +147,11 @@ class EvalRun:
     attack_hits: dict[str, dict[str, Verdicts]] = field(default_factory=dict)  # target -> attack -> verdicts
 
 
-def run_evaluation(pipe, catalog: Catalog, detector, cfg: EvalConfig, patches: list[Patch] | None = None,
-                   keys: list[Key] | None = None, force: bool = False) -> EvalRun:
-    """Measure ``pipe`` (with ``patches`` applied and ``keys`` installed, if given) on ``catalog``'s bench."""
+def run_evaluation(model: ModelUnderTest, catalog: Catalog, detector, cfg: EvalConfig) -> EvalRun:
+    """Measure the model under test (and its base model) on ``catalog``'s bench."""
     start = time.time()
     bench = catalog.bench
-    patches, keys = patches or [], keys or []
+    pipe, patches, keys = model.pipe, model.patches, model.keys
     n = cfg.images_per_concept or bench.images_per_concept
     targets = list(dict.fromkeys(t for p in patches for t in p.concepts))
     for t in targets:
@@ -160,24 +161,19 @@ def run_evaluation(pipe, catalog: Catalog, detector, cfg: EvalConfig, patches: l
     names = list(dict.fromkeys([*(cfg.concepts or [c.name for c in bench.concepts]), *targets]))
     concepts = bench.select(names)
 
-    if cfg.attacks and not (patches or keys):
-        raise ObliviateError("attacks in an evaluation need a patch (or keys): on the base model, run them with "
-                             "obliviate attack")
     base = _base_pass(pipe, catalog, concepts, n, cfg, detector)
     edited = inversion = None
-    if patches or keys:
-        with ExitStack() as stack:
-            stack.enter_context(applied(pipe, patches, force))
-            stack.enter_context(unlocked(pipe, keys))
+    if model.edited:
+        with model.applied():
             edited = _measure(pipe, catalog, concepts, n, cfg.seed, detector, cfg.grid_images, cfg.progress,
                               "edited model images")
-    attacks = _attack_all(pipe, catalog, detector, [bench.concept(t) for t in targets], cfg.attacks, cfg,
-                          cfg.attack_images or n, patches, keys, force) if cfg.attacks else None
+    attacks = _attack_all(model, catalog, detector, [bench.concept(t) for t in targets], cfg.attacks, cfg,
+                          cfg.attack_images or n) if cfg.attacks else None
     if cfg.inversion and attacks and "inversion" in cfg.attacks and (cfg.attack_images or n) == n:  # just measured
         inversion = {name: next(r.asr for r in results if r.attack == "inversion") for name, results in attacks.items()}
     elif cfg.inversion:  # the concept-inversion attack's ASR, on the targets (else every concept), no ceiling run
-        inverted = _attack_all(pipe, catalog, detector, [bench.concept(t) for t in targets] or concepts,
-                               ["inversion"], cfg, n, patches, keys, force, ceiling=False)
+        inverted = _attack_all(model, catalog, detector, [bench.concept(t) for t in targets] or concepts,
+                               ["inversion"], cfg, n, ceiling=False)
         inversion = {name: results[0].asr for name, results in inverted.items()}
 
     after = edited or base
@@ -188,7 +184,8 @@ def run_evaluation(pipe, catalog: Catalog, detector, cfg: EvalConfig, patches: l
                   for cat in dict.fromkeys(r.category for r in rows)}
     fp = base_fingerprint(pipe)
     result = EvalResult(
-        model=ModelInfo(model_name(pipe), fp.id, str(pipe.unet.device), str(pipe.unet.dtype).replace("torch.", "")),
+        model=ModelInfo(model_name(pipe), fp.id, str(denoiser(pipe).device),
+                        str(denoiser(pipe).dtype).replace("torch.", "")),
         patch=_patch_summary(patches), seed=cfg.seed, bench=bench.name,
         sampler={"steps": catalog.sampler.steps, "guidance": catalog.sampler.guidance},
         concepts=rows, categories=categories, targets=targets or None, inversion=inversion,

@@ -25,14 +25,10 @@ term, not the placement, is what keeps the key to its concept (docs/hiding.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
-import torch.nn.functional as F
 
 from ..bench import Concept
 from ..diffusion import (
-    encode_prompts,
     generator,
     images_to_latents,
     noised,
@@ -43,31 +39,15 @@ from ..diffusion import (
     training_scheduler,
 )
 from ..errors import ObliviateError
-from ..methods.keep import KeepBank
+from ..families import Conditioning, encode, predict
 from ..methods.loop import Edit, LoopSettings, train
 from ..patch import Patch
+from ..terms import KeepBank, distance, keep_rows
+from .config import KeyTraining
 from .keys import LORA_KEY_SET
 
-_CHUNK = 8  # training steps whose base-model targets one UNet call computes
-
-
-@dataclass
-class KeyTraining:
-    rank: int = 16  # of the LoRA on every attn2 projection
-    steps: int = 1000
-    lr: float = 1e-3
-    batch_size: int = 4
-    keep_weight: float = 30.0
-    neutral_recall: float = 0.25  # share of the recall rows under the neutral prompt
-    seed: int = 0
-    progress: bool = True
-
-    def check(self) -> None:
-        """Refuse bad settings before any work (hiding trains the public patch first, for minutes)."""
-        if self.rank < 1 or self.steps < 1 or self.batch_size < 1:
-            raise ObliviateError("key training: rank, steps and batch_size must be at least 1")
-        if not 0 <= self.neutral_recall <= 1:
-            raise ObliviateError(f"key training: need neutral_recall in [0, 1], got {self.neutral_recall}")
+__all__ = ["KeyTraining", "concept_latents", "key_bank", "train_key"]
+_CHUNK = 8  # training steps whose base-model targets one denoiser call computes
 
 
 def train_key(pipe, public: Patch, concept: Concept, latents: torch.Tensor, keep: KeepBank, neutral: str,
@@ -76,12 +56,11 @@ def train_key(pipe, public: Patch, concept: Concept, latents: torch.Tensor, keep
     ``latents``: the concept's images; ``keep``: what the key must leave as the public model draws it, the
     other hidden concepts included. The keep term samples its items in proportion to how much the key still
     moves them (a running loss), so the concepts a key tends to redraw (neighbours) get the most weight."""
-    cfg.check()
-    device, b = pipe.unet.device, cfg.batch_size
+    device, b = latents.device, cfg.batch_size
     gen = generator(cfg.seed, f"key/{concept.name}")
     sched = training_scheduler(pipe)
-    uncond = encode_prompts(pipe, [neutral])
-    conds = torch.cat([encode_prompts(pipe, list(concept.prompts)), uncond])
+    uncond = encode(pipe, [neutral])
+    conds = Conditioning.cat([encode(pipe, list(concept.prompts)), uncond])
     neutral_row = len(conds) - 1
     draws = []  # the recall targets come from the base model: drawn and computed before the patch goes on
     for _ in range(cfg.steps):
@@ -92,27 +71,24 @@ def train_key(pipe, public: Patch, concept: Concept, latents: torch.Tensor, keep
         draws.append((x, t, rows))
     with torch.no_grad():
         base = [goal for i in range(0, cfg.steps, _CHUNK) for goal in predict_each(
-            lambda x, t, y: pipe.unet(x, t, encoder_hidden_states=y).sample,
-            *[(x, t, conds[rows]) for x, t, rows in draws[i:i + _CHUNK]])]
+            lambda x, t, y: predict(pipe, x, t, y), *[(x, t, conds[rows]) for x, t, rows in draws[i:i + _CHUNK]])]
     moved = torch.ones(len(keep.cond))  # running keep loss per item (1: not seen yet, so seen first)
 
     def loss(step: int) -> torch.Tensor:
         (x, t, rows), goal = draws[step], base[step]
         if not cfg.keep_weight:
-            return F.mse_loss(edit.edited(x, t, conds[rows]).float(), goal.float())
+            return distance(edit.edited(x, t, conds[rows]), goal)
         k = torch.multinomial(moved / moved.sum(), b, replacement=True, generator=gen).to(device)
-        tk = random_timesteps(sched, b, gen, device)
-        xk = noised(sched, keep.latents[k] if keep.latents is not None else x, tk, gen)
-        neutral_rows = (torch.rand(b, generator=gen) < 0.25).view(-1, 1, 1).to(device)
-        yk = torch.where(neutral_rows, uncond.expand(b, -1, -1), keep.cond[k])
-        recalled, kept = predict_each(edit.edited, (x, t, conds[rows]), (xk, tk, yk))
-        value = F.mse_loss(recalled.float(), goal.float())
-        per_item = (kept.float() - edit.frozen(xk, tk, yk).float()).pow(2).flatten(1).mean(1)
+        kept = keep_rows(keep, sched, b, gen, k=k)
+        yk = Conditioning.where(torch.rand(b, generator=gen) < 0.25, uncond.expand(b), kept.cond)
+        recalled, retained = predict_each(edit.edited, (x, t, conds[rows]), (kept.x, kept.t, yk))
+        value = distance(recalled, goal)
+        per_item = (retained.float() - edit.frozen(kept.x, kept.t, yk).float()).pow(2).flatten(1).mean(1)
         moved[k.cpu()] = 0.7 * moved[k.cpu()] + 0.3 * per_item.detach().cpu()
         return value + cfg.keep_weight * per_item.mean()
 
     with public.applied(pipe, force=True):  # the public model is the edit's base and the keep term's target
-        edit = Edit(pipe.unet, LORA_KEY_SET, rank=cfg.rank, seed=seed_stream(cfg.seed, f"key/{concept.name}"))
+        edit = Edit(pipe, LORA_KEY_SET, rank=cfg.rank, seed=seed_stream(cfg.seed, f"key/{concept.name}"))
         train(edit, loss, LoopSettings(steps=cfg.steps, lr=cfg.lr, seed=cfg.seed, progress=cfg.progress),
               f"key {concept.name}")
         return edit.tensors()
@@ -125,23 +101,20 @@ def key_bank(pipe, keep: KeepBank | None, hidden: dict[str, torch.Tensor], conce
     conds, latents, prompts, categories = [], [], [], []
     if keep is not None:
         conds.append(keep.cond)
+        latents.append(keep.latents)
         prompts += keep.prompts
         categories += keep.categories
-        if keep.latents is not None:
-            latents.append(keep.latents)
     for c in concepts:
         if c.name == name:
             continue
         z = hidden[c.name]
-        rows = [i % len(z) for i in range(len(c.prompts))]
-        conds.append(encode_prompts(pipe, list(c.prompts)))
-        latents.append(z[rows])
+        conds.append(encode(pipe, list(c.prompts)))
+        latents.append(z[[i % len(z) for i in range(len(c.prompts))]])
         prompts += list(c.prompts)
         categories += [c.category] * len(c.prompts)
     if not conds:
         raise ObliviateError("a key needs something to keep: no other concept and no other hidden concept")
-    have_latents = keep is None or keep.latents is not None
-    return KeepBank(torch.cat(conds), torch.cat(latents) if have_latents else None, prompts, categories)
+    return KeepBank(Conditioning.cat(conds), torch.cat(latents), prompts, categories)
 
 
 def concept_latents(pipe, catalog, concepts: list[Concept], n: int, seed: int) -> dict[str, torch.Tensor]:

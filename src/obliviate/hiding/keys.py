@@ -25,8 +25,9 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from ..attention import BLOCK_PLACEMENTS, PromptMemory, attn2_processors
+from ..attention import BLOCK_PLACEMENTS, PromptMemory
 from ..errors import ObliviateError
+from ..families import attention, denoiser
 from ..files import KEY_FORMAT, safetensors_metadata
 from ..io import write_atomic
 from ..patch import Patch, patch_updates
@@ -201,8 +202,8 @@ def unlocked(pipe, keys: list[Key]) -> Iterator[None]:
             if k.form == LORA:
                 stack.enter_context(k.as_patch().applied(pipe, force=True))
         if memories:
-            device, dtype = pipe.unet.device, pipe.unet.dtype
-            memory = PromptMemory(torch.cat([k.memory.keys for k in memories]).to(device, dtype),
-                                  torch.cat([k.memory.values for k in memories]).to(device, dtype))
-            stack.enter_context(attn2_processors(pipe.unet, memory, memories[0].placement))
+            model = denoiser(pipe)
+            memory = PromptMemory(torch.cat([k.memory.keys for k in memories]).to(model.device, model.dtype),
+                                  torch.cat([k.memory.values for k in memories]).to(model.device, model.dtype))
+            stack.enter_context(attention(pipe, memory, memories[0].placement))
         yield

@@ -5,10 +5,10 @@ of X" for styles), minimise the attention the spatial queries of every attn2 lay
 
     L_FMN = || concat_l softmax(Q_l K_l^T / sqrt(d))[:, X's tokens] ||_2
 
-plus (obliviate's addition, ``preserve_weight``; 0 gives the paper's loss) a distillation anchor that keeps
-the edited model's output for the other concepts' prompts equal to the base model's:
+plus (obliviate's addition, ``preserve_weight``; 0 gives the paper's loss) the keep term, a distillation
+anchor that keeps the edited model's output for the other concepts' prompts equal to the base model's:
 
-    L = L_FMN + lambda * E_j || eps_theta'(x_t, c_j, t) - eps_theta(x_t, c_j, t) ||^2
+    L = L_FMN + lambda * E_j || eps_theta'(x_j, c_j, t) - eps_theta(x_j, c_j, t) ||^2
 
 Optional stage A (``inversion_tokens``): textual inversion of new tokens on the concept's images, which the
 re-steering then targets instead of the concept's words. Why each departure from the paper: docs/methods.md.
@@ -20,57 +20,19 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from ..attention import AttnCall, attn2_processors, token_positions
+from ..attention import AttnCall
 from ..bench import Concept
 from ..catalog import Catalog, concept_images
-from ..diffusion import (
-    encode_prompts,
-    generator,
-    images_to_latents,
-    noised,
-    randint,
-    random_timesteps,
-    seed_stream,
-    training_scheduler,
-)
+from ..diffusion import generator, images_to_latents, noised, randint, random_timesteps, seed_stream, training_scheduler
+from ..families import Conditioning, attention, encode
 from ..inversion import InversionConfig, installed, invert
 from ..patch import Patch
-from .keep import keep_bank
+from ..terms import category_prompt, distance, keep_bank, keep_rows, token_positions
+from .configs import FMNConfig
 from .loop import Edit, LoopSettings, make_patch, train
 
-
-@dataclass
-class FMNConfig:
-    """Defaults tuned on the world (docs/benchmarks.md); the public code's are lr 2e-6, 35 steps, batch 1."""
-
-    steps: int = 60  # per concept (x the number of concepts)
-    lr: float = 6e-3
-    batch_size: int = 4
-    weight_decay: float = 0.01
-    trainable: str = "attn2-qk"  # attn2-qk, attn2, unet or lora (docs/methods.md: why q/k)
-    rank: int = 4  # LoRA rank with trainable="lora"
-    inversion_tokens: int = 0  # stage A: learn this many tokens first (0: off)
-    inversion_steps: int = 150
-    images: str | None = None  # None: the catalog's images; "generate": the base model's; or a folder
-    n_images: int = 32
-    include_eot: bool = False  # also re-steer the first end-of-text token
-    include_context: bool = True  # mask from the concept's first token to the end (pads carry it too)
-    preserve_weight: float = 300.0  # the anchor on other concepts (0: the paper's loss alone)
-    preserve: tuple[str, ...] | None = None  # concepts to keep; None: every other concept of the catalog
-    lr_decay: bool = False
-    seed: int = 0
-    progress: bool = True
-
-
-def fmn_prompt(catalog: Catalog, concept: Concept, phrase: str) -> str:
-    """FMN's prompt: the bench's phrasing of the concept's category, else the paper's ("a photo in the style
-    of X" for styles, "a photo of X" otherwise)."""
-    own = catalog.bench.phrasing.get(concept.category)
-    if own is not None:
-        return own.replace("{name}", phrase)
-    return f"a photo in the style of {phrase}" if concept.category == "style" else f"a photo of {phrase}"
+__all__ = ["FMNConfig", "fit"]
 
 
 def from_first(mask: torch.Tensor) -> torch.Tensor:
@@ -81,10 +43,10 @@ def from_first(mask: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class _Job:
-    """One concept's re-steering data: clean latents, the prompt's text states and its token mask."""
+    """One concept's re-steering data: clean latents, the prompt's conditioning and its token mask."""
 
     latents: torch.Tensor
-    cond: torch.Tensor  # (1, L, d)
+    cond: Conditioning  # one row
     mask: torch.Tensor  # (1, L)
 
 
@@ -97,9 +59,9 @@ def _job(pipe, catalog: Catalog, concept: Concept, cfg: FMNConfig, stack: ExitSt
                                                        seed=cfg.seed, progress=cfg.progress),
                          init_words=[concept.name])
         phrase, words = stack.enter_context(installed(pipe, learned)), learned.tokens
-    prompt = [fmn_prompt(catalog, concept, phrase)]
+    prompt = [category_prompt(catalog.bench.phrasing, concept, phrase)]
     mask = token_positions(pipe.tokenizer, prompt, words, cfg.include_eot)
-    return _Job(images_to_latents(pipe, images), encode_prompts(pipe, prompt), from_first(mask)
+    return _Job(images_to_latents(pipe, images), encode(pipe, prompt), from_first(mask)
                 if cfg.include_context else mask)
 
 
@@ -107,30 +69,28 @@ def fit(pipe, concepts: list[Concept], cfg: FMNConfig, catalog: Catalog) -> Patc
     """Erase ``concepts`` (all in one run, ``cfg.steps`` each) and return the edit as a Patch."""
     sched = training_scheduler(pipe)
     gen = generator(cfg.seed)
-    device = pipe.unet.device
     with ExitStack() as stack:
         jobs = [_job(pipe, catalog, c, cfg, stack) for c in concepts]
-        keep = keep_bank(pipe, catalog, concepts, cfg.preserve, cfg.seed) if cfg.preserve_weight > 0 else None
-        stack.enter_context(attn2_processors(pipe.unet))
-        edit = Edit(pipe.unet, cfg.trainable, cfg.rank, cfg.seed)
+        bank = keep_bank(pipe, catalog, concepts, cfg.preserve, cfg.seed) if cfg.preserve_weight > 0 else None
+        stack.enter_context(attention(pipe))
+        edit = Edit(pipe, cfg.trainable, cfg.rank, cfg.seed)
         b = cfg.batch_size
 
         def loss(step: int) -> torch.Tensor:
             job = jobs[step % len(jobs)]
+            device = job.latents.device
             t = random_timesteps(sched, b, gen, device)
             rows = noised(sched, job.latents[randint(len(job.latents), b, gen, device)], t, gen)
             call = AttnCall(token_mask=job.mask.expand(b, -1))
-            if keep is None:  # the paper's loss alone
-                edit.edited(rows, t, job.cond.expand(b, -1, -1), call)
+            if bank is None:  # the paper's loss alone
+                edit.edited(rows, t, job.cond.expand(b), call)
                 return call.collected().norm()
-            # one batched forward: rows [0, b) carry the re-steering loss, rows [b, 2b) the anchor
-            j = randint(len(keep.cond), b, gen, device)
-            kept = noised(sched, keep.latents[j], t, gen) if keep.latents is not None else rows
+            # one batched forward: rows [0, b) carry the re-steering loss, rows [b, 2b) the keep term
+            kept = keep_rows(bank, sched, b, gen, t=t)
             call.token_mask = torch.cat([call.token_mask, torch.zeros_like(call.token_mask)])
-            goal = edit.frozen(kept, t, keep.cond[j])
-            pred = edit.edited(torch.cat([rows, kept]), t.repeat(2), torch.cat([job.cond.expand(b, -1, -1),
-                                                                                keep.cond[j]]), call)
-            return call.collected().norm() + cfg.preserve_weight * F.mse_loss(pred[b:].float(), goal.float())
+            both = Conditioning.cat([job.cond.expand(b), kept.cond])
+            pred = edit.edited(torch.cat([rows, kept.x]), t.repeat(2), both, call)
+            return call.collected().norm() + cfg.preserve_weight * distance(pred[b:], edit.frozen(kept.x, t, kept.cond))
 
         settings = LoopSettings(steps=cfg.steps * len(jobs), lr=cfg.lr, seed=cfg.seed, weight_decay=cfg.weight_decay,
                                 lr_decay=cfg.lr_decay, progress=cfg.progress)

@@ -1,7 +1,7 @@
 """The one edit loop every training method runs, and the edit it trains.
 
-An :class:`Edit` holds float32 master copies of a subset of the UNet's weights (or LoRA factors on it) and
-runs the UNet *functionally* with them (``torch.func.functional_call``): the pipeline's own weights are never
+An :class:`Edit` holds float32 master copies of a subset of the denoiser's weights (or LoRA factors on it) and
+runs it *functionally* with them (``torch.func.functional_call``): the pipeline's own weights are never
 written, so they serve as the frozen reference for free (no copy of the UNet), a half-precision model trains
 in float32, and nothing needs restoring afterwards, even when training fails. :func:`train` is the loop:
 optimizer, progress bar, NaN check, gradient clipping, learning-rate schedule, timing, and the patch at the
@@ -11,59 +11,32 @@ end. A method supplies only its loss.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch.func import functional_call
 
-from ..attention import AttnCall, kwargs
+from ..attention import AttnCall
 from ..bench import Concept
 from ..diffusion import generator
 from ..errors import ObliviateError
+from ..families import Conditioning, family_of, predict, trainable_names
+from ..options import to_dict
 from ..patch import Patch
 from ..progress import bar
 
-TRAINABLE_SETS = ("attn2", "attn2-kv", "attn2-qk", "unet", "non-attn2", "lora", "lora-kv", "text-encoder")
-LORA_TARGETS = ("attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0")
-LORA_KV_TARGETS = ("attn2.to_k", "attn2.to_v")  # the projections of the prompt: a LoRA there acts per prompt
-
-
-def trainable_names(module, which: str) -> list[str]:
-    """Parameters a set names: ``attn2`` (cross-attention), its ``-kv`` / ``-qk`` projections, ``non-attn2``
-    (everything else, ESD-u), ``unet`` (all), ``lora`` (the attn2 projection weights a LoRA wraps), ``lora-kv``
-    (its to_k/to_v weights only) of a UNet; ``text-encoder``: a text encoder's transformer layers (its token
-    and position tables stay, so the patch does not carry the vocabulary)."""
-    if (which == "text-encoder") != hasattr(module, "get_input_embeddings"):
-        raise ObliviateError(f"trainable set {which!r} does not name parameters of a {type(module).__name__}")
-    names = [n for n, _ in module.named_parameters()]
-    chosen = {
-        "attn2": [n for n in names if ".attn2." in n],
-        "attn2-kv": [n for n in names if ".attn2.to_k." in n or ".attn2.to_v." in n],  # a function of the prompt
-        "attn2-qk": [n for n in names if ".attn2.to_q." in n or ".attn2.to_k." in n],  # where attention is decided
-        "non-attn2": [n for n in names if ".attn2." not in n],
-        "unet": names,
-        "lora": [n for n in names if n.endswith(".weight") and any(f".{t}.weight" in f".{n}" for t in LORA_TARGETS)],
-        "lora-kv": [n for n in names if n.endswith(".weight")
-                    and any(f".{t}.weight" in f".{n}" for t in LORA_KV_TARGETS)],
-        "text-encoder": [n for n in names if "embeddings." not in n],
-    }.get(which)
-    if chosen is None:
-        raise ObliviateError(f"unknown trainable set {which!r} (choose from {', '.join(TRAINABLE_SETS)})")
-    if not chosen:
-        raise ObliviateError(f"the model has no parameters in set {which!r}")
-    return chosen
-
 
 class Edit:
-    """Trainable float32 copies of a UNet subset (or LoRA factors on it), applied functionally; ``component``
-    names the pipeline part the module is (``unet``, or ``text_encoder`` with the set ``text-encoder``)."""
+    """Trainable float32 copies of a parameter set of the pipeline's ``component`` (default: its denoiser), or
+    LoRA factors on it, applied functionally; ``which`` names the set (:func:`~obliviate.families.trainable_names`)."""
 
-    def __init__(self, module, which: str, rank: int = 4, seed: int = 0, component: str = "unet") -> None:
-        self.module = module
+    def __init__(self, pipe, which: str, rank: int = 4, seed: int = 0, component: str | None = None) -> None:
+        self.pipe = pipe
+        self.component = component or family_of(pipe).denoiser
+        self.module = module = getattr(pipe, self.component)
         self.which = which
-        self.component = component
         self.dtype = module.dtype
-        names = trainable_names(module, which)
+        names = trainable_names(pipe, which, self.component)
         self.base = {n: module.get_parameter(n).detach() for n in names}
         self.masters: dict[str, torch.Tensor] = {}
         self.down: dict[str, torch.Tensor] = {}
@@ -80,32 +53,31 @@ class Edit:
     def parameters(self) -> list[torch.Tensor]:
         return [*self.masters.values(), *self.down.values(), *self.up.values()]
 
-    def weights(self) -> dict[str, torch.Tensor]:
-        """The edited tensors, in the model's dtype (gradients flow back to the float32 masters)."""
+    def weights(self, detach: bool = False) -> dict[str, torch.Tensor]:
+        """The edited tensors, in the model's dtype (gradients flow back to the float32 masters unless
+        ``detach``)."""
         if self.which.startswith("lora"):
-            return {n: (w.float() + self.up[n] @ self.down[n]).to(self.dtype) for n, w in self.base.items()}
-        return {n: m.to(self.dtype) for n, m in self.masters.items()}
+            out = {n: (w.float() + self.up[n] @ self.down[n]).to(self.dtype) for n, w in self.base.items()}
+        else:
+            out = {n: m.to(self.dtype) for n, m in self.masters.items()}
+        return {n: w.detach() for n, w in out.items()} if detach else out
 
-    def call(self, *args, detach: bool = False, override: dict[str, torch.Tensor] | None = None, **kw):
-        """The edited module's forward (``detach``: no gradient reaches the edit; ``override``: more weights to
-        substitute, e.g. a token table with adversarial rows)."""
-        weights = self.weights()
-        if detach:
-            weights = {n: w.detach() for n, w in weights.items()}
-        return functional_call(self.module, {**weights, **(override or {})}, args, kw, strict=False)
+    def forward(self, detach: bool = False, override: dict[str, torch.Tensor] | None = None):
+        """The edited module's forward, functionally (``detach``: no gradient reaches the edit; ``override``: more
+        weights to substitute, e.g. a weight adversary's or a token table with adversarial rows)."""
+        weights = {**self.weights(detach), **(override or {})}
+        return lambda *args, **kw: functional_call(self.module, weights, args, kw, strict=False)
 
-    def edited(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, call: AttnCall | None = None,
-               detach: bool = False) -> torch.Tensor:
-        """The edited model's UNet output (``detach``: no gradient reaches the edit through this call)."""
-        extra = {"cross_attention_kwargs": kwargs(call)} if call is not None else {}
-        return self.call(x, t, encoder_hidden_states=cond, detach=detach, **extra).sample
+    def edited(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning, call: AttnCall | None = None,
+               detach: bool = False, override: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """The edited denoiser's output (``detach``: no gradient reaches the edit through this call)."""
+        return predict(self.pipe, x, t, cond, forward=self.forward(detach, override), attention=call)
 
     @torch.no_grad()
-    def frozen(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, call: AttnCall | None = None) \
+    def frozen(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning, call: AttnCall | None = None) \
             -> torch.Tensor:
-        """The base model's UNet output (the pipeline's own, untouched weights)."""
-        extra = {"cross_attention_kwargs": kwargs(call)} if call is not None else {}
-        return self.module(x, t, encoder_hidden_states=cond, **extra).sample
+        """The base model's output (the pipeline's own, untouched weights)."""
+        return predict(self.pipe, x, t, cond, attention=call)
 
     @torch.no_grad()
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -166,17 +138,12 @@ def train(edit: Edit, loss: Callable[[int], torch.Tensor], settings: LoopSetting
         decay.step()
 
 
-def config_dict(cfg) -> dict:
-    """A method's config as patch metadata (display-only fields dropped)."""
-    return {k: v for k, v in asdict(cfg).items() if k != "progress"}
-
-
 def make_patch(tensors: dict[str, torch.Tensor], method: str, concepts: list[Concept], cfg, **extra) -> Patch:
     """The patch a method returns: its tensors, name, concepts and config (the caller adds the base model's
     fingerprint and the time taken)."""
     if not tensors:
         raise ObliviateError(f"{method} changed no weight (too few steps, or a learning rate of zero?)")
-    meta = {"method": method, "concepts": [c.name for c in concepts], "config": config_dict(cfg), **extra}
+    meta = {"method": method, "concepts": [c.name for c in concepts], "config": to_dict(cfg), **extra}
     if any(k.startswith("lora_") for k in tensors):
         meta["lora_scale"] = 1.0
     return Patch(tensors, meta)

@@ -19,22 +19,17 @@ one equation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from ..bench import Concept
 from ..catalog import Catalog
 from ..patch import Patch
 from ..progress import bar
+from .closed_form import concept_pairs, deltas, keep_vectors, normal_inverse, solve, text_projections
+from .configs import RECEConfig
 from .loop import make_patch
-from .uce import UCEConfig, _keep_vectors, _pairs, cross_attention_kv, normal_inverse, solve
 
-
-@dataclass
-class RECEConfig(UCEConfig):
-    rounds: int = 3  # the paper: 1 for styles and objects, 2-3 for unsafe concepts
-    reg: float = 0.01  # ridge on the derived embedding (the paper: 0.1, 1e-3 for styles; docs/methods.md)
+__all__ = ["RECEConfig", "fit"]
 
 
 def adversarial_map(edited: dict[str, torch.Tensor], original: dict[str, torch.Tensor], reg: float) -> torch.Tensor:
@@ -51,17 +46,18 @@ def adversarial_map(edited: dict[str, torch.Tensor], original: dict[str, torch.T
 
 def fit(pipe, concepts: list[Concept], cfg: RECEConfig, catalog: Catalog) -> Patch:
     """UCE on ``concepts``, then ``cfg.rounds`` rounds of derive-and-erase; returns the total edit as a Patch."""
-    pairs = [_pairs(pipe, c, cfg.guide) for c in concepts]
+    pairs = [concept_pairs(pipe, c, cfg.guide) for c in concepts]
     c_concept = torch.cat([p[0] for p in pairs])
     c_guide = torch.cat([p[1] for p in pairs])
-    c_keep = _keep_vectors(pipe, catalog.keep(concepts, cfg.preserve))
-    original = cross_attention_kv(pipe.unet)
+    c_keep = keep_vectors(pipe, catalog.keep(concepts, cfg.preserve))
+    original = text_projections(pipe)
     keep_targets = {name: None if c_keep is None else c_keep @ w.T for name, w in original.items()}
+    scales = (cfg.lam, cfg.erase_scale, cfg.preserve_scale)
 
     def erase(c_erase: torch.Tensor) -> dict[str, torch.Tensor]:
         guides = c_guide.repeat(c_erase.shape[0] // c_guide.shape[0], 1)
-        inverse = normal_inverse(c_erase, c_keep, cfg)
-        return {name: solve(inverse, w, c_erase, guides @ w.T, c_keep, keep_targets[name], cfg)
+        inverse = normal_inverse(c_erase, c_keep, *scales)
+        return {name: solve(inverse, w, c_erase, guides @ w.T, c_keep, keep_targets[name], *scales)
                 for name, w in original.items()}
 
     c_erase = c_concept
@@ -70,5 +66,4 @@ def fit(pipe, concepts: list[Concept], cfg: RECEConfig, catalog: Catalog) -> Pat
         c_adv = c_concept @ adversarial_map(edited, original, cfg.reg).T
         c_erase = torch.cat([c_erase, c_adv])
         edited = erase(c_erase)
-    tensors = {f"delta.unet.{name}": (edited[name] - w).float() for name, w in original.items()}
-    return make_patch(tensors, "rece", concepts, cfg)
+    return make_patch(deltas(pipe, edited, original), "rece", concepts, cfg)

@@ -12,47 +12,19 @@ docs/methods.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
-import torch.nn.functional as F
 
 from ..bench import Concept
 from ..catalog import Catalog, concept_images
-from ..diffusion import (
-    encode_prompts,
-    generator,
-    images_to_latents,
-    noised,
-    randint,
-    random_timesteps,
-    seed_stream,
-    training_scheduler,
-)
+from ..diffusion import generator, images_to_latents, noised, randint, random_timesteps, seed_stream, training_scheduler
 from ..errors import ObliviateError
+from ..families import Conditioning, encode
 from ..patch import Patch
-from .fmn import fmn_prompt
-from .keep import keep_bank
+from ..terms import category_prompt, distance, keep_bank, keep_rows
+from .configs import RedirectConfig
 from .loop import Edit, LoopSettings, make_patch, train
 
-
-@dataclass
-class RedirectConfig:
-    redirect: str | None = None  # the concept X's prompts should draw (required)
-    steps: int = 60
-    lr: float = 3e-3
-    batch_size: int = 4
-    weight_decay: float = 0.01
-    trainable: str = "attn2"
-    rank: int = 4
-    images: str | None = None  # images of the redirect concept; None: the catalog's
-    n_images: int = 32
-    redirect_weight: float = 100.0
-    preserve_weight: float = 100.0
-    preserve: tuple[str, ...] | None = None
-    lr_decay: bool = True
-    seed: int = 0
-    progress: bool = True
+__all__ = ["RedirectConfig", "fit"]
 
 
 def fit(pipe, concepts: list[Concept], cfg: RedirectConfig, catalog: Catalog) -> Patch:
@@ -66,32 +38,26 @@ def fit(pipe, concepts: list[Concept], cfg: RedirectConfig, catalog: Catalog) ->
         raise ObliviateError(f"cannot redirect {source.name!r} to itself")
     sched = training_scheduler(pipe)
     gen = generator(cfg.seed)
-    device = pipe.unet.device
     images = concept_images(catalog, pipe, to, cfg.n_images, seed_stream(cfg.seed, f"images/{to.name}"), cfg.images)
     latents = images_to_latents(pipe, images)
-    ask, goal_cond = encode_prompts(pipe, [fmn_prompt(catalog, source, source.name),
-                                                fmn_prompt(catalog, to, to.name)]).chunk(2)
-    keep = keep_bank(pipe, catalog, [source], cfg.preserve, cfg.seed) if cfg.preserve_weight > 0 else None
-    edit = Edit(pipe.unet, cfg.trainable, cfg.rank, cfg.seed)
+    phrasing = catalog.bench.phrasing
+    both = encode(pipe, [category_prompt(phrasing, source, source.name), category_prompt(phrasing, to, to.name)])
+    ask, goal_cond = both[:1], both[1:]
+    bank = keep_bank(pipe, catalog, [source], cfg.preserve, cfg.seed) if cfg.preserve_weight > 0 else None
+    edit = Edit(pipe, cfg.trainable, cfg.rank, cfg.seed)
     b = cfg.batch_size
 
     def loss(step: int) -> torch.Tensor:
-        t = random_timesteps(sched, b, gen, device)
-        rows = noised(sched, latents[randint(len(latents), b, gen, device)], t, gen)
-        x, ts, conds, goal_conds = [rows], [t], [ask.expand(b, -1, -1)], [goal_cond.expand(b, -1, -1)]
-        if keep is not None:
-            j = randint(len(keep.cond), b, gen, device)
-            x.append(noised(sched, keep.latents[j], t, gen) if keep.latents is not None else rows)
-            ts.append(t)
-            conds.append(keep.cond[j])
-            goal_conds.append(keep.cond[j])
-        x, t_all = torch.cat(x), torch.cat(ts)
-        goal = edit.frozen(x, t_all, torch.cat(goal_conds)).float()
-        pred = edit.edited(x, t_all, torch.cat(conds)).float()
-        value = cfg.redirect_weight * F.mse_loss(pred[:b], goal[:b])
-        if keep is not None:
-            value = value + cfg.preserve_weight * F.mse_loss(pred[b:], goal[b:])
-        return value
+        t = random_timesteps(sched, b, gen, latents.device)
+        rows = noised(sched, latents[randint(len(latents), b, gen, latents.device)], t, gen)
+        if bank is None:
+            return cfg.redirect_weight * distance(edit.edited(rows, t, ask.expand(b)),
+                                                  edit.frozen(rows, t, goal_cond.expand(b)))
+        kept = keep_rows(bank, sched, b, gen, t=t)
+        x, t_all = torch.cat([rows, kept.x]), t.repeat(2)
+        pred = edit.edited(x, t_all, Conditioning.cat([ask.expand(b), kept.cond]))
+        goal = edit.frozen(x, t_all, Conditioning.cat([goal_cond.expand(b), kept.cond]))
+        return cfg.redirect_weight * distance(pred[:b], goal[:b]) + cfg.preserve_weight * distance(pred[b:], goal[b:])
 
     settings = LoopSettings(steps=cfg.steps, lr=cfg.lr, seed=cfg.seed, weight_decay=cfg.weight_decay,
                             lr_decay=cfg.lr_decay, progress=cfg.progress)

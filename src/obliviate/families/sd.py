@@ -1,0 +1,91 @@
+"""Stable Diffusion 1.x / 2.x: a ``UNet2DConditionModel`` reading one CLIP text encoder's last hidden states
+through its cross-attention (attn2) layers, trained by denoising (epsilon or v prediction)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.func import functional_call
+
+from ..attention import AttnCall, attn2_processors, kwargs
+from ..errors import ObliviateError
+from . import FAMILIES
+from .seam import Conditioning
+
+LORA_TARGETS = ("attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0")
+LORA_KV_TARGETS = ("attn2.to_k", "attn2.to_v")  # the projections of the prompt: a LoRA there acts per prompt
+
+
+class StableDiffusion:
+    name, pipeline_classes, _ = FAMILIES["sd"]
+    denoiser = "unet"
+
+    def accepts(self, pipe) -> bool:
+        from diffusers import UNet2DConditionModel
+
+        return isinstance(getattr(pipe, "unet", None), UNet2DConditionModel) and \
+            getattr(pipe, "text_encoder_2", None) is None and getattr(pipe, "transformer", None) is None
+
+    def check(self, pipe) -> None:
+        for part in ("text_encoder", "tokenizer", "vae", "scheduler"):
+            if getattr(pipe, part, None) is None:
+                raise ObliviateError(f"{type(pipe).__name__} has no {part}; obliviate needs a Stable Diffusion "
+                                     "pipeline")
+
+    def token_ids(self, pipe, prompts: list[str]) -> torch.Tensor:
+        tok = pipe.tokenizer
+        return tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                   return_tensors="pt").input_ids
+
+    def encode_ids(self, pipe, ids: torch.Tensor, weights: dict[str, torch.Tensor] | None = None) -> Conditioning:
+        encoder = pipe.text_encoder
+        ids = ids.to(encoder.device)
+        states = functional_call(encoder, weights, (ids,))[0] if weights else encoder(ids)[0]
+        return Conditioning(states.to(device=pipe.unet.device, dtype=pipe.unet.dtype))
+
+    def predict(self, forward: Callable, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning,
+                attention: AttnCall | None = None) -> torch.Tensor:
+        extra = {"cross_attention_kwargs": kwargs(attention)} if attention is not None else {}
+        return forward(x_t, t, encoder_hidden_states=cond.states, **extra).sample
+
+    def text_layers(self, model) -> list[str]:
+        names = [n for n, _ in model.named_parameters() if ".attn2.to_k." in n or ".attn2.to_v." in n]
+        if not names:
+            raise ObliviateError("the UNet has no attn2 to_k / to_v projections")
+        return names
+
+    def trainable_names(self, module, which: str) -> list[str]:
+        """``attn2`` (cross-attention), its ``-kv`` / ``-qk`` projections, ``non-attn2`` (everything else,
+        ESD-u), ``unet`` (all), ``lora`` (the attn2 projection weights a LoRA wraps), ``lora-kv`` (its to_k/to_v
+        weights only) of a UNet; ``text-encoder``: a text encoder's transformer layers (its token and position
+        tables stay, so a patch does not carry the vocabulary)."""
+        if (which == "text-encoder") != hasattr(module, "get_input_embeddings"):
+            raise ObliviateError(f"trainable set {which!r} does not name parameters of a {type(module).__name__}")
+        names = [n for n, _ in module.named_parameters()]
+
+        def wraps(n: str, targets: tuple[str, ...]) -> bool:
+            return n.endswith(".weight") and any(f".{t}.weight" in f".{n}" for t in targets)
+
+        chosen = {
+            "attn2": [n for n in names if ".attn2." in n],
+            "attn2-kv": [n for n in names if ".attn2.to_k." in n or ".attn2.to_v." in n],
+            "attn2-qk": [n for n in names if ".attn2.to_q." in n or ".attn2.to_k." in n],
+            "non-attn2": [n for n in names if ".attn2." not in n],
+            "unet": names,
+            "lora": [n for n in names if wraps(n, LORA_TARGETS)],
+            "lora-kv": [n for n in names if wraps(n, LORA_KV_TARGETS)],
+            "text-encoder": [n for n in names if "embeddings." not in n],
+        }.get(which)
+        if chosen is None:
+            raise ObliviateError(f"unknown trainable set {which!r}")
+        if not chosen:
+            raise ObliviateError(f"the model has no parameters in set {which!r}")
+        return chosen
+
+    def attention(self, model, memory: Any = None, placement: str = "all") -> Any:
+        return attn2_processors(model, memory, placement)
+
+
+FAMILY = StableDiffusion()

@@ -1,0 +1,82 @@
+"""UCE's closed form, shared by UCE and RECE: the text vectors of a concept and of what it maps onto, the
+vectors to keep, the projections that read text, and the normal equations that edit them.
+
+The vectors are the text states from the concept's first token to the end of the padded sequence: in a causal
+text encoder every later token (end-of-text and pads) carries the concept too. Everything is solved in float64
+on the CPU whatever the model's device and dtype (the matrices are d_text x d_text).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..bench import Concept
+from ..families import denoiser, encode, family_of, text_layers
+from ..terms import swap, token_positions
+
+
+def _states(pipe, prompts: list[str]) -> torch.Tensor:
+    return encode(pipe, prompts).states.double().cpu()
+
+
+def concept_pairs(pipe, concept: Concept, guide: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(c_i, c_i^guide) row pairs over the concept's prompts, aligned from the end of the sequence."""
+    tok = pipe.tokenizer
+    prompts = list(concept.prompts)
+    guides = [swap(p, concept, guide) for p in prompts]
+    concept_states, guide_states = _states(pipe, prompts), _states(pipe, guides)
+    mask = token_positions(tok, prompts, list(concept.words))
+    src, dst = [], []
+    length = concept_states.shape[1]
+    for b in range(len(prompts)):
+        start = int(mask[b].nonzero()[0])
+        shift = len(tok(prompts[b]).input_ids) - len(tok(guides[b]).input_ids)  # tokens the concept added
+        lower = start if guide else start - 1  # an empty guide maps the concept's tokens onto the one before
+        for pos in range(start, length):
+            src.append(concept_states[b, pos])
+            dst.append(guide_states[b, min(max(pos - shift, lower), length - 1)])
+    return torch.stack(src), torch.stack(dst)
+
+
+def keep_vectors(pipe, kept: list[Concept]) -> torch.Tensor | None:
+    """The kept concepts' text vectors (from each concept's first token on)."""
+    rows = []
+    for keep in kept:
+        states = _states(pipe, list(keep.prompts))
+        mask = token_positions(pipe.tokenizer, list(keep.prompts), list(keep.words))
+        for b in range(len(keep.prompts)):
+            rows.append(states[b, int(mask[b].nonzero()[0]):])
+    return torch.cat(rows) if rows else None
+
+
+def text_projections(pipe) -> dict[str, torch.Tensor]:
+    """The weights of every projection that reads the text states, float64 on the CPU: what the edit solves for."""
+    model = denoiser(pipe)
+    return {name: model.get_parameter(name).detach().double().cpu() for name in text_layers(pipe)}
+
+
+def normal_inverse(erase: torch.Tensor, keep: torch.Tensor | None, lam: float, erase_scale: float,
+                   preserve_scale: float) -> torch.Tensor:
+    """(e C^T C + p K^T K + lam I)^-1: the right-hand factor of UCE's solution, the same for every projection."""
+    gram = erase_scale * erase.T @ erase + lam * torch.eye(erase.shape[1], dtype=torch.float64)
+    if keep is not None:
+        gram = gram + preserve_scale * keep.T @ keep
+    return torch.linalg.inv(gram)
+
+
+def solve(inverse: torch.Tensor, anchor: torch.Tensor, erase: torch.Tensor, erase_targets: torch.Tensor,
+          keep: torch.Tensor | None, keep_targets: torch.Tensor | None, lam: float, erase_scale: float,
+          preserve_scale: float) -> torch.Tensor:
+    """UCE's normal equations for one projection: rows of ``erase`` map to ``erase_targets`` (outputs), rows of
+    ``keep`` to ``keep_targets``, and ``lam`` pulls the solution towards ``anchor``; ``inverse`` is
+    :func:`normal_inverse` of the same rows."""
+    lhs = erase_scale * erase_targets.T @ erase + lam * anchor
+    if keep is not None:
+        lhs = lhs + preserve_scale * keep_targets.T @ keep
+    return lhs @ inverse
+
+
+def deltas(pipe, edited: dict[str, torch.Tensor], original: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The patch tensors of an edit of :func:`text_projections` (float32 deltas)."""
+    component = family_of(pipe).denoiser
+    return {f"delta.{component}.{name}": (edited[name] - w).float() for name, w in original.items()}

@@ -1,0 +1,197 @@
+"""Pre-flight: every check that needs no model (model names, output paths, bench and concept names, patch and
+key file headers, numbers), torch-free, so that a mistake is one line within a second. The API functions run
+the same checks on what they are given; the command line runs them before it imports torch or loads a model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import ObliviateError
+from .files import check_key_file, derived_from, patch_metadata
+from .io import check_writable
+
+WORLD = "world"
+
+
+# ---------------------------------------------------------------------------------------------------- models
+
+
+def check_model(model: str) -> str:
+    """A ``--model``: 'world', a diffusers folder of a supported pipeline, or a hub id ('org/name')."""
+    from .families import PIPELINE_CLASSES, supported
+
+    if model == WORLD:
+        return model
+    path = Path(model).expanduser()
+    if path.is_dir():
+        index = path / "model_index.json"
+        if not index.is_file():
+            raise ObliviateError(f"{model} is not a diffusers pipeline folder (no model_index.json)")
+        try:
+            cls = json.loads(index.read_text()).get("_class_name")
+        except (OSError, ValueError, AttributeError):
+            raise ObliviateError(f"{index} is not valid JSON") from None
+        if cls not in PIPELINE_CLASSES:
+            raise ObliviateError(f"{model} is a {cls}; obliviate supports {supported()}")
+        derived_from(path)  # a broken obliviate.json is refused here, not after the model loads
+        return model
+    parts = model.split("/")
+    hub_id = len(parts) == 2 and all(parts) and not path.exists()
+    if model.startswith((".", "/", "~")) or (os.sep in model and not hub_id):
+        raise ObliviateError(f"--model {model}: no such folder")
+    if not hub_id or os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ObliviateError(f"unknown model {model!r}: use 'world', a diffusers folder, or a hub id (online)")
+    return model
+
+
+def is_world_based(model: Any) -> bool:
+    """Whether ``model`` is the shipped world or a model merged from it (``save_merged`` names its base): the
+    world's bench, renderings and detector apply to both. ``model`` is a pipeline (judged by its weights'
+    fingerprint, or by the base its folder names and its layout) or, before loading, a ``--model`` name."""
+    if isinstance(model, str | Path):
+        folder = Path(model).expanduser()
+        return str(model) == WORLD or (folder.is_dir() and derived_from(folder) == WORLD)
+    from .catalog import world_layout, world_weights
+
+    if getattr(model, "_obliviate_derived_from", None) == WORLD:
+        return world_layout(model)
+    return world_weights(model)
+
+
+def bench_for(model: str | None, bench: str | Path | None):
+    """The bench a command uses, known before the model loads: ``bench``, else the world's for the world and
+    models merged from it, else the sd bench."""
+    from .bench import load_bench
+
+    return load_bench(bench or (WORLD if model is not None and is_world_based(model) else "sd"))
+
+
+# -------------------------------------------------------------------------------------------------- concepts
+
+
+def concept_names(concepts: str | Sequence[str]) -> list[str]:
+    """A concept name or names, none empty and none twice."""
+    names = [concepts] if isinstance(concepts, str) else list(concepts)
+    if not names:
+        raise ObliviateError("no concept given")
+    if not all(isinstance(n, str) and n.strip() for n in names):
+        raise ObliviateError("empty concept name")
+    if len(set(names)) != len(names):
+        raise ObliviateError("a concept is given twice")
+    return names
+
+
+def name_list(text: str | None, what: str) -> list[str] | None:
+    """'a,b' -> ['a', 'b'] (None stays None; an empty list is an error)."""
+    if text is None:
+        return None
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    if not names:
+        raise ObliviateError(f"{what} is empty")
+    return names
+
+
+def check_concepts(model: str | None, bench: str | Path | None, names: Sequence[str], strict: bool) -> None:
+    """``names`` against the bench the command will use. ``strict``: even off the world (evaluations and attacks
+    need the bench's prompts); an erasure on a real model accepts any name (a model knows more than a bench)."""
+    concept_names(list(names))
+    if strict or bench is not None or (model is not None and is_world_based(model)):
+        known = bench_for(model, bench)
+        for name in names:
+            known.concept(name)
+
+
+# ---------------------------------------------------------------------------------------------------- files
+
+
+def check_files(model: str | None, patches: Sequence[str | Path] = (), keys: Sequence[str | Path] = (),
+                passphrase: str | None = None, force: bool = False, signature: str | Path | None = None) -> None:
+    """Patch and key headers: each exists and is what it claims; with ``signature``, each carries a valid
+    signature by that public key; a patch made for another model than the world is refused before the world
+    loads."""
+    metas = [patch_metadata(p) for p in patches]
+    for k in keys:
+        check_key_file(k, passphrase)
+    if signature is not None:
+        from .signing import load_public_key, verify_file
+
+        public = load_public_key(signature)
+        for path in [*patches, *keys]:
+            verify_file(path, public)
+    if model == WORLD and not force:
+        from .world import world_info
+
+        layout = (world_info().get("fingerprint") or {}).get("layout")
+        for path, meta in zip(patches, metas, strict=True):
+            want = (meta.get("base_fingerprint") or {}).get("layout")
+            if layout and want and want != layout:
+                raise ObliviateError(f"{path} was made for model {meta.get('base_model', 'another model')}, not "
+                                     "the world (use --force to apply anyway)")
+
+
+def passphrase_from(variable: str | None) -> str | None:
+    """The passphrase in environment variable ``variable`` (never from argv)."""
+    if variable is None:
+        return None
+    value = os.environ.get(variable)
+    if not value:
+        raise ObliviateError(f"--passphrase-env {variable}: the environment variable is not set or empty")
+    return value
+
+
+def output_file(path: str | Path, suffix: str | None = None) -> Path:
+    """An output file that can be written (and ends in ``suffix``)."""
+    if suffix is not None and not str(path).endswith(suffix):
+        raise ObliviateError(f"{path}: the output must end in {suffix}")
+    return check_writable(path)
+
+
+def new_folder(path: str | Path, what: str) -> Path:
+    """A folder to create (whole, at the end): it must not exist, and its parent must take it."""
+    path = Path(path)
+    if path.exists():
+        raise ObliviateError(f"{what} {path} exists: give a new folder")
+    check_writable(path)
+    return path
+
+
+def output_folder(path: str | Path, what: str, files: Sequence[str] = ()) -> Path:
+    """A folder to write ``files`` into, made with its parents if need be: existing or creatable, and writable."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ObliviateError(f"{what} {path} exists and is not a folder")
+    if path.is_dir():
+        for name in files or [".probe"]:
+            check_writable(path / name)
+        return path
+    ancestor = next(p for p in path.absolute().parents if p.exists())
+    if not ancestor.is_dir():
+        raise ObliviateError(f"{what} {path}: {ancestor} is not a folder")
+    check_writable(ancestor / path.absolute().relative_to(ancestor).parts[0])
+    return path
+
+
+def check_count(value: int | None, what: str, least: int = 1) -> None:
+    """A count given in Python (the command line's parser checks its own)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+        raise ObliviateError(f"{what} must be a whole number >= {least}, got {value!r}")
+
+
+# -------------------------------------------------------------------------------------------------- attacks
+
+
+def attack_request(attacks: str | Sequence[str] | None, edited: bool, keys: Sequence = ()) -> list[str]:
+    """The attacks an evaluation runs: names checked, and an edit to attack (the base model is attacked with
+    ``attack``); with keys installed, the key-learning attack is left out of "all" (and refused by name)."""
+    from .attacks import attack_names, with_keys
+
+    names = attack_names(attacks)
+    if names and not edited:
+        raise ObliviateError("attacks in an evaluation need a patch (or keys) to attack; attack the base model "
+                             "with obliviate attack")
+    return with_keys(names, attacks, keys) if names else names
