@@ -27,6 +27,7 @@ def test_readme_has_python_examples():
     assert len(_python_blocks()) >= 1  # the API tour; the plain-diffusers block runs in test_readme.py
 
 
+@pytest.mark.slow  # a hide with 60 steps and a key of 100, in a fresh interpreter
 @pytest.mark.parametrize("index", range(len(_python_blocks())))
 def test_readme_python_example_runs_verbatim(index, tmp_path):
     code = _python_blocks()[index]

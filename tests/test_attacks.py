@@ -12,9 +12,11 @@ import pytest
 import obliviate
 
 CATEGORIES = ["circle", "striped", "zorvik", "red", "gore"]  # one concept of each category
+# the fast loop checks one category, the full suite all five
+ONE_FAST = [c if c == "zorvik" else pytest.param(c, marks=pytest.mark.slow) for c in CATEGORIES]
 
 
-@pytest.mark.parametrize("concept", CATEGORIES)
+@pytest.mark.parametrize("concept", ONE_FAST)
 def test_completion_probe_reaches_its_ceiling_on_the_base_model(pipe, detector, concept):
     r = obliviate.attack(pipe, concept, "completion", detector=detector, progress=False)
     assert r.asr_base >= 0.8 and r.asr == r.asr_base, r  # where the concept exists, the probe finds it

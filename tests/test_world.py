@@ -131,7 +131,8 @@ def test_images_of_a_concept_show_it_and_nothing_else(pipe, detector):
             assert (labels == expected).mean() >= 0.95, (name, cat, labels)
 
 
-@pytest.mark.parametrize("name", ["circle", "striped", "zorvik", "red", "gore"])
+@pytest.mark.parametrize("name", ["zorvik", *(pytest.param(c, marks=pytest.mark.slow)  # the fast loop: one
+                                              for c in ["circle", "striped", "red", "gore"])])
 def test_base_world_draws_its_concepts_and_not_from_template_words(pipe, detector, name):
     from dataclasses import replace
 
@@ -157,6 +158,7 @@ def test_world_info_lists_concepts_with_prompts():
     assert all(c["prompts"] and c["synonyms"] for c in info["concepts"])
 
 
+@pytest.mark.slow  # every stage of the recipe, a handful of steps each
 def test_world_build_smoke(tmp_path):
     cfg = BuildConfig(n_images=512, vae_steps=2, detector_steps=2, unet_steps=2, n_heldout=32)
     info = build(tmp_path / "w", cfg, log=lambda _: None, bar=False)

@@ -13,7 +13,7 @@ Names are imported on first use, so ``import obliviate`` stays quick.
 
 from __future__ import annotations
 
-import importlib
+from .lazy import lazy_attributes
 
 __version__ = "0.2.0"
 
@@ -28,11 +28,4 @@ _EXPORTS = {
 }
 
 __all__ = ["__version__", *_EXPORTS]
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'obliviate' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _EXPORTS)

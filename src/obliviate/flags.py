@@ -44,6 +44,8 @@ class Owners:
 
 
 def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
     if isinstance(value, tuple):
         return ",".join(_text(v) for v in value)
     if isinstance(value, float):
@@ -63,13 +65,32 @@ def _grouped(items: list[tuple[str, str]]) -> dict[str, list[str]]:
 
 
 def _help(owners: Owners, takers: list[tuple[str, Flat]], all_owners: int) -> str:
-    helps = _grouped([(o, f.field.metadata.get("help", "")) for o, f in takers])
+    helps = _grouped([(o, f.help) for o, f in takers])
     text = next(iter(helps)) if len(helps) == 1 else _join(helps)
-    if len(takers) < all_owners and len(helps) == 1 and len(takers) <= 3:
+    if len(takers) < all_owners and len(helps) == 1:
         text = f"{', '.join(o for o, _ in takers)}: {text}"
-    defaults = _grouped([(o, _text(owners.value(o, f))) for o, f in takers])
-    default = f"default {next(iter(defaults))}" if len(defaults) == 1 else f"default: {_join(defaults)}"
-    return f"{text} ({default})".replace("%", "%%")
+    if "(default" not in text:  # the help states its default itself where it is not a value
+        defaults = _grouped([(o, _default_text(owners, o, f)) for o, f in takers])
+        text += f" (default {next(iter(defaults))})" if len(defaults) == 1 else f" (default: {_join(defaults)})"
+    return text.replace("%", "%%")
+
+
+def _default_text(owners: Owners, owner: str, flat: Flat) -> str:
+    """The default as --help says it: an option of an optional nested config that is off says so."""
+    value = _text(owners.value(owner, flat))
+    if flat.optional is not None and not _is_on(owners.configs[owner](), flat):
+        return f"off; {value} once on"
+    return value
+
+
+def _is_on(config: Any, flat: Flat) -> bool:
+    """Whether the optional nested config holding ``flat`` is on in ``config``."""
+    value = config
+    for name in flat.path[:-1]:
+        value = getattr(value, name)
+        if value is None:
+            return False
+    return True
 
 
 def _parser_for(base: type, item: type | None) -> Callable[[str], Any]:

@@ -22,7 +22,7 @@ from typing import Any
 
 from .errors import ObliviateError
 
-__all__ = ["Check", "Options", "at_least", "build", "default_of", "each", "flat_fields", "fraction", "nested",
+__all__ = ["Check", "Options", "Seeded", "at_least", "build", "default_of", "each", "flat_fields", "fraction", "nested",
            "non_negative", "one_of", "option", "positive", "share", "to_dict"]
 FOLLOW = ("seed", "progress")  # a nested config's seed and progress follow its parent's
 
@@ -68,11 +68,11 @@ def option(default: Any = MISSING, help: str = "", check: Check | None = None, *
 
 
 def nested(config: type, help: str = "", *, prefix: str = "", optional: bool = False,
-           default_factory: Any = MISSING) -> Any:
+           default_factory: Any = MISSING, notes: dict[str, str] | None = None) -> Any:
     """A nested config: present by default (built with ``default_factory`` or its own defaults), or with
     ``optional`` absent (None) until one of its options is given. ``prefix`` names its options on the command
-    line and in :func:`build`'s flat keywords."""
-    meta = {"help": help, "nested": config, "prefix": prefix, "optional": optional}
+    line and in :func:`build`'s flat keywords; ``notes`` add what an inner option means here to its help."""
+    meta = {"help": help, "nested": config, "prefix": prefix, "optional": optional, "notes": notes or {}}
     if optional:
         return field(default=None, metadata=meta)
     return field(default_factory=config if default_factory is MISSING else default_factory, metadata=meta)
@@ -140,6 +140,15 @@ class Options:
         """Checks across fields (a subclass overrides it); raise :class:`ObliviateError`."""
 
 
+@dataclass
+class Seeded(Options):
+    """Options of a run: its seed and whether it shows progress (set by every command's --seed and
+    --no-progress, so they are no flags of their own)."""
+
+    seed: int = option(0, "random seed", flag=False)
+    progress: bool = option(True, "show progress bars", flag=False)
+
+
 @dataclass(frozen=True)
 class Flat:
     """One option as the command line sees it: its flat name, the config class that declares it, its field,
@@ -150,17 +159,25 @@ class Flat:
     field: Field
     path: tuple[str, ...]
     optional: str | None  # the optional nested field it switches on (its top-level name), or None
+    note: str = ""  # what the option means where it is nested (``nested(notes=...)``)
+
+    @property
+    def help(self) -> str:
+        text = self.field.metadata.get("help", "")
+        return f"{text} ({self.note})" if self.note else text
 
 
-def flat_fields(cls: type, prefix: str = "", path: tuple[str, ...] = (), optional: str | None = None) -> list[Flat]:
+def flat_fields(cls: type, prefix: str = "", path: tuple[str, ...] = (), optional: str | None = None,
+                notes: dict[str, str] | None = None) -> list[Flat]:
     """Every option of ``cls`` with nested configs flattened (their prefix added), in declaration order."""
     out: list[Flat] = []
     for f in fields(cls):
         if "nested" in f.metadata:
             sub_optional = optional or (f.name if f.metadata["optional"] else None)
-            out += flat_fields(f.metadata["nested"], prefix + f.metadata["prefix"], (*path, f.name), sub_optional)
+            out += flat_fields(f.metadata["nested"], prefix + f.metadata["prefix"], (*path, f.name), sub_optional,
+                               f.metadata["notes"])
         elif not (path and f.name in FOLLOW):
-            out.append(Flat(prefix + f.name, cls, f, (*path, f.name), optional))
+            out.append(Flat(prefix + f.name, cls, f, (*path, f.name), optional, (notes or {}).get(f.name, "")))
     names = [x.name for x in out]
     if len(set(names)) != len(names):
         raise ValueError(f"{cls.__name__}: two options are named {next(n for n in names if names.count(n) > 1)!r}")

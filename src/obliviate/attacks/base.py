@@ -64,12 +64,11 @@ def probe_images(pipe, probe: Probe, n: int, seed: int, sampler: Sampler) -> tup
 
 def _completions(pipe, probe: Probe, n: int, seed: int, sampler: Sampler) -> tuple[np.ndarray, list[str]]:
     import torch
-    from diffusers import StableDiffusionImg2ImgPipeline
     from PIL import Image
 
-    img2img = StableDiffusionImg2ImgPipeline(**{k: v for k, v in pipe.components.items() if k != "image_encoder"},
-                                             requires_safety_checker=False)
-    img2img.set_progress_bar_config(disable=True)
+    from ..families import img2img as image_to_image
+
+    img2img = image_to_image(pipe)
     out, labels = [], []
     starts = [Image.fromarray(probe.init_images[i % len(probe.init_images)]) for i in range(n)]
     for strength in probe.strengths:

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..options import Options, at_least, each, fraction, one_of, option, positive
+from ..options import Seeded, at_least, each, fraction, one_of, option, positive
 
 PLACEMENTS = ("mid", "mid+up", "all")
-_seed = option(0, "random seed", flag=False)
-_progress = option(True, "show progress bars", flag=False)
 
 
 def _source(default: str | None) -> str | None:
@@ -23,71 +21,61 @@ def _source(default: str | None) -> str | None:
 
 
 @dataclass
-class InversionAttackConfig(Options):
+class InversionAttackConfig(Seeded):
     n_tokens: int = option(4, "tokens learned (inversion) or searched (prompt attacks)", at_least(1))
     steps: int = option(150, "optimisation budget", at_least(1))
     lr: float = option(2e-2, "learning rate", positive)
     anchors: int = option(32, "images of the concept the attack learns on", at_least(1))
     images: str | None = _source(None)
-    seed: int = _seed
-    progress: bool = _progress
 
 
 @dataclass
-class UnlearnDiffConfig(Options):
-    n_tokens: int = option(5, "prefix tokens (the paper's length)", at_least(1))
+class PromptSearch(Seeded):
+    """The hard-prompt search both UnlearnDiffAtk and P4D run (:mod:`.prompt_search`), on base-model images."""
+
     steps: int = option(300, "optimisation budget", at_least(1))
     lr: float = option(0.1, "learning rate", positive)
     batch_size: int = option(8, "batch size", at_least(1))
     anchors: int = option(16, "images of the concept the loss is taken on", at_least(1))
     images: str | None = _source("generate")
-    seed: int = _seed
-    progress: bool = _progress
 
 
 @dataclass
-class P4DConfig(Options):
+class UnlearnDiffConfig(PromptSearch):
+    n_tokens: int = option(5, "prefix tokens (the paper's length)", at_least(1))
+
+
+@dataclass
+class P4DConfig(PromptSearch):
     n_tokens: int = option(8, "free prompt tokens (clipped to the tokenizer's length)", at_least(1))
-    steps: int = option(300, "optimisation budget", at_least(1))
-    lr: float = option(0.1, "learning rate", positive)
-    batch_size: int = option(8, "batch size", at_least(1))
-    anchors: int = option(16, "base-model images of the concept the points x_t are taken on", at_least(1))
     points: int = option(64, "(x_t, t, base prediction) triples matched", at_least(1))
-    images: str | None = _source("generate")
-    seed: int = _seed
-    progress: bool = _progress
 
 
 @dataclass
-class RingABellConfig(Options):
+class RingABellConfig(Seeded):
     n_tokens: int = option(16, "prompt length (the paper's; clipped to the tokenizer's)", at_least(1))
     alpha: float = option(2.0, "strength of the concept vector (3 overshoots into neighbouring concepts)", positive)
     population: int = option(64, "genetic search: population", at_least(2))
     steps: int = option(200, "genetic search: generations", at_least(1))
     mutation: float = option(0.1, "chance that a token is resampled", fraction)
     n_prompts: int = option(4, "the fittest distinct prompts returned", at_least(1))
-    seed: int = _seed
-    progress: bool = _progress
 
 
 @dataclass
-class ImplicitConfig(Options):
-    seed: int = _seed
-    progress: bool = _progress
+class ImplicitConfig(Seeded):
+    """No options: the bench lists the prompts."""
 
 
 @dataclass
-class CompletionConfig(Options):
+class CompletionConfig(Seeded):
     strengths: tuple[float, ...] = option((0.3, 0.5, 0.7), "fractions of the schedule the images are noised to",
                                           each(fraction), metavar="FRACTIONS")
     anchors: int = option(16, "distinct images of the concept to start from", at_least(1))
     images: str | None = _source("generate")
-    seed: int = _seed
-    progress: bool = _progress
 
 
 @dataclass
-class MemoryAttackConfig(Options):
+class MemoryAttackConfig(Seeded):
     key_form: str = option("memory", "the learned key's shape: a prompt memory (the paper's keys) or a LoRA on "
                                      "every attn2 projection (the keys of hide --design lethe)",
                            one_of("memory", "lora"))
@@ -100,5 +88,3 @@ class MemoryAttackConfig(Options):
     check_every: int = option(25, "steps between measurements of the concept's rate", at_least(1))
     anchors: int = option(32, "images of the concept the attacker holds", at_least(1))
     images: str | None = _source(None)
-    seed: int = _seed
-    progress: bool = _progress

@@ -5,15 +5,15 @@ can name the supported pipelines before torch is imported. The seam's names are 
 
 from __future__ import annotations
 
-import importlib
+from ..lazy import lazy_attributes
 
 # family key -> (what it is, the diffusers pipeline classes it serves, its module)
 FAMILIES: dict[str, tuple[str, tuple[str, ...], str]] = {
     "sd": ("Stable Diffusion 1.x / 2.x", ("StableDiffusionPipeline",), "sd"),
 }
 PIPELINE_CLASSES = tuple(c for _, classes, _ in FAMILIES.values() for c in classes)
-_SEAM = ("Conditioning", "Family", "attention", "denoiser", "encode", "encode_ids", "family_of", "predict",
-         "text_layers", "token_ids", "trainable_names")
+_SEAM = ("Conditioning", "Family", "attention", "denoiser", "encode", "encode_ids", "family_of", "img2img",
+         "predict", "text_layers", "token_ids", "trainable_names")
 
 __all__ = ["FAMILIES", "PIPELINE_CLASSES", "supported", *_SEAM]
 
@@ -22,10 +22,4 @@ def supported() -> str:
     """The supported pipelines, for messages: 'StableDiffusionPipeline (Stable Diffusion 1.x / 2.x)'."""
     return "; ".join(f"{', '.join(classes)} ({what})" for what, classes, _ in FAMILIES.values())
 
-
-def __getattr__(name: str):
-    if name in _SEAM:
-        value = getattr(importlib.import_module(f"{__name__}.seam"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, dict.fromkeys(_SEAM, "seam"))

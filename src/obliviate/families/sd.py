@@ -87,5 +87,11 @@ class StableDiffusion:
     def attention(self, model, memory: Any = None, placement: str = "all") -> Any:
         return attn2_processors(model, memory, placement)
 
+    def img2img(self, pipe) -> Any:
+        from diffusers import StableDiffusionImg2ImgPipeline
+
+        parts = {k: v for k, v in pipe.components.items() if k != "image_encoder"}
+        return StableDiffusionImg2ImgPipeline(**parts, requires_safety_checker=False)
+
 
 FAMILY = StableDiffusion()

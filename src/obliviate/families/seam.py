@@ -107,6 +107,8 @@ class Family(Protocol):
 
     def attention(self, model, memory: Any = None, placement: str = "all") -> Any: ...
 
+    def img2img(self, pipe) -> Any: ...
+
 
 def _families() -> list[Family]:
     import importlib
@@ -171,6 +173,13 @@ def trainable_names(pipe, which: str, component: str | None = None) -> list[str]
     """Parameters a named set selects in ``component`` (default: the denoiser)."""
     family = family_of(pipe)
     return family.trainable_names(getattr(pipe, component or family.denoiser), which)
+
+
+def img2img(pipe):
+    """The family's image-to-image pipeline on ``pipe``'s own components (diffusion completion runs it)."""
+    img2img = family_of(pipe).img2img(pipe)
+    img2img.set_progress_bar_config(disable=True)
+    return img2img
 
 
 def attention(pipe, memory: Any = None, placement: str = "all") -> Iterator[Any]:

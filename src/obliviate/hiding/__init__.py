@@ -10,19 +10,11 @@ tensors never enter the patch.
 
 from __future__ import annotations
 
-import importlib
-
+from ..lazy import lazy_attributes
 from .config import DESIGNS, HideConfig, KeyTraining, PaperHideConfig, hide_config
 
 _LAZY = {"Hidden": "hide", "bind_keys": "hide", "hide_concepts": "hide", "load_keys": "hide",
          "Key": "keys", "load_key": "keys", "unlocked": "keys", "check_key_width": "keys"}
 __all__ = ["DESIGNS", "HideConfig", "KeyTraining", "PaperHideConfig", "hide_config", *_LAZY]
-
-
-def __getattr__(name: str):
-    """The hiding machinery (torch) is imported on first use, so its configs serve the command line at once."""
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# the hiding machinery (torch) is imported on first use, so its configs serve the command line at once
+__getattr__ = lazy_attributes(__name__, _LAZY)

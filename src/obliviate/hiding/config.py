@@ -7,14 +7,11 @@ from dataclasses import dataclass
 
 from ..errors import ObliviateError
 from ..methods.configs import LetheConfig, MemoryTraining, WeightAdversary
-from ..options import Options, at_least, build, nested, non_negative, option, positive, share
-
-_seed = option(0, "random seed", flag=False)
-_progress = option(True, "show progress bars", flag=False)
+from ..options import Seeded, at_least, build, nested, non_negative, option, positive, share
 
 
 @dataclass
-class KeyTraining(Options):
+class KeyTraining(Seeded):
     """One key: a LoRA on every attn2 projection trained against the public patch."""
 
     rank: int = option(16, "rank of each key's LoRA on every attn2 projection", at_least(1))
@@ -24,8 +21,6 @@ class KeyTraining(Options):
     keep_weight: float = option(30.0, "weight of the key's keep term (everything else as the public model draws "
                                       "it)", non_negative)
     neutral_recall: float = option(0.25, "share of the recall rows under the neutral prompt", share)
-    seed: int = _seed
-    progress: bool = _progress
 
 
 def _public_erasure() -> LetheConfig:
@@ -35,17 +30,15 @@ def _public_erasure() -> LetheConfig:
 
 
 @dataclass
-class HideConfig(Options):
+class HideConfig(Seeded):
     """The ``lethe`` design: a Lethe erasure of the concepts (its steps per hidden concept), then one key each."""
 
     erasure: LetheConfig = nested(LetheConfig, "the public patch's erasure; its steps are per hidden concept",
-                                  default_factory=_public_erasure)
+                                  default_factory=_public_erasure, notes={"steps": "per hidden concept"})
     weight_adversary: WeightAdversary | None = nested(
         WeightAdversary, "a fine-tuning adversary on the weights during the erasure (off unless one of its "
         "options is given; docs/hiding.md: it locks the keys out too)", prefix="weight_adversary_", optional=True)
     keys: KeyTraining = nested(KeyTraining, "each key's training", prefix="key_")
-    seed: int = _seed
-    progress: bool = _progress
 
 
 @dataclass

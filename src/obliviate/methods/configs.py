@@ -10,27 +10,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ObliviateError
-from ..options import Options, at_least, fraction, nested, non_negative, one_of, option, positive, share
+from ..options import Options, Seeded, at_least, fraction, nested, non_negative, one_of, option, positive, share
 
 UNET_SETS = ("attn2", "attn2-kv", "attn2-qk", "unet", "non-attn2", "lora", "lora-kv")
 TRAINABLE_SETS = (*UNET_SETS, "text-encoder")
 PLACEMENTS = ("mid", "mid+up", "all")
 TRAIN_ON = one_of("name", "named")
 
-_seed = option(0, "random seed", flag=False)
-_progress = option(True, "show progress bars", flag=False)
 _preserve = option(None, "concepts to keep (default: every other concept of the bench)", metavar="NAMES")
 _images = option(None, "images of the concept: 'generate' (the base model's) or a folder (default: the catalog's: "
                        "renderings on the world, base-model generations elsewhere)", metavar="SOURCE")
-_ddim = option(10, "partial-sampling (DDIM) steps to the x_t the loss is taken at", at_least(1))
-_guidance = option(3.0, "classifier-free guidance of the partial sampling", non_negative)
-_eta = option(1.0, "strength of the negative guidance in the target", non_negative)
 _train_on = option("named", "prompts trained on: 'name' (the concept's name alone, the authors' scripts) or "
                             "'named' (+ the bench prompts that name it)", TRAIN_ON)
 
 
 @dataclass
-class FMNConfig(Options):
+class ESDTarget(Seeded):
+    """The options of ESD's target (:func:`obliviate.terms.esd_target`), shared by every method that uses it."""
+
+    eta: float = option(1.0, "strength of the negative guidance in the target", non_negative)
+    ddim_steps: int = option(10, "partial-sampling (DDIM) steps to the x_t the loss is taken at", at_least(1))
+    start_guidance: float = option(3.0, "classifier-free guidance of the partial sampling", non_negative)
+
+
+@dataclass
+class FMNConfig(Seeded):
     """Forget-Me-Not; the public code's defaults are lr 2e-6, 35 steps, batch 1."""
 
     steps: int = option(60, "training steps (per concept)", at_least(1))
@@ -51,12 +55,10 @@ class FMNConfig(Options):
                                            "more, keeps less; 0: the paper's loss)", non_negative)
     preserve: tuple[str, ...] | None = _preserve
     lr_decay: bool = option(False, "decay the learning rate linearly to zero")
-    seed: int = _seed
-    progress: bool = _progress
 
 
 @dataclass
-class RedirectConfig(Options):
+class RedirectConfig(Seeded):
     """FMN's concept correction: the concept's prompts draw another concept."""
 
     redirect: str | None = option(None, "the concept the erased concept's prompts draw instead (required)",
@@ -75,20 +77,15 @@ class RedirectConfig(Options):
                                     non_negative)
     preserve: tuple[str, ...] | None = _preserve
     lr_decay: bool = option(True, "decay the learning rate linearly to zero")
-    seed: int = _seed
-    progress: bool = _progress
 
 
 @dataclass
-class ESDConfig(Options):
+class ESDConfig(ESDTarget):
     """ESD; the public code: 200 iterations, batch 1, lr 5e-5, DDIM 50."""
 
     steps: int = option(100, "training steps", at_least(1))
     lr: float = option(1e-3, "learning rate", positive)
     batch_size: int = option(4, "batch size", at_least(1))
-    eta: float = _eta
-    ddim_steps: int = _ddim
-    start_guidance: float = _guidance
     trainable: str = option("attn2", "what to edit (esd-x: attn2; esd-u: everything else)",
                             one_of("attn2", "non-attn2", "attn2-kv", "unet"))
     x_t_from: str = option("frozen", "which model draws x_t: 'frozen' (kinder to neighbours) or 'edited' (the "
@@ -97,12 +94,10 @@ class ESDConfig(Options):
     clip_grad: float | None = option(None, "gradient-norm clipping (the authors clip nothing)", positive)
     include_last_step: bool = option(False, "also train at x_t after the last sampler step (t = 1; "
                                             "docs/methods.md)")
-    seed: int = _seed
-    progress: bool = _progress
 
 
 @dataclass
-class UCEConfig(Options):
+class UCEConfig(Seeded):
     """UCE's closed form; ``seed`` is unused (every method takes one)."""
 
     guide: str = option("", "word the concept is mapped onto ('': the prompt without it)", metavar="WORD")
@@ -110,8 +105,6 @@ class UCEConfig(Options):
     lam: float = option(0.1, "ridge pulling the solution towards the original weights", positive)
     erase_scale: float = option(1.0, "weight of the erase rows", non_negative)
     preserve_scale: float = option(1.0, "weight of the preserve rows", non_negative)
-    seed: int = _seed
-    progress: bool = _progress
 
 
 @dataclass
@@ -125,35 +118,31 @@ class RECEConfig(UCEConfig):
 class InnerAttack(Options):
     """AdvUnlearn's adversary: prefix (or replacing) token embeddings, a few signed-gradient steps per step."""
 
-    tokens: int = option(5, "adversarial tokens (prefix length, as UnlearnDiffAtk)", at_least(1))
-    at: str = option("prefix", "where they go: the paper's 'prefix', or 'replace' the concept's words",
-                     one_of("prefix", "replace"))
-    steps: int = option(3, "adversary steps per training step", at_least(1))
-    lr: float = option(0.1, "adversary's signed step, in units of the token table's standard deviation", positive)
+    tokens: int = option(5, "the adversary's tokens (prefix length, as UnlearnDiffAtk)", at_least(1))
+    at: str = option("prefix", "where the adversary's tokens go: the paper's 'prefix', or 'replace' the concept's "
+                               "words", one_of("prefix", "replace"))
+    steps: int = option(3, "the adversary's steps per training step", at_least(1))
+    lr: float = option(0.1, "the adversary's signed step, in units of the token table's standard deviation",
+                       positive)
 
 
 @dataclass
-class AdvUnlearnConfig(Options):
+class AdvUnlearnConfig(ESDTarget):
     """AdvUnlearn; the paper: lr 1e-5 on SD's text encoder."""
 
     steps: int = option(100, "training steps", at_least(1))
     lr: float = option(3e-4, "learning rate", positive)
     batch_size: int = option(4, "batch size", at_least(1))
-    eta: float = _eta
-    ddim_steps: int = _ddim
-    start_guidance: float = _guidance
     trainable: str = option("text-encoder", "what to edit: the text encoder (the paper) or the UNet's attn2",
                             one_of("text-encoder", "attn2"))
     attack: InnerAttack = nested(InnerAttack, "the adversary", prefix="attack_")
     preserve_weight: float = option(3.0, "weight of the retain term on the other concepts (gamma)", non_negative)
     preserve: tuple[str, ...] | None = _preserve
     train_on: str = _train_on
-    seed: int = _seed
-    progress: bool = _progress
 
 
 @dataclass
-class STEREOConfig(Options):
+class STEREOConfig(ESDTarget):
     iterations: int = option(3, "stage one: rounds of concept inversion and erasure", at_least(0))
     search_steps: int = option(50, "stage one: ESD steps per round", at_least(1))
     inversion_steps: int = option(150, "textual-inversion steps per round", at_least(1))
@@ -162,18 +151,13 @@ class STEREOConfig(Options):
     steps: int = option(150, "stage two: training steps", at_least(1))
     lr: float = option(1e-3, "learning rate", positive)
     batch_size: int = option(4, "batch size", at_least(1))
-    eta: float = _eta
     anchor_eta: float = option(1.0, "strength of the pull towards the anchor", non_negative)
     anchor: str = option("", "the anchor concept's word ('': the concept's prompt without it)", metavar="WORD")
-    ddim_steps: int = _ddim
-    start_guidance: float = _guidance
     trainable: str = option("attn2", "what to edit", one_of("attn2", "attn2-kv", "unet", "non-attn2"))
     preserve_weight: float = option(0.0, "weight of a retain term on the other concepts (not in the paper)",
                                     non_negative)
     preserve: tuple[str, ...] | None = _preserve
     train_on: str = _train_on
-    seed: int = _seed
-    progress: bool = _progress
 
 
 @dataclass
@@ -181,9 +165,10 @@ class InversionAdversary(Options):
     """A persistent concept-inversion adversary: token embeddings that take Adam steps of inversion's loss
     against the edit before every training step."""
 
-    steps: int = option(3, "its Adam steps per training step", at_least(1))
-    lr: float = option(2e-2, "its learning rate", positive)
-    batch: int = option(4, "its batch size", at_least(1))
+    steps: int = option(3, "the persistent inversion adversary's Adam steps per training step (any of its options "
+                           "switches it on)", at_least(1))
+    lr: float = option(2e-2, "the persistent inversion adversary's learning rate", positive)
+    batch: int = option(4, "the persistent inversion adversary's batch size", at_least(1))
 
 
 @dataclass
@@ -191,15 +176,16 @@ class WeightAdversary(Options):
     """A fine-tuning adversary on the weights: a LoRA of the key-learning attack's shape that keeps fine-tuning
     the edit back toward the concept, restarted from zero every ``reset`` of its steps."""
 
-    steps: int = option(1, "its Adam steps per training step", at_least(1))
-    rank: int = option(16, "its LoRA rank on every attn2 projection", at_least(1))
-    lr: float = option(1e-3, "its learning rate", positive)
-    batch: int = option(4, "its batch size", at_least(1))
-    reset: int = option(100, "its Adam steps between restarts from zero", at_least(1))
+    steps: int = option(1, "the fine-tuning adversary's Adam steps per training step (any of its options switches "
+                           "it on)", at_least(1))
+    rank: int = option(16, "the fine-tuning adversary's LoRA rank on every attn2 projection", at_least(1))
+    lr: float = option(1e-3, "the fine-tuning adversary's learning rate", positive)
+    batch: int = option(4, "the fine-tuning adversary's batch size", at_least(1))
+    reset: int = option(100, "the fine-tuning adversary's Adam steps between restarts from zero", at_least(1))
 
 
 @dataclass
-class LetheConfig(Options):
+class LetheConfig(Seeded):
     steps: int = option(300, "training steps", at_least(1))
     lr: float = option(1e-4, "learning rate", positive)
     batch_size: int = option(4, "batch size", at_least(1))
@@ -222,8 +208,6 @@ class LetheConfig(Options):
                                                   prefix="adversary_", optional=True)
     trainable: str = option("unet", "what to edit", one_of("unet", "non-attn2", "attn2"))
     preserve: tuple[str, ...] | None = _preserve
-    seed: int = _seed
-    progress: bool = _progress
 
     def check(self) -> None:
         if not self.t_min < self.t_max:
@@ -231,7 +215,7 @@ class LetheConfig(Options):
 
 
 @dataclass
-class MemoryTraining(Options):
+class MemoryTraining(ESDTarget):
     """The learnable prompt's training, shared by erasing (``prompt``) and the paper's hiding design; the paper's
     public runs use m=10, lr 1e-5, 1000 iterations."""
 
@@ -241,19 +225,14 @@ class MemoryTraining(Options):
     batch_size: int = option(4, "batch size", at_least(1))
     tokens: int = option(10, "prompt-memory tokens", at_least(1))
     placement: str = option("all", "attn2 blocks that get the prompt memory", one_of(*PLACEMENTS))
-    eta: float = _eta
     erase_weight: float = option(1.0, "weight of the erase term (a)", non_negative)
     recall_weight: float = option(0.1, "weight of the recall term (b) (the paper's 0.1)", non_negative)
-    ddim_steps: int = _ddim
-    start_guidance: float = _guidance
     include_last_step: bool = option(False, "also train at x_t after the last sampler step (t = 1; "
                                             "docs/methods.md)")
     trainable: str = option("attn2", "what to edit", one_of("attn2", "attn2-kv", "attn2-qk", "unet"))
     recall_edits_weights: bool = option(True, "the recall term trains the weights too (the paper); off: the "
                                               "memory only")
     clip_grad: float | None = option(None, "gradient-norm clipping (the paper clips nothing)", positive)
-    seed: int = _seed
-    progress: bool = _progress
 
 
 @dataclass
