@@ -114,10 +114,11 @@ def test_argument_errors_are_one_line(args, tmp_path):
 
 
 def _erase_config(monkeypatch, *args):
-    """The config ``obliviate erase ARGS`` hands to the API (which then stops)."""
-    from obliviate import api
+    """The config ``obliviate erase ARGS`` hands to the API (which then stops; no model is loaded)."""
+    from obliviate import api, cli
 
     seen = {}
+    monkeypatch.setattr(cli, "_load", lambda args, passphrase=None: (None, ([], [])))
 
     def fake_erase(pipe, concepts, method, config=None, **options):
         seen.update(config=config, options=options)

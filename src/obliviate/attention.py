@@ -21,6 +21,7 @@ from diffusers.models.attention_processor import Attention
 
 from .diffusion import randn
 from .errors import ObliviateError
+from .methods.configs import PLACEMENTS
 
 
 @dataclass
@@ -148,7 +149,7 @@ class _Passthrough:
         return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
 
 
-BLOCK_PLACEMENTS = ("mid", "mid+up", "all")
+BLOCK_PLACEMENTS = PLACEMENTS
 
 
 def attn2_names(unet, placement: str = "all") -> list[str]:

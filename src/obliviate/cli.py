@@ -31,6 +31,7 @@ def _preflight(args: argparse.Namespace, concepts: list[str] | None = None, stri
     """What every model command checks first: model, JSON target, bench, concepts, patch and key files.
     Returns the passphrase of sealed keys, if any."""
     pf.check_model(args.model)
+    pf.check_device(args.device)
     if getattr(args, "json", None) not in (None, "-"):
         pf.output_file(args.json)
     if getattr(args, "bench", None) is not None:

@@ -39,6 +39,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """``cpu`` (default), ``cuda[:N]`` or ``mps``; refused at once when this machine has no such device."""
     if device is None:
         return torch.device("cpu")
+    if isinstance(device, str):
+        from .preflight import check_device
+
+        check_device(device)
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):

@@ -49,6 +49,14 @@ def check_model(model: str) -> str:
     return model
 
 
+def check_device(device: str) -> str:
+    """A device's name: cpu, cuda, cuda:N or mps (whether this machine has it is asked once torch is in)."""
+    kind, _, index = device.partition(":")
+    if kind not in ("cpu", "cuda", "mps") or (index and (kind != "cuda" or not index.isdigit())):
+        raise ObliviateError(f"unknown device {device!r} (choose cpu, cuda, cuda:N or mps)")
+    return device
+
+
 def is_world_based(model: Any) -> bool:
     """Whether ``model`` is the shipped world or a model merged from it (``save_merged`` names its base): the
     world's bench, renderings and detector apply to both. ``model`` is a pipeline (judged by its weights'
@@ -123,7 +131,7 @@ def check_files(model: str | None, patches: Sequence[str | Path] = (), keys: Seq
         public = load_public_key(signature)
         for path in [*patches, *keys]:
             verify_file(path, public)
-    if model == WORLD and not force:
+    if model is not None and is_world_based(model) and not force:
         from .world import world_info
 
         layout = (world_info().get("fingerprint") or {}).get("layout")

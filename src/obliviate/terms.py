@@ -196,11 +196,12 @@ def negative_guidance(e_uncond: torch.Tensor, e_cond: torch.Tensor, eta: float) 
 
 
 def esd_point(pipe, draw: Predict, sampler, cond: Conditioning, uncond: Conditioning, gen: torch.Generator,
-              guidance: float, include_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """ESD's x_t: a random number of DDIM steps from noise under ``cond`` (guided by ``guidance``, drawn by
-    ``draw``); returns (x_t, t)."""
+              guidance: float, include_last: bool = False, start: torch.Tensor | None = None) \
+        -> tuple[torch.Tensor, torch.Tensor]:
+    """ESD's x_t: a random number of DDIM steps from noise (``start``, else drawn after the number of steps)
+    under ``cond`` (guided by ``guidance``, drawn by ``draw``); returns (x_t, t)."""
     stop = random_stop(len(sampler.timesteps), gen, include_last)
-    start = randn(latent_shape(pipe, len(cond)), gen, cond.states)
+    start = randn(latent_shape(pipe, len(cond)), gen, cond.states) if start is None else start
     with torch.no_grad():
         return partial_sample(draw, sampler, start, cond, uncond, stop, guidance)
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..methods.configs import PLACEMENTS
 from ..options import Seeded, at_least, each, fraction, one_of, option, positive
-
-PLACEMENTS = ("mid", "mid+up", "all")
 
 
 def _source(default: str | None) -> str | None:

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from ..errors import ObliviateError
 from ..options import Options, Seeded, at_least, fraction, nested, non_negative, one_of, option, positive, share
 
-UNET_SETS = ("attn2", "attn2-kv", "attn2-qk", "unet", "non-attn2", "lora", "lora-kv")
-TRAINABLE_SETS = (*UNET_SETS, "text-encoder")
-PLACEMENTS = ("mid", "mid+up", "all")
+# the denoiser's parameter sets a method may train (families/: what each names in a family)
+DENOISER_SETS = one_of("attn2", "attn2-kv", "attn2-qk", "unet", "non-attn2", "lora", "lora-kv")
+PLACEMENTS = ("mid", "mid+up", "all")  # the blocks a prompt memory goes in
 TRAIN_ON = one_of("name", "named")
 
 _preserve = option(None, "concepts to keep (default: every other concept of the bench)", metavar="NAMES")
@@ -42,7 +42,7 @@ class FMNConfig(Seeded):
     batch_size: int = option(4, "batch size", at_least(1))
     weight_decay: float = option(0.01, "AdamW weight decay", non_negative)
     trainable: str = option("attn2-qk", "what to edit (docs/methods.md: why q/k)",
-                            one_of("attn2-qk", "attn2", "unet", "lora"))
+                            DENOISER_SETS)
     rank: int = option(4, "LoRA rank with --trainable lora", at_least(1))
     inversion_tokens: int = option(0, "stage A: learn N tokens on the concept's images first, re-steer those "
                                       "(0: off)", at_least(0))
@@ -67,7 +67,7 @@ class RedirectConfig(Seeded):
     lr: float = option(3e-3, "learning rate", positive)
     batch_size: int = option(4, "batch size", at_least(1))
     weight_decay: float = option(0.01, "AdamW weight decay", non_negative)
-    trainable: str = option("attn2", "what to edit", one_of("attn2", "attn2-kv", "unet", "lora"))
+    trainable: str = option("attn2", "what to edit", DENOISER_SETS)
     rank: int = option(4, "LoRA rank with --trainable lora", at_least(1))
     images: str | None = option(None, "images of the redirect concept: 'generate' or a folder (default: the "
                                       "catalog's)", metavar="SOURCE")
@@ -87,7 +87,7 @@ class ESDConfig(ESDTarget):
     lr: float = option(1e-3, "learning rate", positive)
     batch_size: int = option(4, "batch size", at_least(1))
     trainable: str = option("attn2", "what to edit (esd-x: attn2; esd-u: everything else)",
-                            one_of("attn2", "non-attn2", "attn2-kv", "unet"))
+                            DENOISER_SETS)
     x_t_from: str = option("frozen", "which model draws x_t: 'frozen' (kinder to neighbours) or 'edited' (the "
                                      "paper)", one_of("frozen", "edited"))
     train_on: str = _train_on
@@ -153,7 +153,7 @@ class STEREOConfig(ESDTarget):
     batch_size: int = option(4, "batch size", at_least(1))
     anchor_eta: float = option(1.0, "strength of the pull towards the anchor", non_negative)
     anchor: str = option("", "the anchor concept's word ('': the concept's prompt without it)", metavar="WORD")
-    trainable: str = option("attn2", "what to edit", one_of("attn2", "attn2-kv", "unet", "non-attn2"))
+    trainable: str = option("attn2", "what to edit", DENOISER_SETS)
     preserve_weight: float = option(0.0, "weight of a retain term on the other concepts (not in the paper)",
                                     non_negative)
     preserve: tuple[str, ...] | None = _preserve
@@ -206,7 +206,7 @@ class LetheConfig(Seeded):
     adversary: InversionAdversary | None = nested(InversionAdversary, "a persistent concept-inversion adversary "
                                                   "(off unless one of its options is given)",
                                                   prefix="adversary_", optional=True)
-    trainable: str = option("unet", "what to edit", one_of("unet", "non-attn2", "attn2"))
+    trainable: str = option("unet", "what to edit", DENOISER_SETS)
     preserve: tuple[str, ...] | None = _preserve
 
     def check(self) -> None:
@@ -229,7 +229,7 @@ class MemoryTraining(ESDTarget):
     recall_weight: float = option(0.1, "weight of the recall term (b) (the paper's 0.1)", non_negative)
     include_last_step: bool = option(False, "also train at x_t after the last sampler step (t = 1; "
                                             "docs/methods.md)")
-    trainable: str = option("attn2", "what to edit", one_of("attn2", "attn2-kv", "attn2-qk", "unet"))
+    trainable: str = option("attn2", "what to edit", DENOISER_SETS)
     recall_edits_weights: bool = option(True, "the recall term trains the weights too (the paper); off: the "
                                               "memory only")
     clip_grad: float | None = option(None, "gradient-norm clipping (the paper clips nothing)", positive)

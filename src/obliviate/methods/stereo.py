@@ -26,7 +26,7 @@ import torch
 
 from ..bench import Concept
 from ..catalog import Catalog
-from ..diffusion import ddim_scheduler, generator, randint, seed_stream, training_scheduler
+from ..diffusion import ddim_scheduler, generator, latent_shape, randint, randn, seed_stream, training_scheduler
 from ..families import Conditioning, encode
 from ..inversion import InversionConfig, invert
 from ..patch import Patch
@@ -54,7 +54,8 @@ def fit(pipe, concepts: list[Concept], cfg: STEREOConfig, catalog: Catalog) -> P
         two) an anchor: eps(∅) - eta (eps(c) - eps(∅)) [+ eta_a (eps(a) - eps(∅))]."""
         pick = randint(len(inputs), cfg.batch_size, gen, inputs.device)
         cond = stands[pick]
-        x_t, t = esd_point(pipe, edit.frozen, sampler, cond, uncond, gen, cfg.start_guidance)
+        start = randn(latent_shape(pipe, cfg.batch_size), gen, cond.states)  # STEREO draws its noise first
+        x_t, t = esd_point(pipe, edit.frozen, sampler, cond, uncond, gen, cfg.start_guidance, start=start)
         goal, e_uncond, _, e_anchor = esd_target(edit.frozen, x_t, t, cond, uncond, cfg.eta,
                                                  *([(x_t, t, anchor[pick])] if anchor is not None else []))
         if e_anchor:
