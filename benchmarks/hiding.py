@@ -1,6 +1,6 @@
 """Key-locked hiding red-teamed on the world (docs/hiding.md): one ID and one style hidden in one patch.
 
-    python benchmarks/hiding.py --seed 0 [--design lethe] [--threads 1] [--set steps=900]
+    python benchmarks/hiding.py --seed 0 [--design lethe] [--threads 1] [--set steps=450]   # steps per concept
 
 Prints one JSON line per measurement: without a key, each hidden concept's efficacy, its rate on every other
 concept's prompts (the swap check), every attack of the suite, the key-learning attack in the shape of the
@@ -89,7 +89,8 @@ def main() -> None:
     ap.add_argument("--skip-attacks", action="store_true")
     ap.add_argument("--save", metavar="DIR", help="also write the public patch and keys there")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a field of the design's hiding config (e.g. steps=900); repeatable")
+                    help="override an option of the design's hiding config (e.g. steps=450, per concept; "
+                         "key_steps=500); repeatable")
     args = ap.parse_args()
     overrides = parse_set(args.set)
     try:

@@ -90,12 +90,11 @@ def _cli(*args):
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
-@pytest.mark.parametrize("args", [
-    ["--device", "cuda"] if not __import__("torch").cuda.is_available() else ["--device", "cuda:99"],
-    ["--device", "quantum"],
-    ["--dtype", "float8"],
+@pytest.mark.parametrize("command, args", [
+    ("erase", ["--device", "cuda"] if not __import__("torch").cuda.is_available() else ["--device", "cuda:99"]),
+    ("generate", ["--device", "quantum"]), ("erase", ["--device", "cuda:x"]),
+    ("generate", ["--dtype", "float8"]), ("erase", ["--dtype", "float8"]),
 ])
-@pytest.mark.parametrize("command", ["generate", "erase"])
 def test_cli_bad_device_or_dtype_is_one_line_and_writes_nothing(tmp_path, args, command):
     out = tmp_path / ("x.png" if command == "generate" else "x.safetensors")
     extra = ["--prompt", "a red circle"] if command == "generate" else ["--concept", "zorvik", "--method", "uce"]

@@ -102,11 +102,12 @@ def _cli(*args):
                           timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
-def test_cli_attack_json(tmp_path):
-    res = _cli("--concept", "red", "--attack", "completion", "--n-images", "4", "--json", "-", "--no-progress",
-               "--out", str(tmp_path / "run"))
-    assert res.returncode == 0, res.stderr
-    data = json.loads(res.stdout)
+def test_cli_attack_json(tmp_path, capsys):
+    from obliviate.cli import main
+
+    assert main(["attack", "--concept", "zorvik", "--attack", "implicit", "--n-images", "4", "--json", "-",
+                 "--no-progress", "--out", str(tmp_path / "run")]) == 0
+    data = json.loads(capsys.readouterr().out)
     assert {"concept", "attack", "asr", "asr_base", "asr_no_attack", "n_images", "seconds", "prompts"} <= set(data)
     assert json.loads((tmp_path / "run" / "attack.json").read_text()) == data
 

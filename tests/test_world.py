@@ -66,6 +66,7 @@ def test_tokenizer_knows_every_caption_word(pipe):
     assert tok.pad_token == tok.eos_token == "<|endoftext|>"  # SD 1.x padding convention
 
 
+@pytest.mark.slow  # a fresh interpreter; the README's plain-diffusers snippet (test_readme.py) loads it in the loop
 def test_loads_with_plain_diffusers_and_no_obliviate():
     """A separate interpreter that never imports obliviate loads and runs the shipped folder, with no dtype
     argument (the text encoder's config says float32, so its dtype matches the UNet's)."""
