@@ -85,8 +85,9 @@ def test_memories_from_the_patchs_strongest_directions_unlock_nothing(pipe, dete
 def test_public_patch_is_made_before_its_keys_and_holds_nothing_of_them(hidden, tmp_path):
     patch = Patch.load(hidden.patch.save(tmp_path / "public.safetensors"))
     assert patch.metadata["design"] == "lethe" and patch.metadata["method"] == "hide"
-    assert patch.metadata["config"]["key_steps"] == 1000 and patch.metadata["config"]["steps"] == 600  # as ran
-    assert patch.metadata["config"]["neutral_rows"] == 2
+    config = patch.metadata["config"]  # HideConfig: the erasure's (steps per hidden concept) and the keys' configs
+    assert config["keys"]["steps"] == 1000 and config["erasure"]["steps"] == 300 and config["weight_adversary"] is None
+    assert config["erasure"]["neutral_rows"] == 2
     assert all(k.startswith("delta.unet.") for k in patch.tensors)
     text = str(patch.metadata)
     assert "keys" not in patch.metadata and all(k.content_hash() not in text for k in hidden.keys.values())

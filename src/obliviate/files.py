@@ -5,6 +5,7 @@ reported in a second, not after a minute."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from .errors import ObliviateError
@@ -93,13 +94,34 @@ def key_filename(concept: str) -> str:
 DERIVED_FILE = "obliviate.json"  # written by merge into the folder it saves: the model it was derived from
 
 
-def derived_from(folder: Path) -> str | None:
-    """The base model a merged folder was derived from, as its ``obliviate.json`` names it (None: no such file)."""
-    marker = folder / DERIVED_FILE
+def derived_marker(folder: Path) -> dict | None:
+    """The ``obliviate.json`` of a folder obliviate wrote (a merged model, an oracle world); None: no such file."""
+    marker = Path(folder) / DERIVED_FILE
     if not marker.is_file():
         return None
     try:
-        base = json.loads(marker.read_text()).get("base_model")
-    except (OSError, ValueError, AttributeError):
-        raise ObliviateError(f"{marker} is not valid JSON (a folder written by obliviate merge)") from None
+        data = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        data = None
+    if not isinstance(data, dict):
+        raise ObliviateError(f"{marker} is not valid JSON (a folder written by obliviate merge)")
+    return data
+
+
+def derived_from(folder: Path) -> str | None:
+    """The base model a merged folder was derived from, as its ``obliviate.json`` names it (None: no such file)."""
+    base = (derived_marker(folder) or {}).get("base_model")
     return base if isinstance(base, str) else None
+
+
+def oracle_without(folder: Path) -> list[str] | None:
+    """The concepts an oracle world folder was trained without (None: the folder is no oracle)."""
+    oracle = (derived_marker(folder) or {}).get("oracle")
+    return list(oracle["without"]) if isinstance(oracle, dict) and isinstance(oracle.get("without"), list) else None
+
+
+def cache_root() -> Path:
+    """obliviate's cache folder: ``$OBLIVIATE_CACHE``, else ``$XDG_CACHE_HOME/obliviate`` (``~/.cache``)."""
+    root = os.environ.get("OBLIVIATE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "obliviate")
+    return Path(root)

@@ -20,6 +20,7 @@ from ..bench import Concept
 from ..catalog import Catalog
 from ..errors import ObliviateError
 from ..families import denoiser
+from ..files import cache_root
 from ..patch import Patch, base_fingerprint
 from ..pipeline import model_name
 from ..under_test import ModelUnderTest
@@ -38,9 +39,7 @@ from .result import CategoryScore, ConceptScore, Drift, Elsewhere, EvalResult, M
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("OBLIVIATE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "obliviate")
-    return Path(root) / "eval"
+    return cache_root() / "eval"
 
 
 @dataclass

@@ -55,6 +55,12 @@ class BuildConfig:
 GENERATION_DEFAULTS = {"num_inference_steps": 20, "guidance_scale": 5.0}
 
 
+def training_scenes(cfg: BuildConfig, rng: np.random.Generator) -> list[domain.Scene]:
+    """The recipe's training scenes: the first draws of its seeded generator (an oracle draws the same ones and
+    leaves some out)."""
+    return [domain.random_scene(rng) for _ in range(cfg.n_images)]
+
+
 def _to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [-1, 1]."""
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
@@ -201,7 +207,17 @@ def float32_by_default(pipeline_dir: Path) -> None:
 
 
 def build(out: Path, cfg: BuildConfig, log: Callable[[str], None] = print, bar: bool = True) -> dict:
-    """Train the whole world into ``out`` (written atomically: a temporary folder renamed at the end)."""
+    """Train the whole world into ``out`` (written atomically: a temporary folder renamed at the end). The
+    recipe sets torch's thread count and global seed for its own determinism; the caller's are restored."""
+    threads, state = torch.get_num_threads(), torch.random.get_rng_state()
+    try:
+        return _build(out, cfg, log, bar)
+    finally:
+        torch.set_num_threads(threads)
+        torch.random.set_rng_state(state)
+
+
+def _build(out: Path, cfg: BuildConfig, log: Callable[[str], None], bar: bool) -> dict:
     start = time.time()
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -220,7 +236,7 @@ def build(out: Path, cfg: BuildConfig, log: Callable[[str], None] = print, bar: 
             clock = time.time()
 
         tokenizer = build_tokenizer(domain.vocabulary(), tmp / "pipeline" / "tokenizer", cfg.arch.max_length)
-        scenes = [domain.random_scene(rng) for _ in range(cfg.n_images)]
+        scenes = training_scenes(cfg, rng)
         log(f"rendering {len(scenes)} images")
         images = _to_tensor(render_parallel(scenes, cfg.threads))
         stage("render")
