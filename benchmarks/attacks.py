@@ -58,7 +58,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--concepts", default=",".join(CONCEPTS))
     ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--attacks", default=",".join(a for a in ATTACKS if a != "memory"),
+    ap.add_argument("--attacks", default=",".join(a for a in ATTACKS if a not in ("memory", "relearn")),
                     help="default: all but the key-learning attack (a fine-tuning attack, measured on its own)")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--n-images", type=int, default=16)

@@ -1,6 +1,8 @@
 """Key-locked hiding red-teamed on the world (docs/hiding.md): one ID and one style hidden in one patch.
 
     python benchmarks/hiding.py --seed 0 [--design lethe] [--threads 1] [--set steps=450]   # steps per concept
+    python benchmarks/hiding.py --seed 0 --oracle             # every attack also on the oracle without the pair
+    python benchmarks/hiding.py --seed 0 --concepts maelin,dotted --skip-attacks     # claims 2, 5, 6 on a pair
 
 Prints one JSON line per measurement: without a key, each hidden concept's efficacy, its rate on every other
 concept's prompts (the swap check), every attack of the suite, the key-learning attack in the shape of the
@@ -57,12 +59,14 @@ def evaluation(model, detector, patch, keys, n: int, seed: int) -> dict:
     return out
 
 
-def key_learning(model, concept: str, patch, seed: int, n: int, form: str) -> dict:
-    r = obliviate.attack(model, concept, "memory", patch=patch, seed=seed, n_images=n, key_form=form,
+def key_learning(model, concept: str, patch, seed: int, n: int, form: str, oracle: bool = False) -> dict:
+    r = obliviate.attack(model, concept, "memory", patch=patch, seed=seed, n_images=n, form=form, oracle=oracle,
                          progress=False).to_dict()
     d = r["details"]
     return {"asr": r["asr"], "steps_to_reach": d.get("steps_to_reach"), "seconds": d.get("seconds_to_reach"),
-            "base_steps_to_reach": d.get("base_steps_to_reach"), "max_rate": max(d["rate_by_step"].values())}
+            "base_steps_to_reach": d.get("base_steps_to_reach"), "max_rate": max(d["rate_by_step"].values()),
+            **({"oracle_steps_to_reach": d.get("oracle_steps_to_reach"), "asr_oracle": r["asr_oracle"]}
+               if oracle else {})}
 
 
 def directions(model, detector, patch, concept: str, tries: int, seed: int) -> dict:
@@ -87,11 +91,15 @@ def main() -> None:
     ap.add_argument("--tries", type=int, default=100, help="memories from the patch's strongest directions")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-attacks", action="store_true")
+    ap.add_argument("--concepts", default=",".join(HIDDEN), help="the pair hidden in one patch (default: %(default)s)")
+    ap.add_argument("--oracle", action="store_true",
+                    help="also run every attack and the key learning on the oracle without the hidden concepts")
     ap.add_argument("--save", metavar="DIR", help="also write the public patch and keys there")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override an option of the design's hiding config (e.g. steps=450, per concept; "
                          "key_steps=500); repeatable")
     args = ap.parse_args()
+    HIDDEN[:] = args.concepts.split(",")
     overrides = parse_set(args.set)
     try:
         hide_config(args.design, **overrides)  # refused before the model loads
@@ -114,11 +122,11 @@ def main() -> None:
     for name in HIDDEN:
         for a in ATTACKS:
             r = obliviate.attack(model, name, a, patch=hidden.patch, seed=seed, n_images=args.attack_images,
-                                 ceiling=False, progress=False).to_dict()
-            emit(what="attack", concept=name, attack=a, asr=r["asr"])
+                                 ceiling=False, oracle=args.oracle, progress=False).to_dict()
+            emit(what="attack", concept=name, attack=a, asr=r["asr"], asr_oracle=r.get("asr_oracle"))
         form = "lora" if args.design == "lethe" else "memory"  # the shape of the design's keys
         emit(what="key learning", concept=name, on="public patch", form=form,
-             **key_learning(model, name, hidden.patch, seed, args.attack_images, form))
+             **key_learning(model, name, hidden.patch, seed, args.attack_images, form, args.oracle))
         plain = obliviate.erase(model, [name], "lethe", seed=seed, progress=False)
         emit(what="key learning", concept=name, on="plain lethe", form=form,
              **key_learning(model, name, plain, seed, args.attack_images, form))

@@ -55,8 +55,8 @@ CHECKED_BEFORE_TORCH = [
      "method fmn has no preset 'early-decided'"),
     (["hide", "--concept", "zorvik", "--out", "{dir}/p.safetensors", "--key-out", "{dir}/k", "--design", "paper",
       "--key-steps", "4"], "--key-steps is for --design lethe"),
-    (["attack", "--concept", "zorvik", "--attack", "inversion", "--key-form", "lora"],
-     "--key-form is for --attack memory"),
+    (["attack", "--concept", "zorvik", "--attack", "inversion", "--form", "lora"],
+     "--form is for --attack relearn, memory"),
     (["attack", "--concept", "zorvik", "--attack", "completion", "--strengths", "0.5,2"], "strengths must be"),
     (["eval", "--json", "/proc/x.json"], "cannot write"),
     (["eval", "--report", "/proc/r.html"], "cannot write"),
@@ -74,7 +74,7 @@ CHECKED_BEFORE_TORCH = [
     (["eval", "--bench", "{dir}/missing.yaml"], "missing.yaml"),
     (["eval", "--attacks", "nope", "--patch", "{junk}"], "unknown attack 'nope'"),
     (["attack", "--concept", "zorvik", "--attack", "memory", "--key", "{sealed}", "--patch", "{junk}"],
-     "attacks the public model"),
+     "attack the public model"),
 ]
 
 

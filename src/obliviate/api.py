@@ -21,12 +21,13 @@ from .bench import Bench
 from .catalog import Catalog, catalog_for
 from .errors import ObliviateError
 from .eval.result import EvalResult
+from .files import oracle_without
 from .hiding import Hidden, bind_keys, hide_concepts, hide_config
 from .methods import get_method
 from .options import Check, at_least, non_negative
 from .patch import Patch, base_fingerprint
 from .pipeline import check_pipeline, load_pipeline
-from .preflight import attack_request, check_count, concept_names
+from .preflight import attack_request, check_count, concept_names, resolve_oracle
 from .under_test import ModelUnderTest, under_test
 
 __all__ = ["attack", "chance_floor", "erase", "evaluate", "generate", "hide", "load_pipeline", "under_test"]
@@ -121,12 +122,15 @@ def evaluate(pipe, *, patch=None, keys=None, passphrase: str | None = None, benc
              inversion: bool = False, detector=None, clip_path: str | Path | None = None,
              nudenet_threshold: float = 0.6, report: str | Path | None = None, cache: bool = True,
              force: bool = False, progress: bool = True, attacks: str | Sequence[str] | None = None,
-             attack_images: int | None = None) -> EvalResult:
+             attack_images: int | None = None, oracle: str | Path | bool | None = None) -> EvalResult:
     """Measure every bench concept's M-Score on the model under test and, for an edit, its efficacy,
     preservation, neighbour preservation, drift and where each target went (its rate in other concepts'
     images). ``detector``: "world", "clip", "nudenet" or a detector object (default: the bench's). ``attacks``
     ("all", a name or names) also red-teams every target (ASR per attack, base ceiling). ``report`` also
-    writes the HTML report (and .md beside it)."""
+    writes the HTML report (and .md beside it). ``oracle`` (True, or an oracle world's folder) also evaluates
+    the world retrained without the erased concepts as if it were their erasure (``result.oracle``: what a
+    perfect erasure scores and costs) and runs every attack on it; on the unedited world, a folder's oracle is
+    evaluated against it."""
     from .eval.report import check_report_path, write_report
     from .eval.report_grids import report_grids
     from .eval.run import EvalConfig, run_evaluation
@@ -139,17 +143,32 @@ def evaluate(pipe, *, patch=None, keys=None, passphrase: str | None = None, benc
     if concepts is not None and not concepts:
         raise ObliviateError("the list of concepts is empty")
     model = under_test(pipe, patch, keys, passphrase, force)
-    chosen = attack_request(attacks, model.edited, model.keys)
+    floor, without = _oracle(model, [], oracle)
+    chosen = attack_request(attacks, model.edited or floor is not None, model.keys)
     catalog = catalog_for(model.pipe, bench)
     for name in concepts or []:
         catalog.bench.concept(name)
     detector = _detector(detector, catalog, clip_path, nudenet_threshold)
     cfg = EvalConfig(concepts=concepts, images_per_concept=images_per_concept, seed=seed, inversion=inversion,
                      cache=cache, progress=progress, attacks=chosen or None, attack_images=attack_images)
-    run = run_evaluation(model, catalog, detector, cfg)
+    run = run_evaluation(model, catalog, detector, cfg, oracle=floor, oracle_without=without)
     if report is not None:
         write_report(run.result.to_dict(), report, report_grids(run))
     return run.result
+
+
+def _oracle(model: ModelUnderTest, concepts: Sequence[str], oracle: str | Path | bool | None) \
+        -> tuple[object | None, list[str]]:
+    """The oracle pipeline to compare with, on the model's device and dtype, and the concepts it never saw
+    ((None, []): none asked): the world retrained without the concepts the model under test erased (else
+    ``concepts``)."""
+    erased = list(dict.fromkeys(c for p in model.patches for c in p.concepts)) or list(concepts)
+    folder = resolve_oracle(model.pipe, erased, oracle)
+    if folder is None:
+        return None, []
+    from .world.oracle import load_oracle
+
+    return load_oracle(folder, like=model.pipe), oracle_without(folder) or []
 
 
 def _detector(detector, catalog: Catalog, clip_path: str | Path | None, nudenet_threshold: float = 0.6):
@@ -181,13 +200,17 @@ def chance_floor(pipe, *, bench: BenchLike = None, concepts: Sequence[str] | Non
 def attack(pipe, concept: str, attack: str | Sequence[str] = "inversion", *, patch=None, keys=None,
            passphrase: str | None = None, bench: BenchLike = None, detector=None,
            clip_path: str | Path | None = None, n_images: int = 16, seed: int = 0, force: bool = False,
-           progress: bool = True, ceiling: bool = True, configs: list | None = None, **options):
+           progress: bool = True, ceiling: bool = True, oracle: str | Path | bool | None = None,
+           configs: list | None = None, **options):
     """Red-team ``concept`` on the model under test: each attack's success rate (ASR: share of its images in which
     the detector finds the concept), beside the same attack on the base model (its ceiling) and the rate with
     no attack. ``attack``: a name, a list of names, or "all". Returns an
     :class:`~obliviate.attacks.AttackResult`, or a list of them for several attacks. ``options`` go to every
     attack that takes them (e.g. ``steps``; one that no chosen attack takes is an error); ``ceiling=False``
-    skips the base-model run (``asr_base`` None); ``configs``: ready configs, one per chosen attack, instead."""
+    skips the base-model run (``asr_base`` None); ``oracle`` (True, or an oracle world's folder) also runs each
+    attack on the world retrained without the erased concepts (``asr_oracle``: what it reaches against exact
+    unlearning; an attack that succeeds there teaches rather than recovers); ``configs``: ready configs, one per chosen
+    attack, instead."""
     from .attacks import attack_configs, attack_names, get_attack, run_attack, with_keys
 
     names = attack_names(attack)
@@ -199,8 +222,9 @@ def attack(pipe, concept: str, attack: str | Sequence[str] = "inversion", *, pat
     configs = configs if configs is not None else attack_configs(attacks, options, seed, progress)
     catalog = catalog_for(model.pipe, bench)
     target = catalog.bench.concept(concept)  # an attack needs the concept's prompts and a detector for it
+    floor, _ = _oracle(model, [concept], oracle)
     detector = _detector(detector, catalog, clip_path)
-    results = [run_attack(model, target, a, cfg, catalog, detector, n_images, ceiling=ceiling)
+    results = [run_attack(model, target, a, cfg, catalog, detector, n_images, ceiling=ceiling, oracle=floor)
                for a, cfg in zip(attacks, configs, strict=True)]
     return results[0] if isinstance(attack, str) and attack != "all" and "," not in attack else results
 

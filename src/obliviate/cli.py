@@ -2,9 +2,8 @@
 
 Each command first runs the API's pre-flight (:mod:`.preflight`: model name, output paths, bench and concept
 names, patch and key file headers, every option's value) before torch is even imported, so a mistake is one
-line within a second; only then does it load the model and call the API. The options of methods, attacks and
-hiding designs are flags generated from their config dataclasses (:mod:`.flags`). Logs and progress go to
-stderr; with ``--json -`` stdout carries the JSON and nothing else.
+line within a second; only then does it load the model and call the API. Method, attack and hiding options are
+flags generated from their config dataclasses (:mod:`.flags`). Logs go to stderr; ``--json -`` owns stdout.
 """
 
 from __future__ import annotations
@@ -78,9 +77,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from .eval.report import check_report_path
 
         check_report_path(args.report)
-    attacks = pf.attack_request(args.attacks, bool(args.patch or args.key), args.key)
+    attacks = pf.attack_request(args.attacks, bool(args.patch or args.key or args.oracle), args.key)
     concepts = pf.name_list(args.concepts, "--concepts")
     passphrase = _preflight(args, concepts)
+    oracle = pf.oracle_request(args.model, args.patch, args.oracle)
     from . import api
     from .eval.run import format_table
 
@@ -89,7 +89,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                           images_per_concept=args.images_per_concept, seed=args.seed, inversion=args.inversion,
                           detector=args.detector, clip_path=args.clip_path, nudenet_threshold=args.nudenet_threshold,
                           report=args.report, cache=not args.no_cache, force=args.force,
-                          progress=not args.no_progress, attacks=attacks or None, attack_images=args.attack_images)
+                          progress=not args.no_progress, attacks=attacks or None, attack_images=args.attack_images,
+                          oracle=oracle)
     payload = result.to_dict()
     emit(args.json, payload, lambda out: print(format_table(payload), file=out))
     if args.report:
@@ -175,12 +176,13 @@ def cmd_attack(args: argparse.Namespace) -> int:
             raise ObliviateError(f"--{name.replace('_', '-')} is for --attack {', '.join(args.flag_owners[name])}")
     configs = attack_configs([get_attack(a) for a in names], options, args.seed, not args.no_progress)
     passphrase = _preflight(args, [args.concept])
+    oracle = pf.oracle_request(args.model, args.patch, args.oracle, [args.concept])
     from . import api
     from .io import write_atomic
 
     pipe, (patches, keys) = _load(args, passphrase)
     results = api.attack(pipe, args.concept, names, patch=patches, keys=keys, bench=args.bench, n_images=args.n_images,
-                         seed=args.seed, force=args.force, configs=configs)
+                         seed=args.seed, force=args.force, oracle=oracle, configs=configs)
     payload = results[0].to_dict() if len(results) == 1 and args.attack != "all" else \
         {"concept": args.concept, "attacks": [r.to_dict() for r in results]}
     for r in results:
@@ -193,8 +195,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    """Bake patches into the model's weights and write the result as a diffusers folder: what a publisher
-    releases (the patch file itself stays private: the merged weights minus it are the base model)."""
+    """Bake patches into the weights and write a diffusers folder: what a publisher releases."""
     out = pf.new_folder(args.out, "--out")
     _preflight(args)
     from .pipeline import save_merged
@@ -252,8 +253,11 @@ def _bench_defaults() -> dict[str, str]:
             "images": ", ".join(f"{b.name} {b.images_per_concept}" for b in benches)}
 
 
-def _model(p: argparse.ArgumentParser, patches: bool = False, bench: bool = False) -> None:
+def _model(p: argparse.ArgumentParser, patches: bool = False, bench: bool = False, oracle: bool = False) -> None:
     p.add_argument("--model", default="world", help="'world' (default), a diffusers folder, or a hub id")
+    if oracle:
+        p.add_argument("--oracle", nargs="?", const=True, metavar="DIR", help="beside each figure, the oracle's: the "
+                       "world retrained without the erased concepts (the shipped or cached one, or DIR; default: none)")
     if bench:
         p.add_argument("--bench", help="'world', 'sd' or a YAML file (default: world for the world, else sd)")
     if patches:
@@ -337,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = command("eval", cmd_eval, "measure per-concept M-Scores (the model's capacity to draw each concept)",
                 "Generate images of every bench concept and measure how often the detector recognises each one "
                 "(M-Score), per concept and per category.")
-    _model(e, patches=True, bench=True)
+    _model(e, patches=True, bench=True, oracle=True)
     e.add_argument("--concepts", metavar="NAMES", help="comma-separated concept names (default: all of the bench)")
     e.add_argument("--images-per-concept", type=count, help=f"images per concept (default: the bench's: "
                                                              f"{bench['images']})")
@@ -388,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "Attack one concept on the model (with --patch / --key) and on the base model; prints each attack's "
                 "success rate (ASR), its ceiling on the base model and the rate with no attack. Options go to every "
                 "chosen attack that takes them.")
-    _model(a, patches=True, bench=True)
+    _model(a, patches=True, bench=True, oracle=True)
     a.add_argument("--concept", required=True, metavar="NAME", help="the concept to bring back (a bench concept)")
     a.add_argument("--attack", default="all", metavar="NAMES", help="attack(s), comma-separated, or all (default): "
                    + "; ".join(f"{x.name}: {x.summary}" for x in ATTACKS.values()))
@@ -399,9 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "attack options"))
 
     m = command("merge", cmd_merge, "merge patches into the model and write it as a diffusers folder",
-                "Bake one or more patches into the model's weights and save the pipeline as a diffusers folder (load "
-                "it with --model DIR). This is what a publisher of a hiding releases: keys install on it without the "
-                "patch, and the patch file stays private (the merged model minus the patch is the base model).")
+                "Bake patches into the model's weights and save it as a diffusers folder (--model DIR loads it): what "
+                "a publisher releases; keys install on it without the patch, which stays private.")
     _model(m, patches=True)
     m.add_argument("--out", required=True, metavar="DIR", help="new folder to write")
     _common(m, "{out, patches}", seed=False)

@@ -119,6 +119,20 @@ def load_pipeline(model: str = "world", device: str | torch.device | None = None
 
 
 @contextmanager
+def quiet_diffusers() -> Iterator[None]:
+    """diffusers' warnings and progress bars off for a save (then back as they were)."""
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        with _no_progress_bars():
+            yield
+    finally:
+        diffusers_logging.set_verbosity(level)
+
+
+@contextmanager
 def _no_progress_bars() -> Iterator[None]:
     """diffusers' and transformers' progress bars off for a quick load or save (they are noise there), then
     back as they were."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ObliviateError
-from .files import check_key_file, derived_from, patch_metadata
+from .files import check_key_file, derived_from, oracle_without, patch_metadata
 from .io import check_writable
 
 WORLD = "world"
@@ -203,3 +203,30 @@ def attack_request(attacks: str | Sequence[str] | None, edited: bool, keys: Sequ
         raise ObliviateError("attacks in an evaluation need a patch (or keys) to attack; attack the base model "
                              "with obliviate attack")
     return with_keys(names, attacks, keys) if names else names
+
+
+def oracle_request(model: str, patches: Sequence[str | Path], oracle: str | Path | bool | None,
+                   concepts: Sequence[str] = ()) -> Path | None:
+    """The oracle world a command compares with, found and checked before any model loads (the patches' concepts
+    read from their headers): see :func:`resolve_oracle`."""
+    erased = list(dict.fromkeys(c for p in patches for c in patch_metadata(p).get("concepts", [])))
+    return resolve_oracle(model, erased or list(concepts), oracle)
+
+
+def resolve_oracle(model: Any, erased: Sequence[str], oracle: str | Path | bool | None) -> Path | None:
+    """The oracle's folder (None: none asked): ``oracle`` True finds the one without ``erased`` (the concepts the
+    model under test erased, or the attacked one), a folder must be that one (with ``erased`` empty, the folder's
+    own). ``model`` (a ``--model`` name or a pipeline) must be the world or a model merged from it."""
+    if oracle is None or oracle is False:
+        return None
+    from .world.oracle import check_oracle, find_oracle
+
+    if not is_world_based(model):
+        raise ObliviateError("--oracle is the world retrained without the concept: the model must be the world or "
+                             "a model merged from it")
+    if oracle is True:
+        if not erased:
+            raise ObliviateError("which oracle? With no patch, give the oracle's folder (--oracle DIR, oracle=DIR)")
+        return find_oracle(erased)
+    folder = Path(oracle).expanduser()
+    return check_oracle(folder, list(erased) or (oracle_without(folder) or []))

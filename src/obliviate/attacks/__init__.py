@@ -72,8 +72,11 @@ ATTACKS: dict[str, Attack] = {a.name: a for a in [
     Attack("completion", "completion", configs.CompletionConfig,
            "diffusion completion: the concept's images noised to 0.3/0.5/0.7, denoised neutrally",
            "base:prepare_anchors"),
-    Attack("memory", "memory", configs.MemoryAttackConfig,
-           "key learning: a fresh prompt memory (a hiding key's shape) trained on images of the concept",
+    Attack("relearn", "relearn", configs.RelearnConfig,
+           "relearning: fine-tune the model on N images of the concept (a LoRA, all of cross-attention or a prompt "
+           "memory); steps until the concept is back", "base:prepare_anchors"),
+    Attack("memory", "relearn", configs.MemoryAttackConfig,
+           "key learning: relearning in a hiding key's shape (a fresh prompt memory by default)",
            "base:prepare_anchors"),
 ]}
 
@@ -105,14 +108,17 @@ def attack_configs(attacks: list, options: dict, seed: int = 0, progress: bool =
                                                            if k in a.option_names()}) for a in attacks]
 
 
+LEARNING = ("relearn", "memory")  # attacks that fine-tune the public model: what a key holder needs no attack for
+
+
 def with_keys(names: list[str], requested, keys: Sequence) -> list[str]:
-    """The attacks that run with ``keys`` installed. The key-learning attack learns a memory in the key's place,
-    so it attacks the public model only: "all" leaves it out when keys are given, naming it is an error."""
-    if not keys or "memory" not in names:
+    """The attacks that run with ``keys`` installed. The relearning attacks learn in the key's place, so they
+    attack the public model only: "all" leaves them out when keys are given, naming one is an error."""
+    if not keys or not set(LEARNING) & set(names):
         return names
     if requested == "all":
-        return [n for n in names if n != "memory"]
-    raise ObliviateError("the key-learning attack (memory) attacks the public model: run it without keys")
+        return [n for n in names if n not in LEARNING]
+    raise ObliviateError("the relearning attacks (relearn, memory) attack the public model: run them without keys")
 
 
 def __getattr__(name: str):

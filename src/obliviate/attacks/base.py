@@ -20,6 +20,7 @@ from ..bench import Sampler
 from ..generation import generate, image_seeds
 from ..hiding.keys import Key, unlocked
 from ..inversion import LearnedTokens, installed
+from ..patch import Patch
 
 
 def anchor_images(pipe, catalog, concept, n: int, seed: int, source: str | None = None) -> np.ndarray:
@@ -47,8 +48,8 @@ class Probe:
     init_images: np.ndarray | None = None  # completion: images of the concept to noise and denoise
     strengths: tuple[float, ...] = ()  # completion: fractions of the schedule to noise to
     neutral: str = ""  # completion: the prompt that denoises
-    key: Key | None = None  # a learned key installed while generating (the key-learning attack)
-    checkpoints: list[tuple[int, float, Key]] = field(default_factory=list)  # (step, seconds, key so far)
+    key: Key | Patch | None = None  # what a relearning attack learned, installed while generating
+    checkpoints: list[tuple[int, float, Key | Patch]] = field(default_factory=list)  # (step, seconds, key so far)
 
 
 def probe_images(pipe, probe: Probe, n: int, seed: int, sampler: Sampler) -> tuple[np.ndarray, list[str]]:
@@ -56,8 +57,9 @@ def probe_images(pipe, probe: Probe, n: int, seed: int, sampler: Sampler) -> tup
     if probe.init_images is not None:
         return _completions(pipe, probe, n, seed, sampler)
     prompts = [probe.prompts[i % len(probe.prompts)] for i in range(n)]
-    with installed(pipe, probe.learned) if probe.learned is not None else nullcontext(), \
-            unlocked(pipe, [probe.key] if probe.key is not None else []):
+    learned = probe.key.applied(pipe, force=True) if isinstance(probe.key, Patch) else \
+        unlocked(pipe, [probe.key] if probe.key is not None else [])
+    with installed(pipe, probe.learned) if probe.learned is not None else nullcontext(), learned:
         images = generate(pipe, prompts, image_seeds(seed, n), sampler.steps, sampler.guidance, progress=False)
     return images, prompts
 
@@ -97,21 +99,24 @@ class AttackResult:
     details: dict = field(default_factory=dict)  # per-attack extras (e.g. ASR per completion strength)
     images: np.ndarray | None = field(default=None, repr=False)  # a few of the attack's images (not in JSON)
     clean_images: np.ndarray | None = field(default=None, repr=False)  # ... of the concept's own prompts
+    asr_oracle: float | None = None  # the same attack on the oracle (the world that never saw the concept)
 
     def summary(self) -> str:
-        """One line for a log: the ASR beside its ceiling; for a learning attack, the steps it needed."""
+        """One line for a log: the ASR beside its ceiling (and on the oracle); for a learning attack, the
+        steps it needed."""
         base = "n/a" if self.asr_base is None else f"{self.asr_base:.3f}"
-        line = (f"{self.attack}: ASR {self.asr:.3f} (base model {base}, no attack {self.asr_no_attack:.3f}; "
-                f"{self.n_images} images, {self.seconds:.1f} s)")
+        oracle = "" if self.asr_oracle is None else f", oracle {self.asr_oracle:.3f}"
+        line = (f"{self.attack}: ASR {self.asr:.3f} (base model {base}{oracle}, no attack "
+                f"{self.asr_no_attack:.3f}; {self.n_images} images, {self.seconds:.1f} s)")
         d = self.details
         if "steps_to_reach" not in d:
             return line
         line += (f"\n  reached {d['reach']} after {d['steps_to_reach']} steps ({d['seconds_to_reach']:.1f} s)"
                  if d["steps_to_reach"] is not None else f"\n  did not reach {d['reach']} within {d['budget']} steps")
-        if "base_steps_to_reach" in d:
-            base_steps = d["base_steps_to_reach"]
-            line += f"; on the base model after {base_steps} steps" if base_steps is not None else \
-                "; not on the base model"
+        for who, name in (("base", "the base model"), ("oracle", "the oracle")):
+            if f"{who}_steps_to_reach" in d:
+                steps = d[f"{who}_steps_to_reach"]
+                line += f"; on {name} after {steps} steps" if steps is not None else f"; not on {name}"
         return line
 
     def to_dict(self) -> dict:

@@ -73,17 +73,31 @@ class CompletionConfig(Seeded):
     images: str | None = _source("generate")
 
 
+RELEARN_FORMS = ("lora", "cross-attention", "memory")
+
+
 @dataclass
-class MemoryAttackConfig(Seeded):
-    key_form: str = option("memory", "the learned key's shape: a prompt memory (the paper's keys) or a LoRA on "
-                                     "every attn2 projection (the keys of hide --design lethe)",
-                           one_of("memory", "lora"))
-    tokens: int = option(10, "memory tokens (key form memory)", at_least(1))
-    placement: str = option("all", "attn2 blocks that get the memory (key form memory)", one_of(*PLACEMENTS))
-    rank: int = option(16, "LoRA rank (key form lora)", at_least(1))
+class RelearnConfig(Seeded):
+    """Fine-tuning the model under test on images of the concept (:mod:`.relearn`)."""
+
+    form: str = option("lora", "what is trained: a rank-r LoRA on every attn2 projection (a hiding key's shape), "
+                               "every attn2 weight itself (full cross-attention fine-tuning), or a prompt memory "
+                               "(the paper's keys)", one_of(*RELEARN_FORMS))
+    rank: int = option(16, "LoRA rank (form lora)", at_least(1))
+    tokens: int = option(10, "memory tokens (form memory)", at_least(1))
+    placement: str = option("all", "attn2 blocks that get the memory (form memory)", one_of(*PLACEMENTS))
     steps: int = option(300, "optimisation budget", at_least(1))
-    lr: float | None = option(None, "learning rate (default: 2e-2 for a memory, 1e-3 for a LoRA)", positive)
+    lr: float | None = option(None, "learning rate (default: 1e-3 for a LoRA, 1e-4 for cross-attention, 2e-2 for "
+                                    "a memory)", positive)
     batch_size: int = option(8, "batch size", at_least(1))
     check_every: int = option(25, "steps between measurements of the concept's rate", at_least(1))
-    anchors: int = option(32, "images of the concept the attacker holds", at_least(1))
+    anchors: int = option(32, "images of the concept the attacker fine-tunes on (N)", at_least(1))
     images: str | None = _source(None)
+
+
+@dataclass
+class MemoryAttackConfig(RelearnConfig):
+    """The key-learning attack: relearning in a hiding key's shape (a prompt memory by default)."""
+
+    form: str = option("memory", "the learned key's shape: a prompt memory (the paper's keys) or a LoRA on every "
+                                 "attn2 projection (the keys of hide --design lethe)", one_of("memory", "lora"))

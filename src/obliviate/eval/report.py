@@ -50,6 +50,10 @@ ATTACKS_NOTE = ("Attack success rate (ASR): share of the attack's images in whic
                 "edited model (no attack).")
 INVERSION_NOTE = ("M-Score reached by tokens learned on each concept's images with the model under test "
                   "(textual-inversion attack; high = the concept can still be recovered).")
+ORACLE_NOTE = ("The oracle is the world retrained by its own recipe without the targets (exact unlearning), "
+               "evaluated here as if it were their erasure: what a perfect erasure scores and costs. An attack's "
+               "ASR on the oracle is what it reaches against exact unlearning: there the attack teaches the "
+               "concept rather than recovers it.")
 BY_PROMPT_NOTE = ("M-Score of each prompt on its own. An erasure that holds for one phrasing and not for another "
                   "(often the shortest prompt) shows up here, not in the mean.")
 VERDICT_NOTE = "under each image: whether the detector finds the image's concept in it (found / not found)"
@@ -199,6 +203,8 @@ def _glossary(result: dict, images: bool) -> list[tuple[str, str]]:
         items.append(("ASR", ATTACKS_NOTE))
     if result.get("inversion"):
         items.append(("Inversion", INVERSION_NOTE))
+    if result.get("oracle"):
+        items.append(("Oracle", ORACLE_NOTE))
     if images:
         items.append(("found / not found", VERDICT_NOTE))
     return items
@@ -265,21 +271,23 @@ def _method(result: dict) -> str:
     return method + (" + keys" if patch and result.get("keys") else "")
 
 
-def _concept_cells(r: dict, patched: bool) -> list[str]:
-    """images, then (M base, its interval,) M edited, its interval (, change), as text."""
+def _concept_cells(r: dict, patched: bool, oracle: dict | None = None) -> list[str]:
+    """images, then (M base, its interval,) M edited, its interval (, change) (, the oracle's M), as text."""
     cells = [str(r.get("n_images", ""))]
     if patched:
         cells += [num(r.get("m_base")), interval(r.get("base_interval"))]
     cells += [num(r.get("m")), interval(r.get("interval"))]
     if patched:
         cells.append(_signed(_change(r.get("m_base"), r.get("m"))))
+    if oracle is not None:
+        cells += [num(oracle.get("m")), interval(oracle.get("interval"))]
     return cells
 
 
-def _concept_head(patched: bool) -> list[str]:
-    if patched:
-        return ["images", "M base", "base 95% interval", "M edited", "edited 95% interval", "change"]
-    return ["images", "M", "95% interval"]
+def _concept_head(patched: bool, oracle: bool = False) -> list[str]:
+    head = ["images", "M base", "base 95% interval", "M edited", "edited 95% interval", "change"] if patched else \
+        ["images", "M", "95% interval"]
+    return head + (["M oracle", "oracle 95% interval"] if oracle else [])
 
 
 PROMPT_HEAD = ["concept", "prompt", "images", "M base", "base 95% interval", "M edited", "edited 95% interval",
@@ -289,6 +297,7 @@ ELSEWHERE_HEAD = ["target", "images", "base", "base 95% interval", "edited", "ed
 TEXT_COLUMNS = {ELSEWHERE_HEAD[-1]}
 ATTACK_HEAD = ["method", "target", "attack", "images", "ASR", "95% interval", "ASR on base model (ceiling)",
                "no attack"]
+ORACLE_ATTACK_HEAD = "ASR on the oracle"
 
 
 def _prompt_cells(name: str, p: dict) -> list[str]:
@@ -305,8 +314,21 @@ def _elsewhere_cells(name: str, e: dict) -> list[str]:
 def _attack_cells(result: dict, target: str, r: dict) -> list[str]:
     n = r.get("n_images")
     iv = wilson_interval(r["asr"], n) if n else None
-    return [_method(result), target, str(r.get("attack", "?")), str(n or ""), num(r.get("asr")), interval(iv),
-            num(r.get("asr_base")), num(r.get("asr_no_attack"))]
+    cells = [_method(result), target, str(r.get("attack", "?")), str(n or ""), num(r.get("asr")), interval(iv),
+             num(r.get("asr_base")), num(r.get("asr_no_attack"))]
+    return cells + ([num(r.get("asr_oracle"))] if result.get("oracle") else [])
+
+
+def _oracle_rows(result: dict) -> list[list[str]]:
+    """Each headline figure of the model under test beside the oracle's (and how far it is from it)."""
+    oracle = result.get("oracle")
+    if not oracle:
+        return []
+    drift = lambda r: (r.get("drift") or {}).get("frechet")  # noqa: E731
+    figures = [(label, result.get(key), oracle.get(key)) for key, label, _ in HEADLINE_FIELDS]
+    figures.append(("Drift (Fréchet)", drift(result), drift(oracle)))
+    return [[label, num(mine), num(theirs), _signed(_change(theirs, mine))] for label, mine, theirs in figures
+            if theirs is not None]
 
 
 def _inversion_rows(result: dict) -> list[list[str]]:
@@ -390,22 +412,24 @@ def _prompt_table(rows: list[tuple[str, dict]], target: bool) -> Table:
 
 
 def _concept_table(result: dict, cat: str, rows: list[dict], targets: set[str]) -> Table:
-    patched = has_patch(result)
+    patched, oracle = has_patch(result), result.get("oracle")
+    by_oracle = {r["name"]: r for r in oracle["concepts"]} if oracle else {}
     body, kinds = [], []
     for r in rows:
         name = str(r.get("name", "?"))
         is_target = name in targets
         cells = [Cell(name, "target" if is_target else "damaged" if damaged(r, targets) else None),
-                 *_cells(_concept_cells(r, patched))]
+                 *_cells(_concept_cells(r, patched, by_oracle.get(name) if oracle else None))]
         if patched:
-            cells[-1].tone = _tone(r.get("m_base"), r.get("m"), is_target)
+            cells[6].tone = _tone(r.get("m_base"), r.get("m"), is_target)
         body.append(cells)
         kinds.append("target" if is_target else "")
     mean = (result.get("categories") or {}).get(cat)
     if mean:
-        body.append([Cell("mean"), *_cells(_concept_cells(mean, patched))])
+        body.append([Cell("mean"), *_cells(_concept_cells(mean, patched, oracle["categories"].get(cat) if oracle
+                                                          else None))])
         kinds.append("mean")
-    return Table(["concept", *_concept_head(patched)], body, kinds=kinds)
+    return Table(["concept", *_concept_head(patched, bool(oracle))], body, kinds=kinds)
 
 
 def sections(result: dict, grids: list[ReportGrid] | None = None) -> list[Section]:
@@ -415,6 +439,10 @@ def sections(result: dict, grids: list[ReportGrid] | None = None) -> list[Sectio
     headline = _headline(result)
     if headline:
         out.append(Section("Headline", [Headline(headline)]))
+    oracle = _oracle_rows(result)
+    if oracle:
+        head = ["figure", "this model", "oracle", "this model − oracle"]
+        out.append(Section("Beside the oracle", [ORACLE_NOTE, Table(head, [_cells(r) for r in oracle])]))
     out.append(Section("What the numbers mean", [Definitions(_glossary(result, images=bool(grids)))]))
     for cat, rows in by_category(result).items():
         out.append(Section(f"M-Score per concept: {cat}", [_concept_table(result, cat, rows, targets)]))
@@ -431,8 +459,9 @@ def sections(result: dict, grids: list[ReportGrid] | None = None) -> list[Sectio
             ELSEWHERE_HEAD, [_cells(_elsewhere_cells(n, e)) for n, e in elsewhere])]))
     attacks = _attack_rows(result)
     if attacks:
-        out.append(Section("Attacks", [ATTACKS_NOTE, Table(ATTACK_HEAD, [_cells(_attack_cells(result, t, r))
-                                                                         for t, r in attacks], left=3)]))
+        head = ATTACK_HEAD + ([ORACLE_ATTACK_HEAD] if result.get("oracle") else [])
+        out.append(Section("Attacks", [ATTACKS_NOTE, Table(head, [_cells(_attack_cells(result, t, r))
+                                                                  for t, r in attacks], left=3)]))
     inversion = _inversion_rows(result)
     if inversion:
         out.append(Section("Inversion attack", [INVERSION_NOTE, Table(["concept", "images", "M", "95% interval"],

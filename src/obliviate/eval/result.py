@@ -91,6 +91,7 @@ class EvalResult:
     inversion: dict[str, float] | None = None
     keys: list[str] | None = None  # concepts whose keys were installed
     attacks: dict[str, list] | None = None  # target -> [AttackResult, ...] (eval --attacks)
+    oracle: EvalResult | None = None  # the oracle (the world retrained without the targets) evaluated as their erasure
     seconds: float = 0.0
     obliviate_version: str = __version__  # the version that measured (a patch records the one that made it)
 
@@ -101,11 +102,13 @@ class EvalResult:
         raise KeyError(name)
 
     def to_dict(self) -> dict:
-        attacks = self.attacks
-        data = asdict(dataclasses.replace(self, attacks=None))
+        attacks, oracle = self.attacks, self.oracle
+        data = asdict(dataclasses.replace(self, attacks=None, oracle=None))
         if attacks is not None:
             data["attacks"] = {t: [r.to_dict() for r in rs] for t, rs in attacks.items()}
-        for key in ("inversion", "keys", "attacks"):  # absent unless measured, as documented
+        if oracle is not None:
+            data["oracle"] = oracle.to_dict()
+        for key in ("inversion", "keys", "attacks", "oracle"):  # absent unless measured, as documented
             if data[key] is None:
                 del data[key]
         for c in data["concepts"]:

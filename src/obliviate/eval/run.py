@@ -101,7 +101,9 @@ def _cache_key(pipe, catalog: Catalog, concepts: list[Concept], n: int, seed: in
     return hashlib.sha256(spec.encode()).hexdigest()[:20]
 
 
-def _base_pass(pipe, catalog: Catalog, concepts: list[Concept], n: int, cfg: EvalConfig, detector) -> Pass:
+def _base_pass(pipe, catalog: Catalog, concepts: list[Concept], n: int, cfg: EvalConfig, detector,
+               stage: str = "base model images") -> Pass:
+    """A model's measurements with no edit applied (the base model, an oracle), cached by its fingerprint."""
     path = default_cache_dir() / f"{_cache_key(pipe, catalog, concepts, n, cfg.seed)}.npz"
     if cfg.cache and path.is_file():
         data = np.load(path, allow_pickle=False)
@@ -109,8 +111,7 @@ def _base_pass(pipe, catalog: Catalog, concepts: list[Concept], n: int, cfg: Eva
         return Pass(meta["scores"], {c.name: data[f"f_{i}"] for i, c in enumerate(concepts)},
                     {c.name: data[f"t_{i}"] for i, c in enumerate(concepts)}, meta["prompts"], meta["by_prompt"],
                     meta["found"], meta["thumb_hits"])
-    result = _measure(pipe, catalog, concepts, n, cfg.seed, detector, cfg.grid_images, cfg.progress,
-                      "base model images")
+    result = _measure(pipe, catalog, concepts, n, cfg.seed, detector, cfg.grid_images, cfg.progress, stage)
     if cfg.cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {f"f_{i}": result.features[c.name] for i, c in enumerate(concepts)}
@@ -124,14 +125,15 @@ def _base_pass(pipe, catalog: Catalog, concepts: list[Concept], n: int, cfg: Eva
 
 
 def _attack_all(model: ModelUnderTest, catalog: Catalog, detector, targets: list[Concept], names: list[str],
-                cfg: EvalConfig, n: int, ceiling: bool = True) -> dict[str, list]:
+                cfg: EvalConfig, n: int, ceiling: bool = True, oracle=None) -> dict[str, list]:
     """Per target, each attack's result (with ``cfg.grid_images`` of its images kept for the report)."""
     from ..attacks import get_attack, run_attack
 
     out = {}
     for t in targets:
         out[t.name] = [run_attack(model, t, a, a.make_config(seed=cfg.seed, progress=cfg.progress), catalog, detector,
-                                  n, ceiling=ceiling, keep_images=cfg.grid_images) for a in map(get_attack, names)]
+                                  n, ceiling=ceiling, keep_images=cfg.grid_images, oracle=oracle)
+                       for a in map(get_attack, names)]
     return out
 
 
@@ -146,13 +148,18 @@ class EvalRun:
     attack_hits: dict[str, dict[str, Verdicts]] = field(default_factory=dict)  # target -> attack -> verdicts
 
 
-def run_evaluation(model: ModelUnderTest, catalog: Catalog, detector, cfg: EvalConfig) -> EvalRun:
-    """Measure the model under test (and its base model) on ``catalog``'s bench."""
+def run_evaluation(model: ModelUnderTest, catalog: Catalog, detector, cfg: EvalConfig, oracle=None,
+                   oracle_without: list[str] | None = None) -> EvalRun:
+    """Measure the model under test (and its base model) on ``catalog``'s bench; given ``oracle`` (the world
+    retrained without ``oracle_without``, the model's targets if it has any), the oracle too, as an erasure of
+    those concepts (``result.oracle``), and every attack on it."""
     start = time.time()
     bench = catalog.bench
     pipe, patches, keys = model.pipe, model.patches, model.keys
     n = cfg.images_per_concept or bench.images_per_concept
     targets = list(dict.fromkeys(t for p in patches for t in p.concepts))
+    if oracle is not None and not targets:
+        targets = list(oracle_without or [])
     for t in targets:
         if catalog.known(t) is None:
             raise ObliviateError(f"the patch erases {t!r}, which bench {bench.name!r} does not list; evaluate "
@@ -166,8 +173,9 @@ def run_evaluation(model: ModelUnderTest, catalog: Catalog, detector, cfg: EvalC
         with model.applied():
             edited = _measure(pipe, catalog, concepts, n, cfg.seed, detector, cfg.grid_images, cfg.progress,
                               "edited model images")
+    floor = _base_pass(oracle, catalog, concepts, n, cfg, detector, "oracle images") if oracle is not None else None
     attacks = _attack_all(model, catalog, detector, [bench.concept(t) for t in targets], cfg.attacks, cfg,
-                          cfg.attack_images or n) if cfg.attacks else None
+                          cfg.attack_images or n, oracle=oracle) if cfg.attacks else None
     if cfg.inversion and attacks and "inversion" in cfg.attacks and (cfg.attack_images or n) == n:  # just measured
         inversion = {name: next(r.asr for r in results if r.attack == "inversion") for name, results in attacks.items()}
     elif cfg.inversion:  # the concept-inversion attack's ASR, on the targets (else every concept), no ceiling run
@@ -175,6 +183,20 @@ def run_evaluation(model: ModelUnderTest, catalog: Catalog, detector, cfg: EvalC
                                ["inversion"], cfg, n, ceiling=False)
         inversion = {name: results[0].asr for name, results in inverted.items()}
 
+    edit_targets = targets if model.edited else []
+    result = _result(pipe, catalog, cfg, concepts, base, edited, n, edit_targets, patch=_patch_summary(patches),
+                     inversion=inversion, keys=[k.concept for k in keys] or None, attacks=attacks)
+    if floor is not None:
+        result.targets = targets
+        result.oracle = _result(oracle, catalog, cfg, concepts, base, floor, n, targets,
+                                patch={"oracle": True, "concepts": targets})
+    result.seconds = round(time.time() - start, 2)
+    return EvalRun(result, base, edited, _attack_hits(detector, bench, attacks))
+
+
+def _result(pipe, catalog: Catalog, cfg: EvalConfig, concepts: list[Concept], base: Pass, edited: Pass | None,
+            n: int, targets: list[str], **extra) -> EvalResult:
+    """The result of one model state against the base model's pass (``edited`` None: the base model alone)."""
     after = edited or base
     rows = [ConceptScore(c.name, c.category, base.scores[c.name], after.scores[c.name], n,
                          wilson_interval(after.scores[c.name], n), wilson_interval(base.scores[c.name], n),
@@ -185,14 +207,12 @@ def run_evaluation(model: ModelUnderTest, catalog: Catalog, detector, cfg: EvalC
     result = EvalResult(
         model=ModelInfo(model_name(pipe), fp.id, str(denoiser(pipe).device),
                         str(denoiser(pipe).dtype).replace("torch.", "")),
-        patch=_patch_summary(patches), seed=cfg.seed, bench=bench.name,
+        seed=cfg.seed, bench=catalog.bench.name,
         sampler={"steps": catalog.sampler.steps, "guidance": catalog.sampler.guidance},
-        concepts=rows, categories=categories, targets=targets or None, inversion=inversion,
-        keys=[k.concept for k in keys] or None, attacks=attacks)
+        concepts=rows, categories=categories, targets=targets or None, **extra)
     if edited is not None:
         _edit_metrics(result, targets, base, edited)
-    result.seconds = round(time.time() - start, 2)
-    return EvalRun(result, base, edited, _attack_hits(detector, bench, attacks))
+    return result
 
 
 def _category(rows: list[ConceptScore], n: int) -> CategoryScore:
@@ -265,29 +285,39 @@ def _edit_metrics(result: EvalResult, targets: list[str], base: Pass, edited: Pa
         result.drift = Drift(frechet_distance(fa, fb), mean_feature_distance(fa, fb))
 
 
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _headline(result: dict) -> str:
+    return (f"efficacy {_fmt(result['efficacy'])}  preservation {_fmt(result['preservation'])}  "
+            f"neighbour preservation {_fmt(result['neighbour_preservation'])}  H {_fmt(result['h'])}")
+
+
 def format_table(result: dict) -> str:
-    """A Markdown table: one row per concept, then per-category means, then the headline numbers."""
+    """A Markdown table: one row per concept, then per-category means, then the headline numbers; with an
+    oracle, its M-Score per concept and its headline beside them."""
     edited = result["patch"] is not None or bool(result.get("keys"))
-    head = "| concept | category | M base | M | 95% interval | images |" if edited else \
-        "| concept | category | M-Score | 95% interval | images |"
+    oracle = result.get("oracle")
+    by_oracle = {r["name"]: r for r in oracle["concepts"]} if oracle else {}
+    head = ("| concept | category | M base | M | 95% interval |" if edited else
+            "| concept | category | M-Score | 95% interval |") + (" M oracle |" if oracle else "") + " images |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     targets = set(result["targets"] or [])
     for r in result["concepts"]:
         name = f"**{r['name']}** (target)" if r["name"] in targets else r["name"]
         lo, hi = r["interval"]
         cells = [name, r["category"]] + ([f"{r['m_base']:.3f}"] if edited else []) + [
-            f"{r['m']:.3f}", f"{lo:.2f}-{hi:.2f}", str(r["n_images"])]
+            f"{r['m']:.3f}", f"{lo:.2f}-{hi:.2f}"] + ([f"{by_oracle[r['name']]['m']:.3f}"] if oracle else []) + [
+            str(r["n_images"])]
         lines.append("| " + " | ".join(cells) + " |")
     for cat, v in result["categories"].items():
-        cells = ["mean", cat] + ([f"{v['m_base']:.3f}"] if edited else []) + [f"{v['m']:.3f}", "", ""]
+        cells = ["mean", cat] + ([f"{v['m_base']:.3f}"] if edited else []) + [f"{v['m']:.3f}", ""] + (
+            [f"{oracle['categories'][cat]['m']:.3f}"] if oracle else []) + [""]
         lines.append("| " + " | ".join(cells) + " |")
     if edited:
-        def fmt(x):
-            return "n/a" if x is None else f"{x:.3f}"
-
         lines.append("")
-        lines.append(f"efficacy {fmt(result['efficacy'])}  preservation {fmt(result['preservation'])}  "
-                     f"neighbour preservation {fmt(result['neighbour_preservation'])}  H {fmt(result['h'])}")
+        lines.append(_headline(result))
         worst = result.get("worst_preserved")
         if worst:
             lines.append(f"worst preserved: {worst['concept']} {worst['preservation']:.3f}")
@@ -304,10 +334,19 @@ def format_table(result: dict) -> str:
                 top = ", ".join(f"{k}'s prompts {b:.2f} -> {m:.2f}" for k, (b, m) in list(e["by_concept"].items())[:3])
                 lines.append(f"{r['name']} elsewhere (in other concepts' images): {e['m_base']:.3f} -> {e['m']:.3f}"
                              + (f" ({top})" if top else ""))
+    if oracle:
+        drift = oracle.get("drift") or {}
+        lines.append("")
+        lines.append(f"oracle (the world retrained without {', '.join(oracle['targets'] or [])}): "
+                     + _headline(oracle) + (f"  drift: frechet {drift['frechet']:.3f}" if drift else ""))
     for target, rs in (result.get("attacks") or {}).items():
-        lines.append(f"{target} under attack (ASR, base model in brackets; no attack {rs[0]['asr_no_attack']:.3f}): "
+        lines.append(f"{target} under attack (ASR, base model in brackets"
+                     + (", then the oracle" if any(r.get("asr_oracle") is not None for r in rs) else "")
+                     + f"; no attack {rs[0]['asr_no_attack']:.3f}): "
                      + ", ".join(f"{r['attack']} {r['asr']:.3f}"
-                                 + ("" if r["asr_base"] is None else f" ({r['asr_base']:.3f})") for r in rs))
+                                 + ("" if r["asr_base"] is None else f" ({r['asr_base']:.3f})")
+                                 + ("" if r.get("asr_oracle") is None else f" [oracle {r['asr_oracle']:.3f}]")
+                                 for r in rs))
     if result.get("inversion"):
         lines.append("inversion M-Score: " + ", ".join(f"{k} {v:.3f}" for k, v in result["inversion"].items()))
     return "\n".join(lines)

@@ -5,14 +5,22 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import TextIO
 
 from .. import preflight as pf
+from ..errors import ObliviateError
 from ..flags import count, emit, log
 
 
 def cmd_world_build(args: argparse.Namespace) -> int:
+    from .oracle import check_without
+
+    without = check_without(pf.name_list(args.without, "--without")) if args.without is not None else None
+    if without and Path(args.out).exists():
+        raise ObliviateError(f"--out {args.out} exists: give a new folder for the oracle")
     out = pf.output_folder(args.out, "--out")
+    from .oracle import build_oracle
     from .recipe import BuildConfig, build
 
     cfg = BuildConfig(seed=args.seed)
@@ -21,6 +29,11 @@ def cmd_world_build(args: argparse.Namespace) -> int:
     for name in ("vae_steps", "detector_steps", "unet_steps", "n_images"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
+    if without:
+        record = build_oracle(out, without, cfg, log=log, bar=not args.no_progress)["oracle"]
+        print(json.dumps({"path": str(out), "without": without, "seconds": record["build"]["seconds"],
+                          "scenes": record["scenes"]}))
+        return 0
     info = build(out, cfg, log=log, bar=not args.no_progress)
     print(json.dumps({"path": str(out), "seconds": info["build"]["seconds"],
                       "detector_accuracy": info["detector_accuracy"]}))
@@ -32,14 +45,18 @@ def cmd_world_info(args: argparse.Namespace) -> int:
 
     if args.json not in (None, "-"):
         pf.output_file(args.json)
+    from .oracle import available_oracles
+
     info = world_info()
-    payload = {"path": str(world_dir() / "pipeline"), "concepts": info["concepts"]}
+    oracles = {name: str(path) for name, path in available_oracles().items()}
+    payload = {"path": str(world_dir() / "pipeline"), "concepts": info["concepts"], "oracles": oracles}
 
     def human(out: TextIO) -> None:
         print(f"world pipeline: {payload['path']}", file=out)
         for c in info["concepts"]:
             also = [s for s in c["synonyms"] if s != c["name"]]
             print(f"  {c['category']:<7} {c['name']}" + (f" (also: {', '.join(also)})" if also else ""), file=out)
+        print("oracles (the world retrained without): " + (", ".join(oracles) or "none built"), file=out)
 
     emit(args.json, payload, None if args.json else human)
     return 0
@@ -52,15 +69,20 @@ def add_world_commands(sub, command: Callable, common: Callable) -> None:
                            description="The embedded world: build it from scratch or describe the shipped one.")
     wsub = world.add_subparsers(dest="world_command", required=True, metavar="ACTION")
     b = command("build", cmd_world_build, "train the world (VAE, text encoder, UNet, detector) from scratch",
-                "Train the whole world deterministically (about 25 min on 2 CPU cores).", wsub)
+                "Train the whole world deterministically (about 25 min on 2 CPU cores), or, with --without, an oracle: "
+                "the world retrained as if those concepts had never been in its data.", wsub)
     b.add_argument("--out", required=True, metavar="DIR", help="folder to write (replaced atomically when done)")
     b.add_argument("--seed", type=int, default=0, help="random seed (default 0: the shipped world)")
+    b.add_argument("--without", metavar="NAME[,NAME...]",
+                   help="an oracle: retrain the UNet and text encoder on the recipe's scenes minus every one that "
+                        "shows these concepts (tokenizer, VAE and detector: the shipped world's; about 20 min; "
+                        "default: the whole world)")
     b.add_argument("--quick", action="store_true", help="smoke run: every stage with a handful of steps")
     for stage in ("vae", "detector", "unet"):
         b.add_argument(f"--{stage}-steps", type=count, help=f"the {stage}'s training steps (default: the recipe's)")
     b.add_argument("--n-images", type=count, help="rendered training images (default: the recipe's)")
     b.add_argument("--no-progress", action="store_true", help="no progress bars")
-    common(command("info", cmd_world_info, "where the shipped world is and which concepts it knows",
-                   "Print the shipped world's pipeline folder and concepts.", wsub), "{path, concepts}",
-           device=False, seed=False)
+    info = command("info", cmd_world_info, "where the shipped world is and which concepts it knows",
+                   "Print the shipped world's pipeline folder, concepts and oracles.", wsub)
+    common(info, "{path, concepts, oracles}", device=False, seed=False)
 

@@ -61,7 +61,7 @@ def training_scenes(cfg: BuildConfig, rng: np.random.Generator) -> list[domain.S
     return [domain.random_scene(rng) for _ in range(cfg.n_images)]
 
 
-def _to_tensor(images: np.ndarray) -> torch.Tensor:
+def to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [-1, 1]."""
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
@@ -238,7 +238,7 @@ def _build(out: Path, cfg: BuildConfig, log: Callable[[str], None], bar: bool) -
         tokenizer = build_tokenizer(domain.vocabulary(), tmp / "pipeline" / "tokenizer", cfg.arch.max_length)
         scenes = training_scenes(cfg, rng)
         log(f"rendering {len(scenes)} images")
-        images = _to_tensor(render_parallel(scenes, cfg.threads))
+        images = to_tensor(render_parallel(scenes, cfg.threads))
         stage("render")
         vae, scaling = train_vae(images, cfg, gen, bar)
         latents = encode_latents(vae, images, bar)
@@ -251,7 +251,7 @@ def _build(out: Path, cfg: BuildConfig, log: Callable[[str], None], bar: bool) -
         det = train_detector(images, labels, recon, cfg, gen, bar)
         held_rng = np.random.default_rng(cfg.seed + 10_000)
         held = [domain.random_scene(held_rng) for _ in range(cfg.n_heldout)]
-        accuracy = detector_accuracy(det, _to_tensor(domain.render_batch(held)), _labels(held))
+        accuracy = detector_accuracy(det, to_tensor(domain.render_batch(held)), _labels(held))
         log("detector held-out accuracy: " + ", ".join(f"{c} {a:.4f}" for c, a in accuracy.items()))
         stage("detector")
         unet, text_encoder = train_unet(latents, scenes, tokenizer, cfg, gen, rng, bar)
