@@ -69,7 +69,8 @@ def measure(args: argparse.Namespace) -> None:
                               "below_0.9": {c["name"]: round(c["m"] / c["m_base"], 3) for c in r["concepts"]
                                             if c["name"] not in without and c["m"] < 0.9 * c["m_base"]},
                               "seconds": round(time.time() - start, 1)}), flush=True)
-        for concept in without if len(without) == 1 and not args.skip_attacks else []:  # a pair's attacks are run by benchmarks/hiding.py
+        single = len(without) == 1 and not args.skip_attacks  # a pair's attacks: benchmarks/hiding.py --oracle
+        for concept in without if single else []:
             for attack in attacks:
                 start = time.time()
                 r = obliviate.attack(world, concept, attack, oracle=folder, seed=args.seed, n_images=args.images,

@@ -57,6 +57,11 @@ def test_a_tiny_oracle_is_a_world_based_diffusers_folder_that_names_what_it_neve
     record = json.loads((tiny_oracle / "obliviate.json").read_text())
     assert record["base_model"] == "world" and record["oracle"]["scenes"]["left_out"] > 0
     assert is_world_based(str(tiny_oracle))
+    from obliviate.world import world_dir
+
+    for part in ("tokenizer", "vae"):  # the world's, byte for byte: the word exists, the latents are the same
+        for f in (world_dir() / "pipeline" / part).iterdir():
+            assert (tiny_oracle / part / f.name).read_bytes() == f.read_bytes(), f
     pipe = obliviate.load_pipeline(str(tiny_oracle))
     assert is_world_based(pipe) and obliviate.Fingerprint  # loads as a plain pipeline, judged the world's
     assert check_oracle(tiny_oracle, ["circle"]) == tiny_oracle

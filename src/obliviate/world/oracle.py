@@ -166,8 +166,9 @@ def build_oracle(out: str | Path, without: Sequence[str], cfg=None, log: Callabl
             pipe.to(torch.float16).save_pretrained(tmp, safe_serialization=True)
             fp = fingerprint(pipe.to(torch.float32)).to_dict()
         float32_by_default(tmp)
-        shutil.rmtree(tmp / "tokenizer")  # the world's own files, byte for byte (a save may change their format)
-        shutil.copytree(world / "tokenizer", tmp / "tokenizer")
+        for shared in ("tokenizer", "vae"):  # the world's own files, byte for byte (a save rewrites their configs)
+            shutil.rmtree(tmp / shared)
+            shutil.copytree(world / shared, tmp / shared)
         record = {"base_model": "world", "oracle": {
             "without": without, "world": world_fingerprint().id,
             "fingerprint": fp,
