@@ -25,6 +25,7 @@ _EXPORTS = {
     "EvalResult": "eval.result", "ObliviateError": "errors", "Fingerprint": "fingerprint",
     "METHODS": "methods", "catalog_for": "catalog", "load_bench": "bench",
     "sign_file": "signing", "verify_file": "signing", "new_identity": "signing",
+    "build_oracle": "world.oracle", "find_oracle": "world.oracle",
 }
 
 __all__ = ["__version__", *_EXPORTS]
