@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from ..errors import ObliviateError
 from ..files import DERIVED_FILE, cache_root, oracle_without
+from ..io import atomic_dir
 from . import domain
 
 SHIPPED = Path(__file__).parent / "oracles"
@@ -92,16 +92,6 @@ def check_oracle(folder: str | Path, concepts: Sequence[str]) -> Path:
     return folder
 
 
-def oracle_for(concepts: Sequence[str], oracle: str | Path | bool | None) -> Path | None:
-    """The oracle a command compares with: None (none), True (the one found for ``concepts``) or a folder
-    (checked against ``concepts``)."""
-    if oracle is None or oracle is False:
-        return None
-    if oracle is True:
-        return find_oracle(concepts)
-    return check_oracle(oracle, concepts)
-
-
 def load_oracle(folder: str | Path, like):
     """The oracle in ``folder`` as a pipeline on the device and in the dtype of the pipeline ``like``."""
     from ..families import denoiser
@@ -144,41 +134,36 @@ def build_oracle(out: str | Path, without: Sequence[str], cfg=None, log: Callabl
     threads, state = torch.get_num_threads(), torch.random.get_rng_state()
     start = time.time()
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".oracle-", dir=out.parent))
     try:
-        torch.set_num_threads(cfg.threads)
-        torch.manual_seed(cfg.seed)
-        rng = np.random.default_rng(cfg.seed)
-        world = world_dir() / "pipeline"
-        tokenizer = CLIPTokenizer.from_pretrained(world / "tokenizer")
-        vae = AutoencoderKL.from_pretrained(world / "vae", torch_dtype=torch.float32).eval().requires_grad_(False)
-        scenes = training_scenes(cfg, rng)
-        kept = [s for s in scenes if not shows_any(s, without)]
-        log(f"oracle without {', '.join(without)}: {len(scenes) - len(kept)} of {len(scenes)} training scenes "
-            f"left out; rendering {len(kept)}")
-        latents = encode_latents(vae, to_tensor(render_parallel(kept, cfg.threads)), bar)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        unet, text_encoder = train_unet(latents, kept, tokenizer, cfg, gen, rng, bar)
-        pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                       scheduler=make_scheduler(), safety_checker=None, feature_extractor=None,
-                                       requires_safety_checker=False)
-        with quiet_diffusers():  # fp16 casts and a one-shard bar: noise here
-            pipe.to(torch.float16).save_pretrained(tmp, safe_serialization=True)
-            fp = fingerprint(pipe.to(torch.float32)).to_dict()
-        float32_by_default(tmp)
-        for shared in ("tokenizer", "vae"):  # the world's own files, byte for byte (a save rewrites their configs)
-            shutil.rmtree(tmp / shared)
-            shutil.copytree(world / shared, tmp / shared)
-        record = {"base_model": "world", "oracle": {
-            "without": without, "world": world_fingerprint().id,
-            "fingerprint": fp,
-            "scenes": {"kept": len(kept), "left_out": len(scenes) - len(kept)},
-            "build": {**asdict(cfg), "seconds": round(time.time() - start, 1)}}}
-        (tmp / DERIVED_FILE).write_text(json.dumps(record, indent=1) + "\n")
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with atomic_dir(out) as tmp:
+            torch.set_num_threads(cfg.threads)
+            torch.manual_seed(cfg.seed)
+            rng = np.random.default_rng(cfg.seed)
+            world = world_dir() / "pipeline"
+            tokenizer = CLIPTokenizer.from_pretrained(world / "tokenizer")
+            vae = AutoencoderKL.from_pretrained(world / "vae", torch_dtype=torch.float32).eval().requires_grad_(False)
+            scenes = training_scenes(cfg, rng)
+            kept = [s for s in scenes if not shows_any(s, without)]
+            log(f"oracle without {', '.join(without)}: {len(scenes) - len(kept)} of {len(scenes)} training scenes "
+                f"left out; rendering {len(kept)}")
+            latents = encode_latents(vae, to_tensor(render_parallel(kept, cfg.threads)), bar)
+            gen = torch.Generator().manual_seed(cfg.seed)
+            unet, text_encoder = train_unet(latents, kept, tokenizer, cfg, gen, rng, bar)
+            pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                           scheduler=make_scheduler(), safety_checker=None, feature_extractor=None,
+                                           requires_safety_checker=False)
+            with quiet_diffusers():  # fp16 casts and a one-shard bar: noise here
+                pipe.to(torch.float16).save_pretrained(tmp, safe_serialization=True)
+                fp = fingerprint(pipe.to(torch.float32)).to_dict()
+            float32_by_default(tmp)
+            for shared in ("tokenizer", "vae"):  # the world's own files, byte for byte (a save rewrites configs)
+                shutil.rmtree(tmp / shared)
+                shutil.copytree(world / shared, tmp / shared)
+            record = {"base_model": "world", "oracle": {
+                "without": without, "world": world_fingerprint().id, "fingerprint": fp,
+                "scenes": {"kept": len(kept), "left_out": len(scenes) - len(kept)},
+                "build": {**asdict(cfg), "seconds": round(time.time() - start, 1)}}}
+            (tmp / DERIVED_FILE).write_text(json.dumps(record, indent=1) + "\n")
     finally:
         torch.set_num_threads(threads)
         torch.random.set_rng_state(state)
