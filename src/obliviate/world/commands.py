@@ -75,7 +75,7 @@ def add_world_commands(sub, command: Callable, common: Callable) -> None:
     b.add_argument("--seed", type=int, default=0, help="random seed (default 0: the shipped world)")
     b.add_argument("--without", metavar="NAME[,NAME...]",
                    help="an oracle: retrain the UNet and text encoder on the recipe's scenes minus every one that "
-                        "shows these concepts (tokenizer, VAE and detector: the shipped world's; about 20 min; "
+                        "shows these concepts (tokenizer, VAE and detector: the shipped world's; about 21 min; "
                         "default: the whole world)")
     b.add_argument("--quick", action="store_true", help="smoke run: every stage with a handful of steps")
     for stage in ("vae", "detector", "unet"):

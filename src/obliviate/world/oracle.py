@@ -64,7 +64,7 @@ def find_oracle(without: Sequence[str]) -> Path:
         if (folder / "model_index.json").is_file():
             return folder
     raise ObliviateError(f"no oracle without {name}: build it with `obliviate world build --without "
-                         f"{','.join(sorted(without))} --out {cache_root() / 'oracles' / name}` (about 20 min)")
+                         f"{','.join(sorted(without))} --out {cache_root() / 'oracles' / name}` (about 21 min)")
 
 
 def available_oracles() -> dict[str, Path]:
