@@ -2,7 +2,7 @@
 
     python benchmarks/hiding.py --seed 0 [--design lethe] [--threads 1] [--set steps=450]   # steps per concept
     python benchmarks/hiding.py --seed 0 --oracle             # every attack also on the oracle without the pair
-    python benchmarks/hiding.py --seed 0 --concepts maelin,dotted --skip-attacks     # claims 2, 5, 6 on a pair
+    python benchmarks/hiding.py --seed 0 --concepts maelin,dotted --claims 1,2,5,6    # no key learning, no leaks
 
 Prints one JSON line per measurement: without a key, each hidden concept's efficacy, its rate on every other
 concept's prompts (the swap check), every attack of the suite, the key-learning attack in the shape of the
@@ -90,7 +90,10 @@ def main() -> None:
     ap.add_argument("--attack-images", type=int, default=16)
     ap.add_argument("--tries", type=int, default=100, help="memories from the patch's strongest directions")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--skip-attacks", action="store_true")
+    ap.add_argument("--claims", default="1,2,3,4,5,6",
+                    help="which claims to measure: 2, 5 and 6 are the evaluations (always run), 1 the attack suite, "
+                         "3 the key learning, 4 the patch-direction memories (default: %(default)s)")
+    ap.add_argument("--skip-attacks", action="store_true", help="the same as --claims 2,5,6")
     ap.add_argument("--concepts", default=",".join(HIDDEN), help="the pair hidden in one patch (default: %(default)s)")
     ap.add_argument("--oracle", action="store_true",
                     help="also run every attack and the key learning on the oracle without the hidden concepts")
@@ -100,6 +103,7 @@ def main() -> None:
                          "key_steps=500); repeatable")
     args = ap.parse_args()
     HIDDEN[:] = args.concepts.split(",")
+    claims = set() if args.skip_attacks else {int(c) for c in args.claims.split(",")}
     overrides = parse_set(args.set)
     try:
         hide_config(args.design, **overrides)  # refused before the model loads
@@ -117,20 +121,20 @@ def main() -> None:
     emit(what="no key", **evaluation(model, detector, hidden.patch, [], n, seed))
     for name in HIDDEN:
         emit(what=f"key {name}", **evaluation(model, detector, hidden.patch, [hidden.keys[name]], n, seed))
-    if args.skip_attacks:
-        return
     for name in HIDDEN:
-        for a in ATTACKS:
+        for a in ATTACKS if 1 in claims else []:
             r = obliviate.attack(model, name, a, patch=hidden.patch, seed=seed, n_images=args.attack_images,
                                  ceiling=False, oracle=args.oracle, progress=False).to_dict()
             emit(what="attack", concept=name, attack=a, asr=r["asr"], asr_oracle=r.get("asr_oracle"))
-        form = "lora" if args.design == "lethe" else "memory"  # the shape of the design's keys
-        emit(what="key learning", concept=name, on="public patch", form=form,
-             **key_learning(model, name, hidden.patch, seed, args.attack_images, form, args.oracle))
-        plain = obliviate.erase(model, [name], "lethe", seed=seed, progress=False)
-        emit(what="key learning", concept=name, on="plain lethe", form=form,
-             **key_learning(model, name, plain, seed, args.attack_images, form))
-        emit(what="directions", concept=name, **directions(model, detector, hidden.patch, name, args.tries, seed))
+        if 3 in claims:
+            form = "lora" if args.design == "lethe" else "memory"  # the shape of the design's keys
+            emit(what="key learning", concept=name, on="public patch", form=form,
+                 **key_learning(model, name, hidden.patch, seed, args.attack_images, form, args.oracle))
+            plain = obliviate.erase(model, [name], "lethe", seed=seed, progress=False)
+            emit(what="key learning", concept=name, on="plain lethe", form=form,
+                 **key_learning(model, name, plain, seed, args.attack_images, form))
+        if 4 in claims:
+            emit(what="directions", concept=name, **directions(model, detector, hidden.patch, name, args.tries, seed))
 
 
 if __name__ == "__main__":
