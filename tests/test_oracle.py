@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 import obliviate
 from obliviate.errors import ObliviateError
@@ -24,8 +25,20 @@ def tiny_oracle(tmp_path_factory):
     from obliviate.world.recipe import BuildConfig
 
     out = tmp_path_factory.mktemp("oracles") / "circle"
-    build_oracle(out, ["circle"], BuildConfig(n_images=256, unet_steps=3, threads=1), log=lambda _: None, bar=False)
+    threads, state = torch.get_num_threads(), torch.random.get_rng_state()
+    build_oracle(out, ["circle"], BuildConfig(n_images=256, unet_steps=3, threads=threads + 1), log=lambda _: None,
+                 bar=False)
+    _AFTER_BUILD.update(threads=(threads, torch.get_num_threads()),
+                        rng=torch.equal(state, torch.random.get_rng_state()))
     return out
+
+
+_AFTER_BUILD: dict = {}
+
+
+def test_a_build_gives_the_caller_back_its_threads_and_random_state(tiny_oracle):
+    before, after = _AFTER_BUILD["threads"]
+    assert after == before and _AFTER_BUILD["rng"]
 
 
 @pytest.mark.parametrize(("names", "message"), [

@@ -124,6 +124,7 @@ def build_oracle(out: str | Path, without: Sequence[str], cfg=None, log: Callabl
         BuildConfig,
         encode_latents,
         float32_by_default,
+        recipe_torch,
         render_parallel,
         to_tensor,
         train_unet,
@@ -131,41 +132,34 @@ def build_oracle(out: str | Path, without: Sequence[str], cfg=None, log: Callabl
     )
 
     cfg = cfg or BuildConfig()
-    threads, state = torch.get_num_threads(), torch.random.get_rng_state()
     start = time.time()
     out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with atomic_dir(out) as tmp:
-            torch.set_num_threads(cfg.threads)
-            torch.manual_seed(cfg.seed)
-            rng = np.random.default_rng(cfg.seed)
-            world = world_dir() / "pipeline"
-            tokenizer = CLIPTokenizer.from_pretrained(world / "tokenizer")
-            vae = AutoencoderKL.from_pretrained(world / "vae", torch_dtype=torch.float32).eval().requires_grad_(False)
-            scenes = training_scenes(cfg, rng)
-            kept = [s for s in scenes if not shows_any(s, without)]
-            log(f"oracle without {', '.join(without)}: {len(scenes) - len(kept)} of {len(scenes)} training scenes "
-                f"left out; rendering {len(kept)}")
-            latents = encode_latents(vae, to_tensor(render_parallel(kept, cfg.threads)), bar)
-            gen = torch.Generator().manual_seed(cfg.seed)
-            unet, text_encoder = train_unet(latents, kept, tokenizer, cfg, gen, rng, bar)
-            pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                           scheduler=make_scheduler(), safety_checker=None, feature_extractor=None,
-                                           requires_safety_checker=False)
-            with quiet_diffusers():  # fp16 casts and a one-shard bar: noise here
-                pipe.to(torch.float16).save_pretrained(tmp, safe_serialization=True)
-                fp = fingerprint(pipe.to(torch.float32)).to_dict()
-            float32_by_default(tmp)
-            for shared in ("tokenizer", "vae"):  # the world's own files, byte for byte (a save rewrites configs)
-                shutil.rmtree(tmp / shared)
-                shutil.copytree(world / shared, tmp / shared)
-            record = {"base_model": "world", "oracle": {
-                "without": without, "world": world_fingerprint().id, "fingerprint": fp,
-                "scenes": {"kept": len(kept), "left_out": len(scenes) - len(kept)},
-                "build": {**asdict(cfg), "seconds": round(time.time() - start, 1)}}}
-            (tmp / DERIVED_FILE).write_text(json.dumps(record, indent=1) + "\n")
-    finally:
-        torch.set_num_threads(threads)
-        torch.random.set_rng_state(state)
+    with recipe_torch(cfg), atomic_dir(out) as tmp:
+        rng = np.random.default_rng(cfg.seed)
+        world = world_dir() / "pipeline"
+        tokenizer = CLIPTokenizer.from_pretrained(world / "tokenizer")
+        vae = AutoencoderKL.from_pretrained(world / "vae", torch_dtype=torch.float32).eval().requires_grad_(False)
+        scenes = training_scenes(cfg, rng)
+        kept = [s for s in scenes if not shows_any(s, without)]
+        log(f"oracle without {', '.join(without)}: {len(scenes) - len(kept)} of {len(scenes)} training scenes "
+            f"left out; rendering {len(kept)}")
+        latents = encode_latents(vae, to_tensor(render_parallel(kept, cfg.threads)), bar)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        unet, text_encoder = train_unet(latents, kept, tokenizer, cfg, gen, rng, bar)
+        pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                       scheduler=make_scheduler(), safety_checker=None, feature_extractor=None,
+                                       requires_safety_checker=False)
+        with quiet_diffusers():  # fp16 casts and a one-shard bar: noise here
+            pipe.to(torch.float16).save_pretrained(tmp, safe_serialization=True)
+            fp = fingerprint(pipe.to(torch.float32)).to_dict()
+        float32_by_default(tmp)
+        for shared in ("tokenizer", "vae"):  # the world's own files, byte for byte (a save rewrites configs)
+            shutil.rmtree(tmp / shared)
+            shutil.copytree(world / shared, tmp / shared)
+        record = {"base_model": "world", "oracle": {
+            "without": without, "world": world_fingerprint().id, "fingerprint": fp,
+            "scenes": {"kept": len(kept), "left_out": len(scenes) - len(kept)},
+            "build": {**asdict(cfg), "seconds": round(time.time() - start, 1)}}}
+        (tmp / DERIVED_FILE).write_text(json.dumps(record, indent=1) + "\n")
     log(f"oracle built in {time.time() - start:.0f} s -> {out}")
     return record

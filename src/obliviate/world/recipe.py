@@ -12,7 +12,8 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -206,21 +207,28 @@ def float32_by_default(pipeline_dir: Path) -> None:
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-def build(out: Path, cfg: BuildConfig, log: Callable[[str], None] = print, bar: bool = True) -> dict:
-    """Train the whole world into ``out`` (written atomically: a temporary folder renamed at the end). The
-    recipe sets torch's thread count and global seed for its own determinism; the caller's are restored."""
+@contextmanager
+def recipe_torch(cfg: BuildConfig) -> Iterator[None]:
+    """Torch's thread count and global seed as the recipe sets them, for its own determinism; the caller's are
+    restored afterwards (a build inside a test or a notebook leaves nothing behind)."""
     threads, state = torch.get_num_threads(), torch.random.get_rng_state()
     try:
-        return _build(out, cfg, log, bar)
+        torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        yield
     finally:
         torch.set_num_threads(threads)
         torch.random.set_rng_state(state)
 
 
+def build(out: Path, cfg: BuildConfig, log: Callable[[str], None] = print, bar: bool = True) -> dict:
+    """Train the whole world into ``out`` (written atomically: a temporary folder renamed at the end)."""
+    with recipe_torch(cfg):
+        return _build(out, cfg, log, bar)
+
+
 def _build(out: Path, cfg: BuildConfig, log: Callable[[str], None], bar: bool) -> dict:
     start = time.time()
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     out = Path(out)
