@@ -27,7 +27,7 @@ from .methods import get_method
 from .options import Check, at_least, non_negative
 from .patch import Patch, base_fingerprint
 from .pipeline import check_pipeline, load_pipeline
-from .preflight import attack_request, check_count, concept_names, resolve_oracle
+from .preflight import attack_request, check_count, concept_names, erased_by, resolve_oracle
 from .under_test import ModelUnderTest, under_test
 
 __all__ = ["attack", "chance_floor", "erase", "evaluate", "generate", "hide", "load_pipeline", "under_test"]
@@ -162,8 +162,7 @@ def _oracle(model: ModelUnderTest, concepts: Sequence[str], oracle: str | Path |
     """The oracle pipeline to compare with, on the model's device and dtype, and the concepts it never saw
     ((None, []): none asked): the world retrained without the concepts the model under test erased (else
     ``concepts``)."""
-    erased = list(dict.fromkeys(c for p in model.patches for c in p.concepts)) or list(concepts)
-    folder = resolve_oracle(model.pipe, erased, oracle)
+    folder = resolve_oracle(model.pipe, erased_by([p.concepts for p in model.patches], concepts), oracle)
     if folder is None:
         return None, []
     from .world.oracle import load_oracle

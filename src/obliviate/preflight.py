@@ -209,8 +209,14 @@ def oracle_request(model: str, patches: Sequence[str | Path], oracle: str | Path
                    concepts: Sequence[str] = ()) -> Path | None:
     """The oracle world a command compares with, found and checked before any model loads (the patches' concepts
     read from their headers): see :func:`resolve_oracle`."""
-    erased = list(dict.fromkeys(c for p in patches for c in patch_metadata(p).get("concepts", [])))
-    return resolve_oracle(model, erased or list(concepts), oracle)
+    return resolve_oracle(model, erased_by([patch_metadata(p).get("concepts", []) for p in patches], concepts),
+                          oracle)
+
+
+def erased_by(patch_concepts: Sequence[Sequence[str]], concepts: Sequence[str] = ()) -> list[str]:
+    """The concepts an oracle must never have seen: those the patches erased (in order, once each), else
+    ``concepts`` (an attack on the base model: the attacked one)."""
+    return list(dict.fromkeys(c for erased in patch_concepts for c in erased)) or list(concepts)
 
 
 def resolve_oracle(model: Any, erased: Sequence[str], oracle: str | Path | bool | None) -> Path | None:
