@@ -44,7 +44,7 @@ def hidden_pair(pipe, concept: str, seed: int, overrides: tuple[tuple[str, objec
     return obliviate.hide(pipe, [concept, PARTNER[concept]], seed=seed, progress=False, **dict(overrides))
 
 
-def edits(pipe, method: str, concept: str, seed: int, overrides: dict | None = None):
+def edits(pipe, method: str, concept: str, seed: int, overrides: dict | None = None, preset: str | None = None):
     """(patch, keys) of one edit; hiding hides the concept beside a partner whose key is the 'wrong' one;
     redirect sends the concept to a neighbour of its category; ``overrides`` set fields of the method's config."""
     overrides = overrides or {}
@@ -52,7 +52,7 @@ def edits(pipe, method: str, concept: str, seed: int, overrides: dict | None = N
         hidden = hidden_pair(pipe, concept, seed, tuple(sorted(overrides.items())))
         return hidden.patch, [hidden.keys[PARTNER[concept]]] if "wrong" in method else []
     extra = {"redirect": REDIRECT[concept]} if method == "redirect" else {}
-    return obliviate.erase(pipe, concept, method, seed=seed, progress=False, **extra, **overrides), []
+    return obliviate.erase(pipe, concept, method, seed=seed, preset=preset, progress=False, **extra, **overrides), []
 
 
 def result_cell(attack: str, values: list) -> str:
@@ -76,12 +76,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch threads (1 each when running two side by side)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a field of the methods' configs (repeatable), e.g. --set t_max=0.9")
+    ap.add_argument("--preset", help="a preset of the methods (e.g. lethe's early-decided or auto)")
     ap.add_argument("--evaluate", action="store_true",
                     help="also evaluate each edit on the full bench (efficacy, preservation, neighbours)")
     ap.add_argument("--images-per-concept", type=int, default=32, help="the evaluation's images (--evaluate)")
     args = ap.parse_args()
     overrides = parse_set(args.set)
-    label = " (" + ", ".join(f"{k}={v}" for k, v in overrides.items()) + ")" if overrides else ""
+    settings = ([f"preset {args.preset}"] if args.preset else []) + [f"{k}={v}" for k, v in overrides.items()]
+    label = " (" + ", ".join(settings) + ")" if settings else ""
     quality = ["efficacy", "preservation", "neighbour_preservation"] if args.evaluate else []
     torch.set_num_threads(args.threads)
     pipe = obliviate.load_pipeline("world")
@@ -108,7 +110,7 @@ def main() -> None:
             plain = []
             scores = {q: [] for q in quality}
             for seed in seeds:
-                patch, keys = edits(pipe, method, concept, seed, overrides)
+                patch, keys = edits(pipe, method, concept, seed, overrides, args.preset)
                 if quality:
                     result = obliviate.evaluate(pipe, patch=patch, keys=keys, detector=detector, seed=seed,
                                                 images_per_concept=args.images_per_concept, progress=False)

@@ -53,6 +53,8 @@ CHECKED_BEFORE_TORCH = [
      "need t_min < t_max"),
     (["erase", "--concept", "zorvik", "--out", "{dir}/z.safetensors", "--preset", "early-decided"],
      "method fmn has no preset 'early-decided'"),
+    (["erase", "--concept", "zorvik", "--out", "{dir}/z.safetensors", "--method", "lethe", "--preset", "autumn"],
+     "method lethe has no preset 'autumn' (its presets: early-decided, auto)"),
     (["hide", "--concept", "zorvik", "--out", "{dir}/p.safetensors", "--key-out", "{dir}/k", "--design", "paper",
       "--key-steps", "4"], "--key-steps is for --design lethe"),
     (["attack", "--concept", "zorvik", "--attack", "inversion", "--form", "lora"],

@@ -53,8 +53,8 @@ def erase(pipe, concepts: str | Sequence[str], method: str = "fmn", *, preset: s
 
     ``options`` set fields of the method's config (``obliviate.METHODS[method].config``, e.g. ``steps=60``;
     nested options by their flat name, ``adversary_steps=3``), on top of ``preset`` (a named, measured setting:
-    ``METHODS[method].presets``); or pass a ready ``config``. Returns the edit as a :class:`Patch`; ``pipe``
-    is unchanged.
+    ``METHODS[method].presets``, or one picked per erasure by a probe of ``pipe``: ``METHODS[method].chosen``,
+    lethe's ``auto``); or pass a ready ``config``. Returns the edit as a :class:`Patch`; ``pipe`` is unchanged.
     """
     m = get_method(method)
     if config is not None and (options or preset):
@@ -66,9 +66,17 @@ def erase(pipe, concepts: str | Sequence[str], method: str = "fmn", *, preset: s
     targets = [catalog.concept(n) for n in names]
     base_fingerprint(pipe)  # taken (and cached) before the method runs
     start = time.time()
+    chosen = {}
+    if preset in m.chosen:  # the probe picks the preset (its time counts as the erasure's)
+        from .decided import decided_early
+
+        contrast = decided_early(pipe, targets, catalog, seed=cfg.seed)
+        picked = m.chosen[preset] if any(rho > 1 for rho in contrast.values()) else None
+        cfg = m.make_config(picked, progress=progress, **options)
+        chosen = {"preset_chosen": picked or "defaults", "prompt_contrast": contrast}
     patch = m.fit(pipe, targets, cfg, catalog)
     if preset is not None:
-        patch.metadata["preset"] = preset
+        patch.metadata.update(preset=preset, **chosen)
     return _stamp(pipe, patch, start)
 
 

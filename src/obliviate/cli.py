@@ -128,7 +128,9 @@ def cmd_erase(args: argparse.Namespace) -> int:
     from . import api
 
     pipe, _ = _load(args)
-    patch = api.erase(pipe, args.concept, method.name, config=cfg)
+    patch = api.erase(pipe, args.concept, method.name, config=cfg) if args.preset not in method.chosen else \
+        api.erase(pipe, args.concept, method.name, preset=args.preset, seed=args.seed, progress=not args.no_progress,
+                  **options)  # a chosen preset is picked by a probe of the loaded model
     if args.preset:
         patch.metadata["preset"] = args.preset
     patch.save(out)
@@ -296,7 +298,7 @@ def _owners_of_methods() -> Owners:
 def build_parser() -> argparse.ArgumentParser:
     from .attacks import ATTACKS
     from .hiding import DESIGNS
-    from .methods import METHODS, configs
+    from .methods import METHODS, preset_help
 
     parser = Parser(prog="obliviate",
                      description="Erase or hide concepts in text-to-image diffusion models, and measure it.")
@@ -331,10 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default fmn): " + "; ".join(f"{m.name}: {m.summary}" for m in METHODS.values()))
     r.add_argument("--concept", action="append", required=True, metavar="NAME", help="concept to erase (repeatable)")
     r.add_argument("--out", required=True, metavar="FILE", help="patch file to write (.safetensors)")
-    presets = [f"{method} {name}: {', '.join(f'{k}={v}' for k, v in values.items())}"
-               for method, named in configs.PRESETS.items() for name, values in named.items()]
     r.add_argument("--preset", metavar="NAME", help="a named setting of the method, measured (docs/methods.md): "
-                                                    + "; ".join(presets) + " (default: none)")
+                                                    + preset_help() + " (default: none)")
     _common(r, "{patch, method, concepts, seconds}")
     r.set_defaults(flag_owners=add_flags(r, _owners_of_methods(), "method options"))
 

@@ -42,6 +42,11 @@ class Method:
     def presets(self) -> dict[str, dict]:
         return configs.PRESETS.get(self.name, {})
 
+    @property
+    def chosen(self) -> dict[str, str]:
+        """Presets picked per erasure by a probe of the model: name -> the preset for early-decided concepts."""
+        return configs.CHOSEN.get(self.name, {})
+
     def option_names(self) -> set[str]:
         return {f.name for f in flat_fields(self.config)}
 
@@ -53,13 +58,14 @@ class Method:
     def make_config(self, preset: str | None = None, **overrides):
         """The method's config: its defaults, then ``preset``'s settings, then ``overrides`` (flat option names
         or nested configs); every value checked here, before any model loads."""
-        if preset is not None and preset not in self.presets:
-            offered = ", ".join(self.presets) or "none"
+        if preset is not None and preset not in self.presets and preset not in self.chosen:
+            offered = ", ".join([*self.presets, *self.chosen]) or "none"
             raise ObliviateError(f"method {self.name} has no preset {preset!r} (its presets: {offered})")
         unknown = sorted(set(overrides) - self.option_names() - {f for f in self.config.__dataclass_fields__})
         if unknown:
             raise ObliviateError(f"method {self.name} does not take {unknown[0]!r} "
                                  f"(it takes: {', '.join(sorted(self.option_names()))})")
+        # a chosen preset is checked here with the defaults; the erasure picks its settings once the model is loaded
         return build(self.config, overrides, build(self.config, {**self.defaults, **self.presets.get(preset, {})}))
 
 
@@ -89,3 +95,13 @@ def get_method(name: str) -> Method:
     if name not in METHODS:
         raise ObliviateError(f"unknown method {name!r} (available: {', '.join(METHODS)})")
     return METHODS[name]
+
+
+def preset_help() -> str:
+    """Every method's presets, for ``--help``: the named ones with their settings, then the chosen ones."""
+    named = [f"{method} {name}: {', '.join(f'{k}={v}' for k, v in values.items())}"
+             for method, presets in configs.PRESETS.items() for name, values in presets.items()]
+    chosen = [f"{method} {name}: {preset} where the model decides a concept in its noisiest steps (a probe of the "
+              "model, obliviate.decided), else the defaults"
+              for method, presets in configs.CHOSEN.items() for name, preset in presets.items()]
+    return "; ".join(named + chosen)

@@ -248,3 +248,7 @@ PRESETS: dict[str, dict[str, dict]] = {
         "early-decided": {"t_max": 0.9, "adversary": {"steps": 3}, "keep_weight": 10.0, "keep_neighbours": 0.5},
     },
 }
+
+# Presets chosen per erasure from a probe of the model (obliviate.decided): the named preset where any concept
+# erased is decided in the model's noisiest steps, else the method's defaults (docs/methods.md, Lethe).
+CHOSEN: dict[str, dict[str, str]] = {"lethe": {"auto": "early-decided"}}
