@@ -55,8 +55,14 @@ def edits(pipe, method: str, concept: str, seed: int, overrides: dict | None = N
     return obliviate.erase(pipe, concept, method, seed=seed, preset=preset, progress=False, **extra, **overrides), []
 
 
+def result_value(attack: str, r) -> float | None:
+    """What a cell averages: the ASR, or for a fine-tuning attack its steps to 0.9 (None: not within budget)."""
+    return r.details["steps_to_reach"] if attack in LEARNING else r.asr
+
+
 def result_cell(attack: str, values: list) -> str:
-    """An ASR cell, or for a fine-tuning attack its steps to 0.9 (``n/budget`` seeds that did not get there)."""
+    """An ASR cell, or for a fine-tuning attack its steps to 0.9 ("k of n not within budget" for the seeds that
+    did not get there)."""
     if attack not in LEARNING:
         return cell(values, 2)
     missed = sum(v is None for v in values)
@@ -101,7 +107,7 @@ def main() -> None:
             for a in attacks:
                 r = obliviate.attack(pipe, concept, a, detector=detector, n_images=args.n_images, seed=seed,
                                      progress=False)
-                ceiling[a].append(r.details["steps_to_reach"] if a in LEARNING else r.asr)
+                ceiling[a].append(result_value(a, r))
         if not args.skip_ceiling:
             print(f"| base model (ceiling) | {concept} | | " + " | ".join(result_cell(a, ceiling[a]) for a in attacks)
                   + " |", flush=True)
@@ -119,7 +125,7 @@ def main() -> None:
                 for a in attacks:
                     r = obliviate.attack(pipe, concept, a, patch=patch, keys=keys, detector=detector,
                                          n_images=args.n_images, seed=seed, ceiling=False, progress=False)
-                    asr[a].append(r.details["steps_to_reach"] if a in LEARNING else r.asr)
+                    asr[a].append(result_value(a, r))
                     seconds[a].append(r.seconds)
                 plain.append(r.asr_no_attack)
             print(f"| {method}{label} | {concept} | {cell(plain, 2)} | "

@@ -68,10 +68,10 @@ def erase(pipe, concepts: str | Sequence[str], method: str = "fmn", *, preset: s
     start = time.time()
     chosen = {}
     if preset in m.chosen:  # the probe picks the preset (its time counts as the erasure's)
-        from .decided import decided_early
+        from .decided import EARLY, decided_early
 
         contrast = decided_early(pipe, targets, catalog, seed=cfg.seed)
-        picked = m.chosen[preset] if any(rho > 1 for rho in contrast.values()) else None
+        picked = m.chosen[preset] if any(rho > EARLY for rho in contrast.values()) else None
         cfg = m.make_config(picked, progress=progress, **options)
         chosen = {"preset_chosen": picked or "defaults", "prompt_contrast": contrast}
     patch = m.fit(pipe, targets, cfg, catalog)

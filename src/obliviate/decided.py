@@ -28,6 +28,7 @@ from .generation import generate, image_seeds
 from .terms import swap, training_prompts
 
 LEVEL = 0.9  # the noisiest level the defaults' forget range (t <= 0.7) leaves out and early concepts survive to
+EARLY = 1.0  # rho above this at LEVEL: the words act more on the concept's noised images than on its anchor's
 
 
 @torch.no_grad()
@@ -58,5 +59,6 @@ def prompt_contrast(pipe, concept: Concept, catalog: Catalog, *, level: float = 
 
 
 def decided_early(pipe, concepts: Sequence[Concept], catalog: Catalog, seed: int = 0) -> dict[str, float]:
-    """rho at :data:`LEVEL` for each concept (a concept with rho > 1 is decided in the noisiest steps)."""
+    """rho at :data:`LEVEL` for each concept (a concept with rho above :data:`EARLY` is decided in the noisiest
+    steps)."""
     return {c.name: round(prompt_contrast(pipe, c, catalog, seed=seed), 4) for c in concepts}
