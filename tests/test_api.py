@@ -71,18 +71,26 @@ def test_bad_device_or_dtype_is_refused_before_loading(kwargs, message):
         obliviate.load_pipeline("world", **kwargs)
 
 
-def test_unsupported_pipeline_class_is_refused(tmp_path):
-    folder = tmp_path / "sdxl"
+SUPPORTED = r"StableDiffusionPipeline \(Stable Diffusion 1.x / 2.x\); StableDiffusionXLPipeline \(Stable Diffusion XL\)"
+
+
+@pytest.mark.parametrize("cls", ["StableDiffusionXLImg2ImgPipeline", "KandinskyPipeline"])
+def test_unsupported_pipeline_class_is_refused(tmp_path, cls):
+    folder = tmp_path / "other"
     folder.mkdir()
-    (folder / "model_index.json").write_text('{"_class_name": "StableDiffusionXLPipeline"}')
-    with pytest.raises(ObliviateError, match="StableDiffusionXLPipeline; obliviate supports StableDiffusionPipeline"):
+    (folder / "model_index.json").write_text(f'{{"_class_name": "{cls}"}}')
+    with pytest.raises(ObliviateError, match=f"{cls}; obliviate supports {SUPPORTED}"):
         obliviate.load_pipeline(str(folder))
 
-    class NotSD:
-        unet = text_encoder = tokenizer = vae = scheduler = None
 
-    with pytest.raises(ObliviateError, match="NotSD is not a pipeline obliviate supports: StableDiffusionPipeline"):
-        obliviate.erase(NotSD(), "zorvik", "uce")
+def test_a_users_pipeline_of_no_family_is_refused_naming_the_families():
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    pipe = obliviate.load_pipeline("world")
+    img2img = StableDiffusionImg2ImgPipeline(**pipe.components, requires_safety_checker=False)
+    with pytest.raises(ObliviateError, match=f"StableDiffusionImg2ImgPipeline is not a pipeline obliviate supports: "
+                                             f"{SUPPORTED}"):
+        obliviate.erase(img2img, "zorvik", "uce")
 
 
 def _cli(*args):

@@ -107,7 +107,7 @@ def test_garbage_and_foreign_keys_are_refused(tmp_path, pipe):
         load_key(tmp_path / "missing.key")
     with pytest.raises(ObliviateError, match="another public patch"):
         check_key_fits(_key(), ["cd" * 32], "k.key")
-    with pytest.raises(ObliviateError, match="8 wide; this model's text encoder is 64 wide"):
+    with pytest.raises(ObliviateError, match="8 wide; this model's text states are 64 wide"):
         check_key_width(_key(), pipe)
     small = _lora_key(pipe)
     small.tensors = {n.replace("to_k", "to_q"): t[:, :3] if "down" in n else t for n, t in small.tensors.items()}

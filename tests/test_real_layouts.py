@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
-from tiny_sd import make_tiny_sd
+from tiny_sd import make_tiny_sd, make_tiny_sdxl
 
 import obliviate
 from obliviate.attacks import ATTACKS
@@ -65,8 +65,12 @@ _CUDA = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), rea
 # CPU cost seconds per test)
 VARIANTS = [("1.5", "cpu", "float32"), pytest.param(("2.1", "cpu", "float32"), marks=pytest.mark.slow),
             pytest.param(("2.1", "cpu", "bfloat16"), marks=pytest.mark.slow),
+            ("xl", "cpu", "float32"), pytest.param(("xl", "cpu", "bfloat16"), marks=pytest.mark.slow),
             pytest.param(("1.5", "cuda", "float16"), marks=_CUDA),
-            pytest.param(("2.1", "cuda", "float16"), marks=_CUDA)]
+            pytest.param(("2.1", "cuda", "float16"), marks=_CUDA),
+            pytest.param(("xl", "cuda", "float16"), marks=_CUDA), pytest.param(("xl", "cuda", "bfloat16"), marks=_CUDA)]
+# cross-attention layers: SD's 6 down + 1 mid + 9 up; SDXL's test layout 2 x 2 down + 2 mid + 3 x 2 up (depth 2)
+CROSS_ATTENTION_LAYERS = {"1.5": 16, "2.1": 16, "xl": 12}
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +79,8 @@ def folders(tmp_path_factory):
 
     def folder(layout: str):
         if layout not in made:
-            made[layout] = make_tiny_sd(tmp_path_factory.mktemp(f"sd{layout}"), layout)
+            folder = tmp_path_factory.mktemp(f"sd{layout}")
+            made[layout] = make_tiny_sdxl(folder) if layout == "xl" else make_tiny_sd(folder, layout)
         return made[layout]
 
     return folder
@@ -86,19 +91,20 @@ def tiny(request, folders):
     layout, device, dtype = request.param
     pipe = obliviate.load_pipeline(str(folders(layout)), device=device, dtype=dtype)
     assert pipe.unet.dtype == getattr(torch, dtype) and pipe.unet.device.type == device
-    assert len(attn2_names(pipe.unet)) == 16  # SD's 6 down + 1 mid + 9 up cross-attention layers
+    assert len(attn2_names(pipe.unet)) == CROSS_ATTENTION_LAYERS[layout]
+    pipe._layout = layout
     return pipe
 
 
 def test_the_layouts_ship_their_real_schedulers(tiny):
-    expected = {"epsilon": "PNDMScheduler", "v_prediction": "EulerDiscreteScheduler"}
-    assert type(tiny.scheduler).__name__ == expected[tiny.scheduler.config.prediction_type]
+    expected = {"1.5": "PNDMScheduler", "2.1": "EulerDiscreteScheduler", "xl": "EulerDiscreteScheduler"}
+    assert type(tiny.scheduler).__name__ == expected[tiny._layout]
 
 
 @pytest.mark.parametrize("method", list(FAST))
 def test_every_method_runs_and_its_patch_applies(tiny, method):
     def weights():
-        return {f"{part}.{k}": v for part in ("unet", "text_encoder")
+        return {f"{part}.{k}": v for part in ("unet", "text_encoder", "text_encoder_2") if hasattr(tiny, part)
                 for k, v in getattr(tiny, part).state_dict().items()}
 
     before = {k: v.clone() for k, v in weights().items()}
@@ -115,7 +121,7 @@ def test_every_method_runs_and_its_patch_applies(tiny, method):
 
 def test_uce_edits_every_cross_attention_key_and_value(tiny):
     patch = obliviate.erase(tiny, "church", "uce", bench=BENCH, preserve=("tench",), progress=False)
-    assert len(patch.tensors) == 32  # to_k and to_v of the 16 cross-attention layers
+    assert len(patch.tensors) == 2 * CROSS_ATTENTION_LAYERS[tiny._layout]  # to_k and to_v of each one
 
 
 @pytest.mark.parametrize("design, config", [

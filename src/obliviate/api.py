@@ -21,6 +21,7 @@ from .bench import Bench
 from .catalog import Catalog, catalog_for
 from .errors import ObliviateError
 from .eval.result import EvalResult
+from .families import family_of
 from .files import oracle_without
 from .hiding import Hidden, bind_keys, hide_concepts, hide_config
 from .methods import get_method
@@ -37,7 +38,8 @@ BenchLike = Bench | str | Path | None
 
 def _stamp(pipe, patch: Patch, start: float) -> Patch:
     fp = base_fingerprint(pipe)
-    patch.metadata.update(base_fingerprint=fp.to_dict(), base_model=fp.id, seconds=round(time.time() - start, 2))
+    patch.metadata.update(base_fingerprint=fp.to_dict(), base_model=fp.id, family=family_of(pipe).key,
+                          seconds=round(time.time() - start, 2))
     return patch
 
 

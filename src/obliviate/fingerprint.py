@@ -58,8 +58,8 @@ class Fingerprint:
 def _modules(pipe) -> list[tuple[str, torch.nn.Module]]:
     from .families import family_of
 
-    name = family_of(pipe).denoiser
-    return [(name, getattr(pipe, name)), ("text_encoder", pipe.text_encoder)]
+    family = family_of(pipe)
+    return [(name, getattr(pipe, name)) for name in (family.denoiser, *family.text_encoders)]
 
 
 def _base_state(module, keep_vars: bool = False) -> Iterator[tuple[str, torch.Tensor]]:

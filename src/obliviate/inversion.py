@@ -18,7 +18,7 @@ import torch
 
 from .diffusion import generator, images_to_latents, randn, training_scheduler
 from .errors import ObliviateError
-from .families import Conditioning, encode_ids, predict, token_ids
+from .families import Conditioning, encode_ids, family_of, predict, text_encoders, token_embeddings, token_ids
 from .progress import bar
 from .terms import denoising_loss
 
@@ -56,37 +56,52 @@ def _token_names(tokenizer, n: int) -> list[str]:
 
 @contextmanager
 def installed(pipe, learned: LearnedTokens) -> Iterator[str]:
-    """Swap in a tokenizer and text encoder that know ``learned``; yields the phrase to put in prompts.
+    """Swap in tokenizers and text encoders that know ``learned``; yields the phrase to put in prompts.
 
-    The copies keep the pipeline itself unchanged (its fingerprint, its vocabulary) outside the block.
+    Every text encoder of the family learns the tokens (a row of ``learned.embeddings`` is the encoders'
+    rows side by side). The copies keep the pipeline itself unchanged (its fingerprint, its vocabulary)
+    outside the block.
     """
-    old_tok, old_te = pipe.tokenizer, pipe.text_encoder
-    tok = copy.deepcopy(old_tok)
-    te = copy.deepcopy(old_te)
-    tok.add_tokens(learned.tokens)
-    te.resize_token_embeddings(len(tok))
-    ids = tok.convert_tokens_to_ids(learned.tokens)
-    with torch.no_grad():
-        weight = te.get_input_embeddings().weight
-        weight[ids] = learned.embeddings.to(weight.device, weight.dtype)
-    pipe.tokenizer, pipe.text_encoder = tok, te
+    family = family_of(pipe)
+    old = {name: getattr(pipe, name) for name in (*family.tokenizers, *family.text_encoders)}
+    rows = learned.embeddings.split(_widths(pipe), -1)
+    for name in family.tokenizers:
+        tok = copy.deepcopy(old[name])
+        tok.add_tokens(learned.tokens)
+        setattr(pipe, name, tok)
+    ids = pipe.tokenizer.convert_tokens_to_ids(learned.tokens)
+    for name, part in zip(family.text_encoders, rows, strict=True):
+        te = copy.deepcopy(old[name])
+        te.resize_token_embeddings(len(pipe.tokenizer))
+        with torch.no_grad():
+            weight = te.get_input_embeddings().weight
+            weight[ids] = part.to(weight.device, weight.dtype)
+        setattr(pipe, name, te)
     try:
         yield learned.phrase
     finally:
-        pipe.tokenizer, pipe.text_encoder = old_tok, old_te
+        for name, part in old.items():
+            setattr(pipe, name, part)
+
+
+def _widths(pipe) -> list[int]:
+    return [getattr(pipe, c).get_input_embeddings().weight.shape[1] for c in text_encoders(pipe)]
 
 
 class TokenRows:
     """Encodes prompts with the embedding rows of ``names`` (tokens :func:`installed` added) given as a tensor,
-    so gradients reach the rows and nothing else; the text encoder runs functionally, its weights untouched."""
+    so gradients reach the rows and nothing else; the text encoders run functionally, their weights untouched."""
 
     def __init__(self, pipe, names: list[str]) -> None:
         self.pipe = pipe
-        encoder = pipe.text_encoder
-        table = encoder.get_input_embeddings()
-        self.table_name = next(n for n, p in encoder.named_parameters() if p is table.weight)
-        self.table = table.weight.detach()
-        self.device = self.table.device
+        self.tables: dict[str, torch.Tensor] = {}
+        for component in text_encoders(pipe):
+            encoder = getattr(pipe, component)
+            table = encoder.get_input_embeddings().weight
+            name = next(n for n, p in encoder.named_parameters() if p is table)
+            self.tables[f"{component}.{name}"] = table.detach()
+        self.widths = _widths(pipe)
+        self.device = next(iter(self.tables.values())).device
         self.ids = torch.tensor(pipe.tokenizer.convert_tokens_to_ids(names), device=self.device)
 
     def token_ids(self, prompts: list[str]) -> torch.Tensor:
@@ -96,8 +111,9 @@ class TokenRows:
             -> Conditioning:
         """The conditioning of ``ids`` (batch, length) with the new rows set to ``rows`` (and ``weights``: more
         text-encoder parameters to substitute, e.g. an edit of the encoder)."""
-        table = self.table.index_put((self.ids,), rows.to(self.table.dtype))
-        return encode_ids(self.pipe, ids, {**(weights or {}), self.table_name: table})
+        tables = {name: table.index_put((self.ids.to(table.device),), part.to(table.device, table.dtype))
+                  for (name, table), part in zip(self.tables.items(), rows.split(self.widths, -1), strict=True)}
+        return encode_ids(self.pipe, ids, {**(weights or {}), **tables})
 
 
 def invert(pipe, images: np.ndarray, cfg: InversionConfig, init_words: list[str] | None = None) -> LearnedTokens:
@@ -111,7 +127,7 @@ def invert(pipe, images: np.ndarray, cfg: InversionConfig, init_words: list[str]
     sched = training_scheduler(pipe)
     latents = images_to_latents(pipe, images)
     names = _token_names(pipe.tokenizer, cfg.n_tokens)
-    emb = pipe.text_encoder.get_input_embeddings().weight.detach().float()
+    emb = token_embeddings(pipe)
     init_ids = [i for w in (init_words or []) for i in pipe.tokenizer(w, add_special_tokens=False).input_ids]
     init = emb.mean(0, keepdim=True).repeat(cfg.n_tokens, 1) + randn((cfg.n_tokens, emb.shape[1]), gen, emb) * emb.std()
     for j, tid in enumerate(init_ids[:cfg.n_tokens // 2 or 1]):

@@ -27,7 +27,7 @@ from .files import PATCH_FORMAT, patch_metadata
 from .fingerprint import Fingerprint, fingerprint
 from .io import write_atomic
 
-COMPONENTS = ("unet", "text_encoder")
+COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
 
 
 def _canonical(meta: dict) -> str:
@@ -175,8 +175,21 @@ def base_fingerprint(pipe) -> Fingerprint:
     return stack[0].base_fingerprint if stack else fingerprint(pipe)
 
 
+def check_family(pipe, metadata: dict, what: str) -> None:
+    """Refuse, in one line, a patch or key made for another model family (SDXL on SD, and the reverse)."""
+    from .families import FAMILIES, family_of
+
+    want, have = metadata.get("family"), family_of(pipe)
+    if want is not None and want != have.key:
+        made_for = FAMILIES[want][0] if want in FAMILIES else want
+        raise ObliviateError(f"{what} was made for a {made_for} model; this is a {have.name} pipeline "
+                             f"({type(pipe).__name__})")
+
+
 def check_fits(pipe, patch: Patch, force: bool = False) -> None:
-    """Refuse a patch made for another base model (``force`` skips the fingerprint check, not shapes)."""
+    """Refuse a patch made for another model family or base model (``force`` skips the fingerprint check, not
+    the family or the shapes)."""
+    check_family(pipe, patch.metadata, f"patch {patch.file or ''}".rstrip())
     patch_updates(pipe, patch)
     want = patch.base
     if force or want is None:

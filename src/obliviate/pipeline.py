@@ -80,9 +80,26 @@ def check_pipeline(pipe) -> None:
     family_of(pipe)
 
 
+def _pipeline_class(model: str, source: Path | str):
+    """The diffusers class ``source`` names in its model_index.json, refused (before any weight is read) when no
+    family serves it."""
+    import diffusers
+
+    from .families import PIPELINE_CLASSES, supported
+
+    try:
+        name = diffusers.DiffusionPipeline.load_config(source).get("_class_name")
+    except (OSError, ValueError) as exc:
+        raise ObliviateError(f"cannot load model {model!r}: {str(exc).splitlines()[0]}") from None
+    if name not in PIPELINE_CLASSES:
+        raise ObliviateError(f"{model} is a {name}; obliviate supports {supported()}")
+    return getattr(diffusers, name)
+
+
 def load_pipeline(model: str = "world", device: str | torch.device | None = None,
                   dtype: str | torch.dtype | None = None):
-    """A plain diffusers ``StableDiffusionPipeline``: ``world``, a diffusers folder or a hub id.
+    """A plain diffusers pipeline of a supported family (``StableDiffusionPipeline``,
+    ``StableDiffusionXLPipeline``): ``world``, ``world-sdxl``, a diffusers folder or a hub id.
 
     All components share ``dtype`` (default float32) and sit on ``device`` (default cpu); weights are frozen
     (``requires_grad`` off, eval mode) and diffusers' progress bars are off. The fingerprint that patches are
@@ -90,14 +107,15 @@ def load_pipeline(model: str = "world", device: str | torch.device | None = None
     """
     dev, dt = resolve_device(device), resolve_dtype(dtype)
     source = _source(model)
-    from diffusers import StableDiffusionPipeline
     from diffusers.utils import logging as diffusers_logging
 
+    cls = _pipeline_class(model, source)
+    extra = {"safety_checker": None, "requires_safety_checker": False} \
+        if "safety_checker" in cls._optional_components else {}
     try:
         with _no_progress_bars(), warnings.catch_warnings():  # newer diffusers renamed torch_dtype; older ones
             warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)  # only know it
-            pipe = StableDiffusionPipeline.from_pretrained(source, torch_dtype=dt, safety_checker=None,
-                                                           requires_safety_checker=False)
+            pipe = cls.from_pretrained(source, torch_dtype=dt, **extra)
     except (OSError, ValueError) as exc:
         raise ObliviateError(f"cannot load model {model!r}: {str(exc).splitlines()[0]}") from None
     check_pipeline(pipe)

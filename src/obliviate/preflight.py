@@ -49,6 +49,22 @@ def check_model(model: str) -> str:
     return model
 
 
+def model_family(model: str) -> str | None:
+    """The family key of a ``--model`` known before loading ('world' or a folder; None for a hub id)."""
+    from .families import FAMILIES
+
+    if model == WORLD:
+        return "sd"
+    index = Path(model).expanduser() / "model_index.json"
+    if not index.is_file():
+        return None
+    try:
+        cls = json.loads(index.read_text()).get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return next((key for key, (_, classes, _) in FAMILIES.items() if cls in classes), None)
+
+
 def check_device(device: str) -> str:
     """A device's name: cpu, cuda, cuda:N or mps (whether this machine has it is asked once torch is in)."""
     kind, _, index = device.partition(":")
@@ -131,6 +147,14 @@ def check_files(model: str | None, patches: Sequence[str | Path] = (), keys: Seq
         public = load_public_key(signature)
         for path in [*patches, *keys]:
             verify_file(path, public)
+    family = model_family(model) if model is not None else None
+    for path, meta in zip(patches, metas, strict=True):
+        if family is not None and meta.get("family", family) != family:
+            from .families import FAMILIES
+
+            made_for = FAMILIES.get(meta["family"], (meta["family"],))[0]
+            raise ObliviateError(f"{path} was made for a {made_for} model; {model} is a {FAMILIES[family][0]} "
+                                 "model")
     if model is not None and is_world_based(model) and not force:
         from .world import world_info
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..diffusion import generator, randint, randn
-from ..families import Conditioning
+from ..families import Conditioning, token_embeddings
 from ..inversion import LearnedTokens, TokenRows, installed
 from ..progress import bar
 
@@ -54,7 +54,7 @@ def search_prompt(pipe, templates: list[str], n_tokens: int, objective: Objectiv
     training loss is too noisy to pick, and so is a single draw (it let filler words that drown the concept's
     own word win)."""
     gen = generator(seed)
-    table = pipe.text_encoder.get_input_embeddings().weight.detach().float()
+    table = token_embeddings(pipe)
     vocab = word_vocabulary(pipe.tokenizer).to(table.device)
     unit = F.normalize(table[vocab], dim=-1)
     start = vocab[randint(len(vocab), n_tokens, gen, table.device)]

@@ -25,7 +25,7 @@ from ..attention import AttnCall, PromptMemory, random_memory
 from ..bench import Concept
 from ..catalog import Catalog
 from ..diffusion import generator, images_to_latents, randint, seed_stream, training_scheduler
-from ..families import attention, encode, predict
+from ..families import attention, encode, predict, text_width, token_embeddings
 from ..hiding.keys import LORA_KEY_SET, Key
 from ..methods.loop import Edit
 from ..patch import Patch
@@ -73,8 +73,8 @@ def run(pipe, concept: Concept, cfg: RelearnConfig, catalog: Catalog, images: np
 def _memory(pipe, concept: Concept, cfg: RelearnConfig, gen: torch.Generator, device, dtype) \
         -> tuple[Callable, list[torch.Tensor], Callable[[], Key], object]:
     """A fresh prompt memory: its forward, its tensors, its snapshot as a key, and its placement in attn2."""
-    emb = pipe.text_encoder.get_input_embeddings().weight.detach().float()
-    start = random_memory(cfg.tokens, emb.shape[1], emb.std().item(), gen, emb)
+    emb = token_embeddings(pipe)
+    start = random_memory(cfg.tokens, text_width(pipe), emb.std().item(), gen, emb)
     keys = start.keys.to(device).requires_grad_(True)
     values = start.values.to(device).requires_grad_(True)
 

@@ -10,10 +10,12 @@ from ..lazy import lazy_attributes
 # family key -> (what it is, the diffusers pipeline classes it serves, its module)
 FAMILIES: dict[str, tuple[str, tuple[str, ...], str]] = {
     "sd": ("Stable Diffusion 1.x / 2.x", ("StableDiffusionPipeline",), "sd"),
+    "sdxl": ("Stable Diffusion XL", ("StableDiffusionXLPipeline",), "sdxl"),
 }
 PIPELINE_CLASSES = tuple(c for _, classes, _ in FAMILIES.values() for c in classes)
-_SEAM = ("Conditioning", "Family", "attention", "denoiser", "encode", "encode_ids", "family_of", "img2img",
-         "predict", "text_layers", "token_ids", "trainable_names")
+_SEAM = ("Conditioning", "Family", "attention", "component_weights", "denoiser", "encode", "encode_ids",
+         "family_of", "img2img", "predict", "text_encoders", "text_layers", "text_width", "token_embeddings",
+         "token_ids", "trainable_names")
 
 __all__ = ["FAMILIES", "PIPELINE_CLASSES", "supported", *_SEAM]
 

@@ -12,21 +12,25 @@ from torch.func import functional_call
 from ..attention import AttnCall, attn2_processors, kwargs
 from ..errors import ObliviateError
 from . import FAMILIES
-from .seam import Conditioning
+from .seam import Conditioning, component_weights
 
 LORA_TARGETS = ("attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0")
 LORA_KV_TARGETS = ("attn2.to_k", "attn2.to_v")  # the projections of the prompt: a LoRA there acts per prompt
 
 
 class StableDiffusion:
-    name, pipeline_classes, _ = FAMILIES["sd"]
+    key = "sd"
+    name, pipeline_classes, _ = FAMILIES[key]
     denoiser = "unet"
+    text_encoders = ("text_encoder",)
+    tokenizers = ("tokenizer",)
 
     def accepts(self, pipe) -> bool:
-        from diffusers import UNet2DConditionModel
+        """``pipe`` is one of the family's pipeline classes (or a subclass): an image-to-image or inpainting
+        pipeline on the same weights is not (it samples from an image, not from noise)."""
+        import diffusers
 
-        return isinstance(getattr(pipe, "unet", None), UNet2DConditionModel) and \
-            getattr(pipe, "text_encoder_2", None) is None and getattr(pipe, "transformer", None) is None
+        return isinstance(pipe, tuple(getattr(diffusers, c) for c in self.pipeline_classes))
 
     def check(self, pipe) -> None:
         for part in ("text_encoder", "tokenizer", "vae", "scheduler"):
@@ -41,8 +45,8 @@ class StableDiffusion:
 
     def encode_ids(self, pipe, ids: torch.Tensor, weights: dict[str, torch.Tensor] | None = None) -> Conditioning:
         encoder = pipe.text_encoder
-        ids = ids.to(encoder.device)
-        states = functional_call(encoder, weights, (ids,))[0] if weights else encoder(ids)[0]
+        ids, mine = ids.to(encoder.device), component_weights(weights, "text_encoder")
+        states = functional_call(encoder, mine, (ids,))[0] if mine else encoder(ids)[0]
         return Conditioning(states.to(device=pipe.unet.device, dtype=pipe.unet.dtype))
 
     def predict(self, forward: Callable, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning,

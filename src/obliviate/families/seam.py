@@ -18,8 +18,9 @@ import torch
 
 from ..errors import ObliviateError
 
-__all__ = ["Conditioning", "Family", "denoiser", "encode", "encode_ids", "family_of", "predict", "text_layers",
-           "token_ids", "trainable_names"]
+__all__ = ["Conditioning", "Family", "component_weights", "denoiser", "encode", "encode_ids", "family_of",
+           "predict", "text_encoders", "text_layers", "text_width", "token_embeddings", "token_ids",
+           "trainable_names"]
 
 
 @dataclass(frozen=True)
@@ -86,9 +87,12 @@ class Conditioning:
 class Family(Protocol):
     """One model family: the pipelines it serves and the seam's functions for them."""
 
+    key: str  # "sd", "sdxl": what a patch records, so one made for another family is refused by name
     name: str
     pipeline_classes: tuple[str, ...]
     denoiser: str  # the pipeline component that denoises ("unet", "transformer")
+    text_encoders: tuple[str, ...]  # the pipeline's text encoders, in the order their states are concatenated
+    tokenizers: tuple[str, ...]  # their tokenizers; the first one's ids are the family's token ids
 
     def accepts(self, pipe) -> bool: ...
 
@@ -145,8 +149,32 @@ def token_ids(pipe, prompts: list[str]) -> torch.Tensor:
 
 def encode_ids(pipe, ids: torch.Tensor, weights: dict[str, torch.Tensor] | None = None) -> Conditioning:
     """The conditioning of token ids; ``weights`` overrides text-encoder parameters for this call (learned
-    token rows, an edit of the encoder), so gradients reach them and the encoder itself is never written."""
+    token rows, an edit of the encoder; named ``<component>.<parameter>``, e.g. ``text_encoder_2.…``), so
+    gradients reach them and the encoders themselves are never written."""
     return family_of(pipe).encode_ids(pipe, ids, weights)
+
+
+def component_weights(weights: dict[str, torch.Tensor] | None, component: str) -> dict[str, torch.Tensor]:
+    """The entries of ``weights`` for ``component``, named as its own parameters."""
+    prefix = f"{component}."
+    return {k[len(prefix):]: v for k, v in (weights or {}).items() if k.startswith(prefix)}
+
+
+def text_encoders(pipe) -> list[str]:
+    """The pipeline's text encoders (component names), in the order their states are concatenated."""
+    return list(family_of(pipe).text_encoders)
+
+
+def token_embeddings(pipe) -> torch.Tensor:
+    """Every text encoder's token embedding table side by side, (vocabulary, sum of widths), float32: one row
+    per token is what a learned token is (it splits back per encoder where it is installed)."""
+    tables = [getattr(pipe, c).get_input_embeddings().weight.detach().float() for c in text_encoders(pipe)]
+    return torch.cat([t.to(tables[0].device) for t in tables], -1)
+
+
+def text_width(pipe) -> int:
+    """The width of the text states the denoiser attends to (where a prompt memory's rows live)."""
+    return int(denoiser(pipe).config.cross_attention_dim)
 
 
 def encode(pipe, prompts: list[str]) -> Conditioning:

@@ -27,7 +27,7 @@ from safetensors.torch import save as st_save
 
 from ..attention import BLOCK_PLACEMENTS, PromptMemory
 from ..errors import ObliviateError
-from ..families import attention, denoiser
+from ..families import attention, denoiser, text_width
 from ..files import KEY_FORMAT, safetensors_metadata
 from ..io import write_atomic
 from ..patch import Patch, patch_updates
@@ -182,10 +182,10 @@ def check_key_width(key: Key, pipe, source: str = "key") -> None:
             raise ObliviateError(f"{source} (for {key.concept!r}) does not fit this model: "
                                  f"{str(exc).removeprefix('patch does not fit this model: ')}") from None
         return
-    width = pipe.text_encoder.config.hidden_size
+    width = text_width(pipe)
     if key.memory.keys.shape[1] != width:
         raise ObliviateError(f"{source} (for {key.concept!r}) is {key.memory.keys.shape[1]} wide; this model's "
-                             f"text encoder is {width} wide")
+                             f"text states are {width} wide")
 
 
 @contextmanager

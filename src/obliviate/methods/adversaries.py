@@ -26,7 +26,7 @@ from collections.abc import Callable
 import torch
 
 from ..diffusion import generator, randint, randn, seed_stream
-from ..families import Conditioning, encode
+from ..families import Conditioning, encode, token_embeddings
 from ..inversion import LearnedTokens, TokenRows, installed
 from ..terms import denoising_loss, distance, training_prompts
 from .configs import InversionAdversary, WeightAdversary
@@ -57,7 +57,7 @@ class InversionAdversaryRun:
 
     def __init__(self, pipe, cfg: InversionAdversary, tokens: int, gen: torch.Generator, tag: str) -> None:
         self.pipe, self.cfg, self.gen = pipe, cfg, gen
-        emb = pipe.text_encoder.get_input_embeddings().weight.detach().float()
+        emb = token_embeddings(pipe)
         init = emb.mean(0, keepdim=True) + randn((tokens, emb.shape[1]), gen, emb) * emb.std()
         self.learned = LearnedTokens([f"<{tag}{j}>" for j in range(tokens)], init.cpu())
 

@@ -23,7 +23,7 @@ import torch
 from ..bench import Concept
 from ..catalog import Catalog
 from ..diffusion import ddim_scheduler, generator, predict_each, randint, training_scheduler
-from ..families import Conditioning, encode, predict
+from ..families import Conditioning, encode, predict, text_encoders, token_embeddings
 from ..inversion import LearnedTokens, TokenRows, installed
 from ..patch import Patch
 from ..terms import distance, esd_point, esd_target, keep_bank, keep_rows, swap, training_prompts
@@ -42,7 +42,7 @@ def fit(pipe, concepts: list[Concept], cfg: AdvUnlearnConfig, catalog: Catalog) 
     uncond = encode(pipe, [""]).expand(cfg.batch_size)
     sampler, sched = ddim_scheduler(pipe, cfg.ddim_steps), training_scheduler(pipe)
     bank = keep_bank(pipe, catalog, concepts, cfg.preserve, cfg.seed) if cfg.preserve_weight else None
-    table = pipe.text_encoder.get_input_embeddings().weight.detach().float()
+    table = token_embeddings(pipe)
     names = [f"<advunlearn_{i}>" for i in range(cfg.attack.tokens)]
     start = table[randint(len(table), cfg.attack.tokens, gen, table.device)]
 
@@ -54,11 +54,14 @@ def fit(pipe, concepts: list[Concept], cfg: AdvUnlearnConfig, catalog: Catalog) 
                                     for c, p in pairs])
         keep_ids = None if bank is None else tokens.token_ids(bank.prompts)
         text_edit = cfg.trainable == "text-encoder"
-        edit = Edit(pipe, "text-encoder", component="text_encoder", seed=cfg.seed) if text_edit \
-            else Edit(pipe, "attn2", seed=cfg.seed)
+        # the paper's text-encoder edit covers every text encoder of the family (SDXL: both)
+        edits = [Edit(pipe, "text-encoder", component=c, seed=cfg.seed) for c in text_encoders(pipe)] if text_edit \
+            else [Edit(pipe, "attn2", seed=cfg.seed)]
+        edit = edits[0]
 
         def encode_adv(ids: torch.Tensor, rows: torch.Tensor, detach: bool = False) -> Conditioning:
-            return tokens.encode(ids, rows, edit.weights(detach) if text_edit else None)
+            weights = {f"{e.component}.{n}": w for e in edits for n, w in e.weights(detach).items()}
+            return tokens.encode(ids, rows, weights if text_edit else None)
 
         def edited(x: torch.Tensor, t: torch.Tensor, cond: Conditioning, detach: bool = False) -> torch.Tensor:
             # a text-encoder edit reaches the frozen UNet through ``cond``
@@ -80,6 +83,7 @@ def fit(pipe, concepts: list[Concept], cfg: AdvUnlearnConfig, catalog: Catalog) 
             unlearned, retained = predict_each(edited, (x_t, t, states[:b]), (kept.x, kept.t, states[b:]))
             return distance(unlearned, target) + cfg.preserve_weight * distance(retained, goal[0])
 
-        settings = LoopSettings(steps=cfg.steps, lr=cfg.lr, seed=cfg.seed, progress=cfg.progress)
+        settings = LoopSettings(steps=cfg.steps, lr=cfg.lr, seed=cfg.seed, progress=cfg.progress,
+                                extra_groups=[{"params": e.parameters(), "lr": cfg.lr} for e in edits[1:]])
         train(edit, loss, settings, f"advunlearn {', '.join(c.name for c in concepts)}")
-        return make_patch(edit.tensors(), "advunlearn", concepts, cfg)
+        return make_patch({k: v for e in edits for k, v in e.tensors().items()}, "advunlearn", concepts, cfg)

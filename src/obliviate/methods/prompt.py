@@ -25,7 +25,7 @@ from ..attention import AttnCall, PromptMemory, random_memory
 from ..bench import Concept
 from ..catalog import Catalog
 from ..diffusion import ddim_scheduler, generator, predicted_x0, randint, training_scheduler
-from ..families import Conditioning, attention, encode
+from ..families import Conditioning, attention, encode, text_width, token_embeddings
 from ..patch import Patch
 from ..terms import distance, esd_point, esd_target
 from .configs import MemoryTraining, PromptConfig
@@ -45,8 +45,8 @@ class MemoryTrainer:
         self.gen = generator(cfg.seed)
         self.conds = [encode(pipe, list(c.prompts)) for c in concepts]
         self.uncond = encode(pipe, [""]).expand(cfg.batch_size)
-        self.width = pipe.text_encoder.config.hidden_size
-        self.scale = pipe.text_encoder.get_input_embeddings().weight.float().std().item()
+        self.width = text_width(pipe)
+        self.scale = token_embeddings(pipe).std().item()
         self.edit = Edit(pipe, cfg.trainable, seed=cfg.seed)
         self.master = torch.zeros((), device=self.edit.module.device)  # memories are float32 on the model's device
         self.memories = {c.name: self.random_memory() for c in concepts}
