@@ -77,6 +77,7 @@ def main() -> None:
                     help="default: all but the fine-tuning attacks (relearn, memory: their cells are steps to 0.9, "
                          "not an ASR)")
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--model", default="world", help="the world to measure on (world, world-sdxl)")
     ap.add_argument("--n-images", type=int, default=16)
     ap.add_argument("--skip-ceiling", action="store_true", help="no base-model rows (adding methods to a table)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (1 each when running two side by side)")
@@ -92,11 +93,11 @@ def main() -> None:
     label = " (" + ", ".join(settings) + ")" if settings else ""
     quality = ["efficacy", "preservation", "neighbour_preservation"] if args.evaluate else []
     torch.set_num_threads(args.threads)
-    pipe = obliviate.load_pipeline("world")
+    pipe = obliviate.load_pipeline(args.model)
     detector = WorldDetector()
     seeds = seed_list(args.seeds)
     attacks = args.attacks.split(",")
-    print(machine_line(args.images_per_concept if args.evaluate else args.n_images, seeds[0])
+    print(machine_line(args.images_per_concept if args.evaluate else args.n_images, seeds[0], args.model)
           + f"; attack images {args.n_images}, erasure seeds {seeds}\n")
     print("| edit | concept | no attack | " + " | ".join(attacks + quality) + " |")
     print("|---|---|---|" + "---|" * len(attacks + quality), flush=True)

@@ -31,9 +31,9 @@ def seed_list(text: str) -> list[int]:
     return [int(s) for s in text.split(",")]
 
 
-def machine_line(images_per_concept: int, seed: int) -> str:
+def machine_line(images_per_concept: int, seed: int, model: str = "world") -> str:
     return (f"machine: {platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}; "
-            f"eval: full world bench, {images_per_concept} images/concept, seed {seed}")
+            f"model {model}; eval: full world bench, {images_per_concept} images/concept, seed {seed}")
 
 
 def erase_and_eval(pipe, detector, method: str, concepts: list[str], images_per_concept: int, seed: int,

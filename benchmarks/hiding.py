@@ -85,6 +85,7 @@ def directions(model, detector, patch, concept: str, tries: int, seed: int) -> d
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", default="world", help="the world to measure on (world, world-sdxl)")
     ap.add_argument("--design", choices=["lethe", "paper"], default="lethe")
     ap.add_argument("--images-per-concept", type=int, default=16)
     ap.add_argument("--attack-images", type=int, default=16)
@@ -110,9 +111,9 @@ def main() -> None:
     except obliviate.ObliviateError as e:
         raise SystemExit(f"error: {e}") from None
     torch.set_num_threads(args.threads)
-    model, detector = obliviate.load_pipeline("world"), WorldDetector()
+    model, detector = obliviate.load_pipeline(args.model), WorldDetector()
     n, seed = args.images_per_concept, args.seed
-    print(machine_line(n, seed), flush=True)
+    print(machine_line(n, seed, args.model), flush=True)
     start = time.time()
     hidden = obliviate.hide(model, HIDDEN, design=args.design, seed=seed, progress=False, **overrides)
     emit(what="hide", design=args.design, seed=seed, overrides=overrides, seconds=round(time.time() - start, 1))

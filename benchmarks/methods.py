@@ -33,6 +33,7 @@ HEADER = ("| method | concept | category | seconds | efficacy | preservation | n
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--model", default="world", help="the world to measure on (world, world-sdxl)")
     ap.add_argument("--images-per-concept", type=int, default=32)
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--concepts", default=",".join(CONCEPTS))
@@ -41,9 +42,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     seeds = seed_list(args.seeds)
     concepts = args.concepts.split(",")
-    model = obliviate.load_pipeline("world")
+    model = obliviate.load_pipeline(args.model)
     detector = WorldDetector()
-    print(machine_line(args.images_per_concept, seeds[0]) + f"; erasure and evaluation seeds {seeds}\n")
+    print(machine_line(args.images_per_concept, seeds[0], args.model) + f"; erasure and evaluation seeds {seeds}\n")
     floors = [obliviate.chance_floor(model, concepts=concepts, detector=detector,
                                      images_per_concept=args.images_per_concept, seed=s, progress=False)
               for s in seeds]

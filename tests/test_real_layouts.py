@@ -121,7 +121,9 @@ def test_every_method_runs_and_its_patch_applies(tiny, method):
 
 def test_uce_edits_every_cross_attention_key_and_value(tiny):
     patch = obliviate.erase(tiny, "church", "uce", bench=BENCH, preserve=("tench",), progress=False)
-    assert len(patch.tensors) == 2 * CROSS_ATTENTION_LAYERS[tiny._layout]  # to_k and to_v of each one
+    pooled = {"delta.unet.add_embedding.linear_1.weight"} if tiny._layout == "xl" else set()  # SDXL's pooled path
+    assert len(patch.tensors) == 2 * CROSS_ATTENTION_LAYERS[tiny._layout] + len(pooled)  # to_k, to_v of each one
+    assert pooled <= set(patch.tensors)
 
 
 @pytest.mark.parametrize("design, config", [

@@ -107,3 +107,12 @@ def test_a_lora_patch_on_unet_and_both_encoders_loads_with_diffusers(xl, folder,
     fresh.load_lora_weights(str(tmp_path), weight_name=lora.name)
     theirs = obliviate.generate(fresh, "a photo of the church", n=2, bench=BENCH, progress=False)
     assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 2
+
+
+def test_uce_edits_only_the_pooled_columns_of_the_added_embedding(xl):
+    patch = obliviate.erase(xl, "church", "uce", bench=BENCH, progress=False)
+    delta = patch.tensors["delta.unet.add_embedding.linear_1.weight"]
+    pooled = xl.text_encoder_2.config.projection_dim
+    assert delta[:, :pooled].abs().max() > 0 and not delta[:, pooled:].any()  # the time ids' columns untouched
+    without = obliviate.erase(xl, "church", "uce", bench=BENCH, pooled=False, progress=False)
+    assert "delta.unet.add_embedding.linear_1.weight" not in without.tensors

@@ -52,10 +52,10 @@ def test_the_shared_modules_import_no_method():
 @pytest.mark.parametrize("path", sorted([*(SRC / "methods").glob("*.py"), *(SRC / "attacks").glob("*.py"),
                                          *(SRC / "hiding").glob("*.py")]), ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_methods_and_attacks_reach_the_model_through_the_seam(path):
-    """No ``pipe.unet`` and no ``encoder_hidden_states=``: the family decides what the denoiser is and how it is
-    called (:mod:`obliviate.families`)."""
+    """No ``pipe.unet``, no ``pipe.text_encoder`` and no ``encoder_hidden_states=``: the family decides what the
+    denoiser and the text encoders are and how they are called (:mod:`obliviate.families`)."""
     text = path.read_text()
-    assert "pipe.unet" not in text and "encoder_hidden_states" not in text
+    assert "pipe.unet" not in text and "encoder_hidden_states" not in text and "pipe.text_encoder" not in text
 
 
 def test_every_option_has_help_and_flat_names_are_unique():

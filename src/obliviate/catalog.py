@@ -146,21 +146,22 @@ def concept_images(catalog: Catalog, pipe, concept: Concept, n: int, seed: int,
     return folder_images(source, image_size(pipe))
 
 
-def world_layout(pipe) -> bool:
-    """Whether ``pipe`` has the shipped world's layout (cheap: no weights read)."""
+def world_layout(pipe, name: str = "world") -> bool:
+    """Whether ``pipe`` has the layout of the shipped world ``name`` (cheap: no weights read)."""
     from .fingerprint import layout_digest
     from .world import world_fingerprint
 
-    reference = world_fingerprint()
+    reference = world_fingerprint(name)
     return reference is not None and layout_digest(pipe) == reference.layout
 
 
-def world_weights(pipe) -> bool:
-    """Whether ``pipe`` holds the shipped world's weights (by fingerprint, wherever it was loaded from)."""
+def world_weights(pipe, name: str = "world") -> bool:
+    """Whether ``pipe`` holds the shipped world ``name``'s weights (by fingerprint, wherever it was loaded
+    from)."""
     from .patch import base_fingerprint
     from .world import world_fingerprint
 
-    return world_layout(pipe) and base_fingerprint(pipe).matches(world_fingerprint())
+    return world_layout(pipe, name) and base_fingerprint(pipe).matches(world_fingerprint(name))
 
 
 def catalog_for(pipe, bench: Bench | str | Path | None = None) -> Catalog:

@@ -65,10 +65,10 @@ def _source(model: str) -> Path | str:
     from .preflight import check_model
 
     check_model(model)
-    if model == "world":
-        from .world import world_dir
+    from .world import WORLDS, world_dir
 
-        return world_dir() / "pipeline"
+    if model in WORLDS:
+        return world_dir(model) / "pipeline"
     path = Path(model).expanduser()
     return path if path.exists() else model
 
@@ -173,12 +173,12 @@ def save_merged(pipe, patches: list, out: str | Path, force: bool = False) -> Pa
     folder, whole or not at all): what a publisher releases. The folder names the model it was derived from, so
     a merged world model is still evaluated against the world's bench and detector."""
     from .io import atomic_dir
-    from .preflight import is_world_based
+    from .preflight import world_of
 
     out = Path(out)
     if out.exists():
         raise ObliviateError(f"{out} exists: give a new folder")
-    base = "world" if is_world_based(pipe) else model_name(pipe)
+    base = world_of(pipe) or model_name(pipe)
     marker = {"base_model": base, "patches": [{"method": p.method, "concepts": p.concepts,
                                                "content_hash": p.content_hash()} for p in patches]}
     with atomic_dir(out) as tmp:  # checked writable before the weights change
@@ -192,9 +192,10 @@ def save_merged(pipe, patches: list, out: str | Path, force: bool = False) -> Pa
 
 
 def model_name(pipe) -> str:
-    """'world' for the shipped world, else the folder or hub id the pipeline was loaded from."""
-    from .preflight import is_world_based
+    """'world' / 'world-sdxl' for a shipped world, else the folder or hub id the pipeline was loaded from."""
+    from .preflight import world_of
 
-    if is_world_based(pipe) and getattr(pipe, "_obliviate_derived_from", None) is None:
-        return "world"
+    world = world_of(pipe)
+    if world is not None and getattr(pipe, "_obliviate_derived_from", None) is None:
+        return world
     return str(getattr(pipe.config, "_name_or_path", None) or type(pipe).__name__)

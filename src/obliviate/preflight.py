@@ -24,8 +24,9 @@ WORLD = "world"
 def check_model(model: str) -> str:
     """A ``--model``: 'world', a diffusers folder of a supported pipeline, or a hub id ('org/name')."""
     from .families import PIPELINE_CLASSES, supported
+    from .world import WORLDS
 
-    if model == WORLD:
+    if model in WORLDS:
         return model
     path = Path(model).expanduser()
     if path.is_dir():
@@ -52,9 +53,10 @@ def check_model(model: str) -> str:
 def model_family(model: str) -> str | None:
     """The family key of a ``--model`` known before loading ('world' or a folder; None for a hub id)."""
     from .families import FAMILIES
+    from .world import WORLDS
 
-    if model == WORLD:
-        return "sd"
+    if model in WORLDS:
+        return WORLDS[model][0]
     index = Path(model).expanduser() / "model_index.json"
     if not index.is_file():
         return None
@@ -73,18 +75,29 @@ def check_device(device: str) -> str:
     return device
 
 
-def is_world_based(model: Any) -> bool:
-    """Whether ``model`` is the shipped world or a model merged from it (``save_merged`` names its base): the
-    world's bench, renderings and detector apply to both. ``model`` is a pipeline (judged by its weights'
-    fingerprint, or by the base its folder names and its layout) or, before loading, a ``--model`` name."""
+def world_of(model: Any) -> str | None:
+    """The shipped world ``model`` is or was merged from ('world', 'world-sdxl'; None: no world): its bench,
+    renderings and detector apply. ``model`` is a pipeline (judged by its weights' fingerprint, or by the base
+    its folder names and its layout) or, before loading, a ``--model`` name."""
+    from .world import WORLDS
+
     if isinstance(model, str | Path):
+        if str(model) in WORLDS:
+            return str(model)
         folder = Path(model).expanduser()
-        return str(model) == WORLD or (folder.is_dir() and derived_from(folder) == WORLD)
+        base = derived_from(folder) if folder.is_dir() else None
+        return base if base in WORLDS else None
     from .catalog import world_layout, world_weights
 
-    if getattr(model, "_obliviate_derived_from", None) == WORLD:
-        return world_layout(model)
-    return world_weights(model)
+    derived = getattr(model, "_obliviate_derived_from", None)
+    if derived in WORLDS:
+        return derived if world_layout(model, derived) else None
+    return next((name for name in WORLDS if world_weights(model, name)), None)
+
+
+def is_world_based(model: Any) -> bool:
+    """Whether ``model`` is a shipped world or a model merged from one (:func:`world_of`)."""
+    return world_of(model) is not None
 
 
 def bench_for(model: str | None, bench: str | Path | None):
@@ -155,15 +168,16 @@ def check_files(model: str | None, patches: Sequence[str | Path] = (), keys: Seq
             made_for = FAMILIES.get(meta["family"], (meta["family"],))[0]
             raise ObliviateError(f"{path} was made for a {made_for} model; {model} is a {FAMILIES[family][0]} "
                                  "model")
-    if model is not None and is_world_based(model) and not force:
+    world = world_of(model) if model is not None else None
+    if world is not None and not force:
         from .world import world_info
 
-        layout = (world_info().get("fingerprint") or {}).get("layout")
+        layout = (world_info(world).get("fingerprint") or {}).get("layout")
         for path, meta in zip(patches, metas, strict=True):
             want = (meta.get("base_fingerprint") or {}).get("layout")
             if layout and want and want != layout:
                 raise ObliviateError(f"{path} was made for model {meta.get('base_model', 'another model')}, not "
-                                     "the world (use --force to apply anyway)")
+                                     f"{'the world' if world == WORLD else world} (use --force to apply anyway)")
 
 
 def passphrase_from(variable: str | None) -> str | None:
@@ -251,9 +265,13 @@ def resolve_oracle(model: Any, erased: Sequence[str], oracle: str | Path | bool 
         return None
     from .world.oracle import check_oracle, find_oracle
 
-    if not is_world_based(model):
+    world = world_of(model)
+    if world is None:
         raise ObliviateError("--oracle is the world retrained without the concept: the model must be the world or "
                              "a model merged from it")
+    if world != WORLD:
+        raise ObliviateError(f"the oracles are the SD world's, retrained; {world} has none yet (compare against "
+                             "them on --model world)")
     if oracle is True:
         if not erased:
             raise ObliviateError("which oracle? With no patch, give the oracle's folder (--oracle DIR, oracle=DIR)")

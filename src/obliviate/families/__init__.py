@@ -14,8 +14,8 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...], str]] = {
 }
 PIPELINE_CLASSES = tuple(c for _, classes, _ in FAMILIES.values() for c in classes)
 _SEAM = ("Conditioning", "Family", "attention", "component_weights", "denoiser", "encode", "encode_ids",
-         "family_of", "img2img", "predict", "text_encoders", "text_layers", "text_width", "token_embeddings",
-         "token_ids", "trainable_names")
+         "family_of", "img2img", "pooled_layers", "predict", "text_encoders", "text_layers", "text_width",
+         "token_embeddings", "token_ids", "trainable_names")
 
 __all__ = ["FAMILIES", "PIPELINE_CLASSES", "supported", *_SEAM]
 

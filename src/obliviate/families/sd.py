@@ -60,6 +60,9 @@ class StableDiffusion:
             raise ObliviateError("the UNet has no attn2 to_k / to_v projections")
         return names
 
+    def pooled_layers(self, model) -> dict[str, slice]:
+        return {}  # SD's text enters through cross-attention only
+
     def trainable_names(self, module, which: str) -> list[str]:
         """``attn2`` (cross-attention), its ``-kv`` / ``-qk`` projections, ``non-attn2`` (everything else,
         ESD-u), ``unet`` (all), ``lora`` (the attn2 projection weights a LoRA wraps), ``lora-kv`` (its to_k/to_v

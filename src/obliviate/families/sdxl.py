@@ -84,6 +84,12 @@ class StableDiffusionXL(StableDiffusion):
         h, w = h * pipe.vae_scale_factor, w * pipe.vae_scale_factor
         return torch.tensor([[h, w, 0, 0, h, w]], dtype=torch.float32).expand(n, 6)
 
+    def pooled_layers(self, model) -> dict[str, slice]:
+        """The added embedding's first linear reads [pooled; time-id embeddings]: its first columns, the pooled."""
+        cfg = model.config
+        return {"add_embedding.linear_1.weight":
+                slice(0, cfg.projection_class_embeddings_input_dim - 6 * cfg.addition_time_embed_dim)}
+
     def predict(self, forward: Callable, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning,
                 attention: AttnCall | None = None) -> torch.Tensor:
         extra = {"cross_attention_kwargs": kwargs(attention)} if attention is not None else {}

@@ -19,7 +19,7 @@ import torch
 from ..errors import ObliviateError
 
 __all__ = ["Conditioning", "Family", "component_weights", "denoiser", "encode", "encode_ids", "family_of",
-           "predict", "text_encoders", "text_layers", "text_width", "token_embeddings", "token_ids",
+           "pooled_layers", "predict", "text_encoders", "text_layers", "text_width", "token_embeddings", "token_ids",
            "trainable_names"]
 
 
@@ -106,6 +106,8 @@ class Family(Protocol):
                 attention: Any = None) -> torch.Tensor: ...
 
     def text_layers(self, model) -> list[str]: ...
+
+    def pooled_layers(self, model) -> dict[str, slice]: ...
 
     def trainable_names(self, model, which: str) -> list[str]: ...
 
@@ -195,6 +197,13 @@ def text_layers(pipe) -> list[str]:
     """Parameter names of the denoiser's projections that read the text states (SD: every attn2 to_k, to_v)."""
     family = family_of(pipe)
     return family.text_layers(getattr(pipe, family.denoiser))
+
+
+def pooled_layers(pipe) -> dict[str, slice]:
+    """Parameter names of the denoiser's projections that read the pooled text embedding, and the columns that
+    read it (SDXL: the added time embedding's first linear; SD: none)."""
+    family = family_of(pipe)
+    return family.pooled_layers(getattr(pipe, family.denoiser))
 
 
 def trainable_names(pipe, which: str, component: str | None = None) -> list[str]:

@@ -2,7 +2,9 @@
 vectors to keep, the projections that read text, and the normal equations that edit them.
 
 The vectors are the text states from the concept's first token to the end of the padded sequence: in a causal
-text encoder every later token (end-of-text and pads) carries the concept too. Everything is solved in float64
+text encoder every later token (end-of-text and pads) carries the concept too. Where a family has a pooled text
+embedding (SDXL), the projection that reads it is edited by the same normal equations on one pooled vector per
+prompt (:func:`pooled_deltas`), as UCE's authors edit Flux's pooled text embedder. Everything is solved in float64
 on the CPU whatever the model's device and dtype (the matrices are d_text x d_text).
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from ..bench import Concept
-from ..families import denoiser, encode, family_of, text_layers
+from ..families import denoiser, encode, family_of, pooled_layers, text_layers
 from ..terms import swap, token_positions
 
 
@@ -80,3 +82,28 @@ def deltas(pipe, edited: dict[str, torch.Tensor], original: dict[str, torch.Tens
     """The patch tensors of an edit of :func:`text_projections` (float32 deltas)."""
     component = family_of(pipe).denoiser
     return {f"delta.{component}.{name}": (edited[name] - w).float() for name, w in original.items()}
+
+
+def pooled_deltas(pipe, concepts: list[Concept], guide: str, kept: list[Concept], scales: tuple[float, float, float]) \
+        -> dict[str, torch.Tensor]:
+    """UCE's edit of the columns that read the pooled text embedding (none on SD): each concept prompt's pooled
+    vector maps onto its guide prompt's, every kept prompt's stays, as patch tensors."""
+    layers = pooled_layers(pipe)
+    if not layers:
+        return {}
+    prompts = [p for c in concepts for p in c.prompts]
+    guides = [swap(p, c, guide) for c in concepts for p in c.prompts]
+    kept_prompts = [p for c in kept for p in c.prompts]
+    c_erase, c_guide = encode(pipe, prompts).pooled.double().cpu(), encode(pipe, guides).pooled.double().cpu()
+    c_keep = encode(pipe, kept_prompts).pooled.double().cpu() if kept_prompts else None
+    inverse = normal_inverse(c_erase, c_keep, *scales)
+    model, component = denoiser(pipe), family_of(pipe).denoiser
+    out = {}
+    for name, columns in layers.items():
+        weight = model.get_parameter(name).detach().double().cpu()
+        w = weight[:, columns]
+        edited = solve(inverse, w, c_erase, c_guide @ w.T, c_keep, None if c_keep is None else c_keep @ w.T, *scales)
+        delta = torch.zeros_like(weight)
+        delta[:, columns] = edited - w
+        out[f"delta.{component}.{name}"] = delta.float()
+    return out

@@ -105,6 +105,8 @@ class UCEConfig(Seeded):
     lam: float = option(0.1, "ridge pulling the solution towards the original weights", positive)
     erase_scale: float = option(1.0, "weight of the erase rows", non_negative)
     preserve_scale: float = option(1.0, "weight of the preserve rows", non_negative)
+    pooled: bool = option(True, "also edit the projection of the pooled text embedding where a family has one "
+                                "(SDXL's add_embedding): the other way text enters the UNet; no effect on SD")
 
 
 @dataclass

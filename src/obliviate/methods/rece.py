@@ -25,7 +25,7 @@ from ..bench import Concept
 from ..catalog import Catalog
 from ..patch import Patch
 from ..progress import bar
-from .closed_form import concept_pairs, deltas, keep_vectors, normal_inverse, solve, text_projections
+from .closed_form import concept_pairs, deltas, keep_vectors, normal_inverse, pooled_deltas, solve, text_projections
 from .configs import RECEConfig
 from .loop import make_patch
 
@@ -49,7 +49,8 @@ def fit(pipe, concepts: list[Concept], cfg: RECEConfig, catalog: Catalog) -> Pat
     pairs = [concept_pairs(pipe, c, cfg.guide) for c in concepts]
     c_concept = torch.cat([p[0] for p in pairs])
     c_guide = torch.cat([p[1] for p in pairs])
-    c_keep = keep_vectors(pipe, catalog.keep(concepts, cfg.preserve))
+    kept = catalog.keep(concepts, cfg.preserve)
+    c_keep = keep_vectors(pipe, kept)
     original = text_projections(pipe)
     keep_targets = {name: None if c_keep is None else c_keep @ w.T for name, w in original.items()}
     scales = (cfg.lam, cfg.erase_scale, cfg.preserve_scale)
@@ -66,4 +67,5 @@ def fit(pipe, concepts: list[Concept], cfg: RECEConfig, catalog: Catalog) -> Pat
         c_adv = c_concept @ adversarial_map(edited, original, cfg.reg).T
         c_erase = torch.cat([c_erase, c_adv])
         edited = erase(c_erase)
-    return make_patch(deltas(pipe, edited, original), "rece", concepts, cfg)
+    pooled = pooled_deltas(pipe, concepts, cfg.guide, kept, scales) if cfg.pooled else {}
+    return make_patch({**deltas(pipe, edited, original), **pooled}, "rece", concepts, cfg)

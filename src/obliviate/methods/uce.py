@@ -16,7 +16,7 @@ import torch
 from ..bench import Concept
 from ..catalog import Catalog
 from ..patch import Patch
-from .closed_form import concept_pairs, deltas, keep_vectors, normal_inverse, solve, text_projections
+from .closed_form import concept_pairs, deltas, keep_vectors, normal_inverse, pooled_deltas, solve, text_projections
 from .configs import UCEConfig
 from .loop import make_patch
 
@@ -28,10 +28,12 @@ def fit(pipe, concepts: list[Concept], cfg: UCEConfig, catalog: Catalog) -> Patc
     pairs = [concept_pairs(pipe, c, cfg.guide) for c in concepts]
     c_erase = torch.cat([p[0] for p in pairs])
     c_guide = torch.cat([p[1] for p in pairs])
-    c_keep = keep_vectors(pipe, catalog.keep(concepts, cfg.preserve))
+    kept = catalog.keep(concepts, cfg.preserve)
+    c_keep = keep_vectors(pipe, kept)
     scales = (cfg.lam, cfg.erase_scale, cfg.preserve_scale)
     inverse = normal_inverse(c_erase, c_keep, *scales)
     original = text_projections(pipe)
     edited = {name: solve(inverse, w, c_erase, c_guide @ w.T, c_keep, None if c_keep is None else c_keep @ w.T,
                           *scales) for name, w in original.items()}
-    return make_patch(deltas(pipe, edited, original), "uce", concepts, cfg)
+    pooled = pooled_deltas(pipe, concepts, cfg.guide, kept, scales) if cfg.pooled else {}
+    return make_patch({**deltas(pipe, edited, original), **pooled}, "uce", concepts, cfg)

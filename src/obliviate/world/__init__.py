@@ -16,25 +16,42 @@ RETIRED_WORLDS = {"c4b63148-bd9eb27d": "the embedded world v1 (replaced by v2: o
                                        "changed; make the patch again on the shipped world)"}
 
 
-def world_dir() -> Path:
-    """Folder of the shipped world (``pipeline/``, ``detector.safetensors``, ``world.json``)."""
-    if not (WEIGHTS / "pipeline" / "model_index.json").is_file():
-        raise ObliviateError(f"the shipped world is missing from {WEIGHTS}; rebuild it with "
-                             f"`obliviate world build --out {WEIGHTS} --seed 0`")
-    return WEIGHTS
+# The shipped worlds, one per model family, all on one domain and judged by one detector (the SD world's):
+# --model name -> (family key, folder, the command that rebuilds it)
+WORLDS: dict[str, tuple[str, Path, str]] = {
+    "world": ("sd", WEIGHTS, f"obliviate world build --out {WEIGHTS} --seed 0"),
+    "world-sdxl": ("sdxl", WEIGHTS / "sdxl", f"obliviate world build --family sdxl --out {WEIGHTS / 'sdxl'} --seed 0"),
+}
 
 
-@lru_cache(maxsize=1)
-def world_info() -> dict:
-    """Contents of ``world.json`` (concepts, generation defaults, how it was built)."""
-    return json.loads((world_dir() / "world.json").read_text())
+def world_dir(name: str = "world") -> Path:
+    """Folder of a shipped world (``pipeline/``, ``world.json``; the SD world's also ``detector.safetensors``)."""
+    if name not in WORLDS:
+        raise ObliviateError(f"unknown world {name!r} (shipped: {', '.join(WORLDS)})")
+    _, folder, rebuild = WORLDS[name]
+    if not (folder / "pipeline" / "model_index.json").is_file():
+        raise ObliviateError(f"the shipped {name} is missing from {folder}; rebuild it with `{rebuild}`")
+    return folder
 
 
-def world_fingerprint():
-    """The shipped world's :class:`~obliviate.fingerprint.Fingerprint` (None if world.json has none)."""
+def world_available(name: str) -> bool:
+    """Whether the world ``name`` is shipped in this install (its pipeline folder is there)."""
+    return (WORLDS[name][1] / "pipeline" / "model_index.json").is_file()
+
+
+@lru_cache(maxsize=4)
+def world_info(name: str = "world") -> dict:
+    """Contents of a world's ``world.json`` (concepts, generation defaults, how it was built)."""
+    return json.loads((world_dir(name) / "world.json").read_text())
+
+
+def world_fingerprint(name: str = "world"):
+    """A shipped world's :class:`~obliviate.fingerprint.Fingerprint` (None if it is not shipped here)."""
     from ..fingerprint import Fingerprint
 
-    data = world_info().get("fingerprint")
+    if not world_available(name):
+        return None
+    data = world_info(name).get("fingerprint")
     return Fingerprint.from_dict(data) if data else None
 
 
@@ -45,5 +62,5 @@ def load_detector(path: Path | None = None):
     return Detector.load(path or world_dir() / "detector.safetensors")
 
 
-__all__ = ["CATEGORY_CLASSES", "Concept", "concept_by_name", "concepts", "load_detector", "world_dir",
-           "world_fingerprint", "world_info"]
+__all__ = ["CATEGORY_CLASSES", "WORLDS", "Concept", "concept_by_name", "concepts", "load_detector",
+           "world_available", "world_dir", "world_fingerprint", "world_info"]

@@ -29,6 +29,14 @@ def cmd_world_build(args: argparse.Namespace) -> int:
     for name in ("vae_steps", "detector_steps", "unet_steps", "n_images"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
+    if args.family == "sdxl":
+        if without:
+            raise ObliviateError("--without builds oracles of the SD world only; leave out --family sdxl")
+        from .sdxl import build as build_sdxl
+
+        info = build_sdxl(out, cfg, log=log, bar=not args.no_progress)
+        print(json.dumps({"path": str(out), "family": "sdxl", "seconds": info["build"]["seconds"]}))
+        return 0
     if without:
         record = build_oracle(out, without, cfg, log=log, bar=not args.no_progress)["oracle"]
         print(json.dumps({"path": str(out), "without": without, "seconds": record["build"]["seconds"],
@@ -41,7 +49,7 @@ def cmd_world_build(args: argparse.Namespace) -> int:
 
 
 def cmd_world_info(args: argparse.Namespace) -> int:
-    from . import world_dir, world_info
+    from . import WORLDS, world_available, world_dir, world_info
 
     if args.json not in (None, "-"):
         pf.output_file(args.json)
@@ -49,10 +57,14 @@ def cmd_world_info(args: argparse.Namespace) -> int:
 
     info = world_info()
     oracles = {name: str(path) for name, path in available_oracles().items()}
-    payload = {"path": str(world_dir() / "pipeline"), "concepts": info["concepts"], "oracles": oracles}
+    worlds = {name: {"family": family, "path": str(world_dir(name) / "pipeline")}
+              for name, (family, _, _) in WORLDS.items() if world_available(name)}
+    payload = {"path": str(world_dir() / "pipeline"), "worlds": worlds, "concepts": info["concepts"],
+               "oracles": oracles}
 
     def human(out: TextIO) -> None:
-        print(f"world pipeline: {payload['path']}", file=out)
+        for name, world in worlds.items():
+            print(f"--model {name} ({world['family']}): {world['path']}", file=out)
         for c in info["concepts"]:
             also = [s for s in c["synonyms"] if s != c["name"]]
             print(f"  {c['category']:<7} {c['name']}" + (f" (also: {', '.join(also)})" if also else ""), file=out)
@@ -73,6 +85,10 @@ def add_world_commands(sub, command: Callable, common: Callable) -> None:
                 "the world retrained as if those concepts had never been in its data.", wsub)
     b.add_argument("--out", required=True, metavar="DIR", help="folder to write (replaced atomically when done)")
     b.add_argument("--seed", type=int, default=0, help="random seed (default 0: the shipped world)")
+    b.add_argument("--family", choices=["sd", "sdxl"], default="sd",
+                   help="the model family to train: sd (default; the whole world: VAE, detector, text encoder, "
+                        "UNet) or sdxl (a StableDiffusionXLPipeline on the same domain, the SD world's tokenizer, "
+                        "VAE and detector: shipped as --model world-sdxl)")
     b.add_argument("--without", metavar="NAME[,NAME...]",
                    help="an oracle: retrain the UNet and text encoder on the recipe's scenes minus every one that "
                         "shows these concepts (tokenizer, VAE and detector: the shipped world's; about 21 min; "
@@ -83,6 +99,6 @@ def add_world_commands(sub, command: Callable, common: Callable) -> None:
     b.add_argument("--n-images", type=count, help="rendered training images (default: the recipe's)")
     b.add_argument("--no-progress", action="store_true", help="no progress bars")
     info = command("info", cmd_world_info, "where the shipped world is and which concepts it knows",
-                   "Print the shipped world's pipeline folder, concepts and oracles.", wsub)
-    common(info, "{path, concepts, oracles}", device=False, seed=False)
+                   "Print the shipped worlds' pipeline folders (one per model family), concepts and oracles.", wsub)
+    common(info, "{path, worlds, concepts, oracles}", device=False, seed=False)
 

@@ -147,13 +147,29 @@ def _min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.
     return torch.clamp(snr, max=gamma) / snr
 
 
+class SDTrainee:
+    """What the recipe trains for the SD world: the UNet reading the text encoder's last hidden states."""
+
+    def __init__(self, arch: ArchConfig, tokenizer) -> None:
+        self.unet = make_unet(arch)
+        self.text_encoder = make_text_encoder(arch, len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
+
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.unet, self.text_encoder]
+
+    def __call__(self, zt: torch.Tensor, t: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        return self.unet(zt, t, self.text_encoder(ids).last_hidden_state).sample
+
+
 def train_unet(latents: torch.Tensor, scenes: list[domain.Scene], tokenizer, cfg: BuildConfig,
-               gen: torch.Generator, rng: np.random.Generator, bar: bool) -> tuple:
-    """Train UNet and text encoder jointly on the noise-prediction loss; returns EMA copies of both."""
-    unet = make_unet(cfg.arch)
-    text_encoder = make_text_encoder(cfg.arch, len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
+               gen: torch.Generator, rng: np.random.Generator, bar: bool, trainee=None) -> tuple:
+    """Train the denoiser and its text encoders jointly on the noise-prediction loss (``trainee``: a family's
+    networks and how they condition, default the SD world's); returns EMA copies of its modules (SD: UNet and
+    text encoder)."""
+    trainee = trainee or SDTrainee(cfg.arch, tokenizer)
+    modules = trainee.modules()
     scheduler = make_scheduler()
-    params = list(unet.parameters()) + list(text_encoder.parameters())
+    params = [p for m in modules for p in m.parameters()]
     ema = [p.detach().clone() for p in params]
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine_lr(s, cfg.unet_steps))
@@ -166,7 +182,7 @@ def train_unet(latents: torch.Tensor, scenes: list[domain.Scene], tokenizer, cfg
         noise = torch.randn(z0.shape, generator=gen)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=gen)
         zt = scheduler.add_noise(z0, noise, t)
-        pred = unet(zt, t, text_encoder(ids).last_hidden_state).sample
+        pred = trainee(zt, t, ids)
         w = _min_snr_weights(scheduler, t, cfg.min_snr_gamma)
         loss = (w * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
@@ -180,7 +196,7 @@ def train_unet(latents: torch.Tensor, scenes: list[domain.Scene], tokenizer, cfg
     with torch.no_grad():
         for p, e in zip(params, ema, strict=True):
             p.copy_(e)
-    return unet.eval(), text_encoder.eval()
+    return tuple(m.eval() for m in modules)
 
 
 def detector_accuracy(det: Detector, images: torch.Tensor, labels: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -199,12 +215,12 @@ def float32_by_default(pipeline_dir: Path) -> None:
     """The weights are stored in float16 to stay small, but plain ``from_pretrained(path)`` must give a pipeline
     that runs: transformers loads a text encoder in the dtype its config names, diffusers the UNet in float32,
     so the config must say float32 (the stored float16 values are upcast exactly)."""
-    path = pipeline_dir / "text_encoder" / "config.json"
-    config = json.loads(path.read_text())
-    for key in ("dtype", "torch_dtype"):
-        if key in config:
-            config[key] = "float32"
-    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    for path in sorted(pipeline_dir.glob("text_encoder*/config.json")):
+        config = json.loads(path.read_text())
+        for key in ("dtype", "torch_dtype"):
+            if key in config:
+                config[key] = "float32"
+        path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 @contextmanager
