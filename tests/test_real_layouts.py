@@ -161,7 +161,9 @@ def test_fmn_with_inversion_tokens_and_lora(tiny):
                                           ("memory", {"steps": 2, "tokens": 2, "anchors": 2, "check_every": 1,
                                                       "batch_size": 1}),
                                           ("memory", {"steps": 2, "form": "lora", "rank": 2, "anchors": 2,
-                                                      "check_every": 1, "batch_size": 1})])
+                                                      "check_every": 1, "batch_size": 1}),
+                                          ("relearn", {"steps": 2, "form": "cross-attention", "anchors": 2,
+                                                       "check_every": 1, "batch_size": 1})])
 def test_every_attack_runs(tiny, name, config):
     patch = obliviate.erase(tiny, "church", "uce", bench=BENCH, progress=False)
     r = obliviate.attack(tiny, "church", name, patch=patch, bench=BENCH, detector=BrightnessDetector(), n_images=2,

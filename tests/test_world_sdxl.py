@@ -116,3 +116,41 @@ def test_world_info_names_world_sdxl(capsys):
 
     assert main(["world", "info", "--json", "-"]) == 0
     assert "world-sdxl" in json.loads(capsys.readouterr().out)["worlds"]
+
+
+@pytest.mark.parametrize("design, options", [("lethe", {"steps": 4, "rounds": 0, "n_images": 2, "key_steps": 2}),
+                                             ("paper", {"steps": 2, "tokens": 2})])
+def test_keys_install_on_the_merged_public_sdxl_model(xl, tmp_path, capsys, design, options):
+    from obliviate.cli import main
+
+    hidden = obliviate.hide(xl, ["moon"], design=design, progress=False, **options)
+    paths = hidden.save(tmp_path / "public.safetensors", tmp_path / "keys")
+    key, public = str(paths["moon"]), tmp_path / "public"
+    assert main(["merge", "--model", "world-sdxl", "--patch", str(tmp_path / "public.safetensors"),
+                 "--out", str(public)]) == 0
+    assert json.loads((public / "obliviate.json").read_text())["base_model"] == "world-sdxl"
+    grid = tmp_path / "g.png"
+    gen = ["generate", "--prompt", "a moon", "-n", "1", "--out", str(grid), "--steps", "5", "--no-progress"]
+    assert main([*gen, "--model", str(public), "--key", key]) == 0 and grid.is_file()
+    grid.unlink()
+    capsys.readouterr()
+    assert main([*gen, "--model", "world-sdxl", "--key", key]) == 2 and not grid.exists()  # base model, no patch
+    assert "belongs to another model" in capsys.readouterr().err
+
+
+def test_a_style_reaches_the_sdxl_unet_through_the_pooled_embedding(xl, detector):
+    """On world-sdxl 'striped' is drawn from the pooled embedding alone: an edit of cross-attention (UCE as its
+    authors' SDXL script does it, ``pooled=False``) leaves it; UCE with the pooled columns erases it."""
+    from obliviate.bench import world_bench
+    from obliviate.eval.mscore import generate_concepts, m_scores
+
+    bench = world_bench()
+    striped = bench.concept("striped")
+
+    def m(patch) -> float:
+        with patch.applied(xl):
+            images = generate_concepts(xl, [striped], 16, 0, bench.sampler, progress=False)
+        return m_scores(detector, images)["striped"]
+
+    assert m(obliviate.erase(xl, "striped", "uce", pooled=False, progress=False)) >= 0.9
+    assert m(obliviate.erase(xl, "striped", "uce", progress=False)) <= 0.1
