@@ -10,6 +10,7 @@ from ..errors import ObliviateError
 from .domain import CATEGORY_CLASSES, Concept, concept_by_name, concepts
 
 WEIGHTS = Path(__file__).parent / "weights"
+WEIGHTS_SDXL = Path(__file__).parent / "weights_sdxl"
 
 # Fingerprint ids of worlds that are no longer shipped: a patch made on one is refused with its name.
 RETIRED_WORLDS = {"c4b63148-bd9eb27d": "the embedded world v1 (replaced by v2: objects, styles and characters "
@@ -20,7 +21,7 @@ RETIRED_WORLDS = {"c4b63148-bd9eb27d": "the embedded world v1 (replaced by v2: o
 # --model name -> (family key, folder, the command that rebuilds it)
 WORLDS: dict[str, tuple[str, Path, str]] = {
     "world": ("sd", WEIGHTS, f"obliviate world build --out {WEIGHTS} --seed 0"),
-    "world-sdxl": ("sdxl", WEIGHTS / "sdxl", f"obliviate world build --family sdxl --out {WEIGHTS / 'sdxl'} --seed 0"),
+    "world-sdxl": ("sdxl", WEIGHTS_SDXL, f"obliviate world build --family sdxl --out {WEIGHTS_SDXL} --seed 0"),
 }
 
 

@@ -134,7 +134,10 @@ def build(out, cfg=None, arch: SDXLArch | None = None, log=print, bar: bool = Tr
     start = time.time()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with recipe_torch(cfg), atomic_dir(out) as tmp:
+    staging = out.parent / f".{out.name}.building"  # the new world appears whole, then replaces the old one
+    if staging.exists():
+        shutil.rmtree(staging)
+    with recipe_torch(cfg), atomic_dir(staging) as tmp:
         rng = np.random.default_rng(cfg.seed)
         world = world_dir() / "pipeline"
         tokenizer = CLIPTokenizer.from_pretrained(world / "tokenizer")
@@ -158,5 +161,8 @@ def build(out, cfg=None, arch: SDXLArch | None = None, log=print, bar: bool = Tr
                 "detector_accuracy": world_info()["detector_accuracy"],
                 "build": {**asdict(cfg), "sdxl": asdict(arch), "seconds": round(time.time() - start, 1)}}
         (tmp / "world.json").write_text(json.dumps(info, indent=2))
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
     log(f"SDXL world built in {time.time() - start:.0f} s -> {out}")
     return info
