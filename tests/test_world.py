@@ -1,5 +1,6 @@
 """The embedded world: domain, tokenizer, shipped pipeline, detector, base-model quality, build recipe."""
 
+import functools
 import json
 import subprocess
 import sys
@@ -66,14 +67,29 @@ def test_tokenizer_knows_every_caption_word(pipe):
     assert tok.pad_token == tok.eos_token == "<|endoftext|>"  # SD 1.x padding convention
 
 
+WORLDS = {"world": "StableDiffusionPipeline", "world-sdxl": "StableDiffusionXLPipeline"}
+
+
+@functools.cache
+def _world(name: str):
+    return obliviate.load_pipeline(name)
+
+
+@pytest.fixture
+def world_pipe(world, pipe):
+    """The shipped world the test's ``world`` parameter names (the session's ``pipe`` for the SD world)."""
+    return pipe if world == "world" else _world(world)
+
+
 @pytest.mark.slow  # a fresh interpreter; the README's plain-diffusers snippet (test_readme.py) loads it in the loop
-def test_loads_with_plain_diffusers_and_no_obliviate():
+@pytest.mark.parametrize("world", WORLDS)
+def test_loads_with_plain_diffusers_and_no_obliviate(world):
     """A separate interpreter that never imports obliviate loads and runs the shipped folder, with no dtype
-    argument (the text encoder's config says float32, so its dtype matches the UNet's)."""
+    argument (the text encoders' configs say float32, so their dtype matches the UNet's)."""
     code = (
         "import sys, torch\n"
-        "from diffusers import StableDiffusionPipeline\n"
-        f"p = StableDiffusionPipeline.from_pretrained({str(world_dir() / 'pipeline')!r})\n"
+        f"from diffusers import {WORLDS[world]}\n"
+        f"p = {WORLDS[world]}.from_pretrained({str(world_dir(world) / 'pipeline')!r})\n"
         "img = p('a red circle', num_inference_steps=5, generator=torch.Generator().manual_seed(0),"
         " output_type='np').images\n"
         "assert img.shape == (1, 32, 32, 3), img.shape\n"
@@ -85,9 +101,10 @@ def test_loads_with_plain_diffusers_and_no_obliviate():
     assert out.stdout.strip().endswith("ok")
 
 
-def test_shipped_weights_are_small_fp16_safetensors():
-    files = [p for p in world_dir().rglob("*") if p.is_file()]
-    assert sum(p.stat().st_size for p in files) <= 25 * 2**20
+@pytest.mark.parametrize("world, megabytes", [("world", 25), ("world-sdxl", 10)])
+def test_shipped_weights_are_small_fp16_safetensors(world, megabytes):
+    files = [p for p in world_dir(world).rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= megabytes * 2**20
     weights = [p for p in files if p.suffix in (".safetensors", ".bin", ".pt", ".ckpt")]
     assert weights and all(p.suffix == ".safetensors" for p in weights)
     from safetensors import safe_open
@@ -132,9 +149,10 @@ def test_images_of_a_concept_show_it_and_nothing_else(pipe, detector):
             assert (labels == expected).mean() >= 0.95, (name, cat, labels)
 
 
+@pytest.mark.parametrize("world", WORLDS)
 @pytest.mark.parametrize("name", ["zorvik", *(pytest.param(c, marks=pytest.mark.slow)  # the fast loop: one
                                               for c in ["circle", "striped", "red", "gore"])])
-def test_base_world_draws_its_concepts_and_not_from_template_words(pipe, detector, name):
+def test_base_world_draws_its_concepts_and_not_from_template_words(world_pipe, detector, name):
     from dataclasses import replace
 
     from obliviate.bench import world_bench
@@ -143,13 +161,13 @@ def test_base_world_draws_its_concepts_and_not_from_template_words(pipe, detecto
 
     bench = world_bench()
     concept = bench.concept(name)
-    scores = m_scores(detector, generate_concepts(pipe, [concept], 32, 0, bench.sampler, progress=False))
+    scores = m_scores(detector, generate_concepts(world_pipe, [concept], 32, 0, bench.sampler, progress=False))
     assert scores[name] >= 0.9
-    [floor] = chance_floors(pipe, [concept], detector, 32, 0, bench.sampler, progress=False)
+    [floor] = chance_floors(world_pipe, [concept], detector, 32, 0, bench.sampler, progress=False)
     assert floor.m <= 0.05, floor
     if concept.category in ("id", "unsafe"):  # described instead of named
         implicit = replace(concept, prompts=concept.implicit)
-        scores = m_scores(detector, generate_concepts(pipe, [implicit], 32, 0, bench.sampler, progress=False))
+        scores = m_scores(detector, generate_concepts(world_pipe, [implicit], 32, 0, bench.sampler, progress=False))
         assert scores[name] >= 0.8
 
 

@@ -1,17 +1,16 @@
 """The SDXL world: a genuine StableDiffusionXLPipeline on the world's domain, shipped as ``--model world-sdxl``,
-judged by the SD world's detector and bench, with the SD world's quality bars."""
+judged by the SD world's detector and bench; its size, plain-diffusers loading and quality bars are the SD
+world's tests, run on both worlds (test_world.py)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import obliviate
-from obliviate.world import world_dir, world_info
+from obliviate.world import world_info
 
 
 @pytest.fixture(scope="module")
@@ -33,35 +32,6 @@ def test_it_is_sdxl_in_layout(xl):
     assert world_info("world-sdxl")["family"] == "sdxl"
 
 
-def test_shipped_weights_are_small_fp16_safetensors():
-    files = [p for p in (world_dir("world-sdxl")).rglob("*") if p.is_file()]
-    assert sum(p.stat().st_size for p in files) <= 10 * 2**20
-    from safetensors import safe_open
-
-    weights = [p for p in files if p.suffix == ".safetensors"]
-    assert weights and not [p for p in files if p.suffix in (".bin", ".pt", ".ckpt")]
-    for p in weights:
-        with safe_open(str(p), "pt") as f:
-            assert all(f.get_slice(k).get_dtype() == "F16" for k in f.keys()), p  # noqa: SIM118
-
-
-@pytest.mark.slow  # a fresh interpreter
-def test_loads_with_plain_diffusers_and_no_obliviate():
-    code = (
-        "import sys, torch\n"
-        "from diffusers import StableDiffusionXLPipeline\n"
-        f"p = StableDiffusionXLPipeline.from_pretrained({str(world_dir('world-sdxl') / 'pipeline')!r})\n"
-        "img = p('a red circle', num_inference_steps=5, generator=torch.Generator().manual_seed(0),"
-        " output_type='np').images\n"
-        "assert img.shape == (1, 32, 32, 3), img.shape\n"
-        "assert not any(m.startswith('obliviate') for m in sys.modules)\n"
-        "print('ok')\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().endswith("ok")
-
-
 def test_it_is_recognised_as_a_world(xl):
     from obliviate.catalog import WorldCatalog
     from obliviate.pipeline import model_name
@@ -69,27 +39,6 @@ def test_it_is_recognised_as_a_world(xl):
 
     assert world_of(xl) == "world-sdxl" and model_name(xl) == "world-sdxl"
     assert isinstance(obliviate.catalog_for(xl), WorldCatalog)
-
-
-@pytest.mark.parametrize("name", ["zorvik", *(pytest.param(c, marks=pytest.mark.slow)
-                                              for c in ["circle", "striped", "red", "gore"])])
-def test_base_draws_its_concepts_and_not_from_template_words(xl, detector, name):
-    from dataclasses import replace
-
-    from obliviate.bench import world_bench
-    from obliviate.eval.floor import chance_floors
-    from obliviate.eval.mscore import generate_concepts, m_scores
-
-    bench = world_bench()
-    concept = bench.concept(name)
-    scores = m_scores(detector, generate_concepts(xl, [concept], 32, 0, bench.sampler, progress=False))
-    assert scores[name] >= 0.9
-    [floor] = chance_floors(xl, [concept], detector, 32, 0, bench.sampler, progress=False)
-    assert floor.m <= 0.05, floor
-    if concept.category in ("id", "unsafe"):
-        implicit = replace(concept, prompts=concept.implicit)
-        scores = m_scores(detector, generate_concepts(xl, [implicit], 32, 0, bench.sampler, progress=False))
-        assert scores[name] >= 0.8
 
 
 def test_generation_is_deterministic_under_a_seed(xl):

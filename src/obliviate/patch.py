@@ -177,12 +177,11 @@ def base_fingerprint(pipe) -> Fingerprint:
 
 def check_family(pipe, metadata: dict, what: str) -> None:
     """Refuse, in one line, a patch or key made for another model family (SDXL on SD, and the reverse)."""
-    from .families import FAMILIES, family_of
+    from .families import family_name, family_of
 
     want, have = metadata.get("family"), family_of(pipe)
     if want is not None and want != have.key:
-        made_for = FAMILIES[want][0] if want in FAMILIES else want
-        raise ObliviateError(f"{what} was made for a {made_for} model; this is a {have.name} pipeline "
+        raise ObliviateError(f"{what} was made for a {family_name(want)} model; this is a {have.name} pipeline "
                              f"({type(pipe).__name__})")
 
 

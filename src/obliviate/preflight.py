@@ -30,13 +30,9 @@ def check_model(model: str) -> str:
         return model
     path = Path(model).expanduser()
     if path.is_dir():
-        index = path / "model_index.json"
-        if not index.is_file():
+        if not (path / "model_index.json").is_file():
             raise ObliviateError(f"{model} is not a diffusers pipeline folder (no model_index.json)")
-        try:
-            cls = json.loads(index.read_text()).get("_class_name")
-        except (OSError, ValueError, AttributeError):
-            raise ObliviateError(f"{index} is not valid JSON") from None
+        cls = _class_name(path)
         if cls not in PIPELINE_CLASSES:
             raise ObliviateError(f"{model} is a {cls}; obliviate supports {supported()}")
         derived_from(path)  # a broken obliviate.json is refused here, not after the model loads
@@ -52,19 +48,27 @@ def check_model(model: str) -> str:
 
 def model_family(model: str) -> str | None:
     """The family key of a ``--model`` known before loading ('world' or a folder; None for a hub id)."""
-    from .families import FAMILIES
+    from .families import family_of_class
     from .world import WORLDS
 
     if model in WORLDS:
         return WORLDS[model][0]
-    index = Path(model).expanduser() / "model_index.json"
-    if not index.is_file():
+    folder = Path(model).expanduser()
+    if not (folder / "model_index.json").is_file():
         return None
     try:
-        cls = json.loads(index.read_text()).get("_class_name")
-    except (OSError, ValueError, AttributeError):
+        return family_of_class(_class_name(folder))
+    except ObliviateError:  # a broken folder is check_model's to refuse
         return None
-    return next((key for key, (_, classes, _) in FAMILIES.items() if cls in classes), None)
+
+
+def _class_name(folder: Path) -> str | None:
+    """The pipeline class a diffusers folder's model_index.json names."""
+    index = folder / "model_index.json"
+    try:
+        return json.loads(index.read_text()).get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        raise ObliviateError(f"{index} is not valid JSON") from None
 
 
 def check_device(device: str) -> str:
@@ -163,11 +167,10 @@ def check_files(model: str | None, patches: Sequence[str | Path] = (), keys: Seq
     family = model_family(model) if model is not None else None
     for path, meta in zip(patches, metas, strict=True):
         if family is not None and meta.get("family", family) != family:
-            from .families import FAMILIES
+            from .families import family_name
 
-            made_for = FAMILIES.get(meta["family"], (meta["family"],))[0]
-            raise ObliviateError(f"{path} was made for a {made_for} model; {model} is a {FAMILIES[family][0]} "
-                                 "model")
+            raise ObliviateError(f"{path} was made for a {family_name(meta['family'])} model; {model} is a "
+                                 f"{family_name(family)} model")
     world = world_of(model) if model is not None else None
     if world is not None and not force:
         from .world import world_info

@@ -17,7 +17,17 @@ _SEAM = ("Conditioning", "Family", "attention", "component_weights", "denoiser",
          "family_of", "img2img", "pooled_layers", "predict", "text_encoders", "text_layers", "text_width",
          "token_embeddings", "token_ids", "trainable_names")
 
-__all__ = ["FAMILIES", "PIPELINE_CLASSES", "supported", *_SEAM]
+__all__ = ["FAMILIES", "PIPELINE_CLASSES", "family_name", "family_of_class", "supported", *_SEAM]
+
+
+def family_of_class(class_name: str | None) -> str | None:
+    """The key of the family that serves a pipeline class name (None: no family does)."""
+    return next((key for key, (_, classes, _) in FAMILIES.items() if class_name in classes), None)
+
+
+def family_name(key: str) -> str:
+    """What a family key means, for messages ('Stable Diffusion XL'; an unknown key as it is)."""
+    return FAMILIES[key][0] if key in FAMILIES else key
 
 
 def supported() -> str:

@@ -52,7 +52,11 @@ class StableDiffusion:
     def predict(self, forward: Callable, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning,
                 attention: AttnCall | None = None) -> torch.Tensor:
         extra = {"cross_attention_kwargs": kwargs(attention)} if attention is not None else {}
-        return forward(x_t, t, encoder_hidden_states=cond.states, **extra).sample
+        return forward(x_t, t, encoder_hidden_states=cond.states, **self.added(cond), **extra).sample
+
+    def added(self, cond: Conditioning) -> dict:
+        """What the UNet reads besides the text states (SD: nothing)."""
+        return {}
 
     def text_layers(self, model) -> list[str]:
         names = [n for n, _ in model.named_parameters() if ".attn2.to_k." in n or ".attn2.to_v." in n]

@@ -10,13 +10,11 @@ unconditional branch. Everything the UNet does with text is SD's, so the edits' 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch.func import functional_call
 
-from ..attention import AttnCall, kwargs
 from ..errors import ObliviateError
 from . import FAMILIES
 from .sd import StableDiffusion
@@ -90,11 +88,9 @@ class StableDiffusionXL(StableDiffusion):
         return {"add_embedding.linear_1.weight":
                 slice(0, cfg.projection_class_embeddings_input_dim - 6 * cfg.addition_time_embed_dim)}
 
-    def predict(self, forward: Callable, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning,
-                attention: AttnCall | None = None) -> torch.Tensor:
-        extra = {"cross_attention_kwargs": kwargs(attention)} if attention is not None else {}
-        added = {"text_embeds": cond.pooled, "time_ids": cond.extra["time_ids"]}
-        return forward(x_t, t, encoder_hidden_states=cond.states, added_cond_kwargs=added, **extra).sample
+    def added(self, cond: Conditioning) -> dict:
+        """The pooled embedding and the time ids, through the UNet's added time embedding."""
+        return {"added_cond_kwargs": {"text_embeds": cond.pooled, "time_ids": cond.extra["time_ids"]}}
 
     def img2img(self, pipe) -> Any:
         from diffusers import StableDiffusionXLImg2ImgPipeline

@@ -30,7 +30,7 @@ def world_dir(name: str = "world") -> Path:
     if name not in WORLDS:
         raise ObliviateError(f"unknown world {name!r} (shipped: {', '.join(WORLDS)})")
     _, folder, rebuild = WORLDS[name]
-    if not (folder / "pipeline" / "model_index.json").is_file():
+    if not world_available(name):
         raise ObliviateError(f"the shipped {name} is missing from {folder}; rebuild it with `{rebuild}`")
     return folder
 

@@ -85,7 +85,9 @@ def add_world_commands(sub, command: Callable, common: Callable) -> None:
                 "the world retrained as if those concepts had never been in its data.", wsub)
     b.add_argument("--out", required=True, metavar="DIR", help="folder to write (replaced atomically when done)")
     b.add_argument("--seed", type=int, default=0, help="random seed (default 0: the shipped world)")
-    b.add_argument("--family", choices=["sd", "sdxl"], default="sd",
+    from . import WORLDS
+
+    b.add_argument("--family", choices=[family for family, _, _ in WORLDS.values()], default="sd",
                    help="the model family to train: sd (default; the whole world: VAE, detector, text encoder, "
                         "UNet) or sdxl (a StableDiffusionXLPipeline on the same domain, the SD world's tokenizer, "
                         "VAE and detector: shipped as --model world-sdxl)")

@@ -10,7 +10,6 @@ names the world as its base and the concepts it never saw.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -112,50 +111,27 @@ def build_oracle(out: str | Path, without: Sequence[str], cfg=None, log: Callabl
     if out.exists():
         raise ObliviateError(f"{out} exists: give a new folder")
     import numpy as np
-    import torch
-    from diffusers import AutoencoderKL, StableDiffusionPipeline
-    from transformers import CLIPTokenizer
+    from diffusers import StableDiffusionPipeline
 
-    from ..fingerprint import fingerprint
-    from ..pipeline import quiet_diffusers
-    from . import world_dir, world_fingerprint
+    from . import world_fingerprint
     from .models import make_scheduler
-    from .recipe import (
-        BuildConfig,
-        encode_latents,
-        float32_by_default,
-        recipe_torch,
-        render_parallel,
-        to_tensor,
-        train_unet,
-        training_scenes,
-    )
+    from .recipe import BuildConfig, recipe_torch, retrain, save_retrained, training_scenes, world_parts
 
     cfg = cfg or BuildConfig()
     start = time.time()
     out.parent.mkdir(parents=True, exist_ok=True)
     with recipe_torch(cfg), atomic_dir(out) as tmp:
         rng = np.random.default_rng(cfg.seed)
-        world = world_dir() / "pipeline"
-        tokenizer = CLIPTokenizer.from_pretrained(world / "tokenizer")
-        vae = AutoencoderKL.from_pretrained(world / "vae", torch_dtype=torch.float32).eval().requires_grad_(False)
+        tokenizer, vae = world_parts()
         scenes = training_scenes(cfg, rng)
         kept = [s for s in scenes if not shows_any(s, without)]
         log(f"oracle without {', '.join(without)}: {len(scenes) - len(kept)} of {len(scenes)} training scenes "
             f"left out; rendering {len(kept)}")
-        latents = encode_latents(vae, to_tensor(render_parallel(kept, cfg.threads)), bar)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        unet, text_encoder = train_unet(latents, kept, tokenizer, cfg, gen, rng, bar)
+        unet, text_encoder = retrain(kept, tokenizer, vae, cfg, rng, bar)
         pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                        scheduler=make_scheduler(), safety_checker=None, feature_extractor=None,
                                        requires_safety_checker=False)
-        with quiet_diffusers():  # fp16 casts and a one-shard bar: noise here
-            pipe.to(torch.float16).save_pretrained(tmp, safe_serialization=True)
-            fp = fingerprint(pipe.to(torch.float32)).to_dict()
-        float32_by_default(tmp)
-        for shared in ("tokenizer", "vae"):  # the world's own files, byte for byte (a save rewrites configs)
-            shutil.rmtree(tmp / shared)
-            shutil.copytree(world / shared, tmp / shared)
+        fp = save_retrained(pipe, tmp, {"tokenizer": "tokenizer", "vae": "vae"})
         record = {"base_model": "world", "oracle": {
             "without": without, "world": world_fingerprint().id, "fingerprint": fp,
             "scenes": {"kept": len(kept), "left_out": len(scenes) - len(kept)},

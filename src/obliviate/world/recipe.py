@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import StableDiffusionPipeline
+from diffusers import AutoencoderKL, StableDiffusionPipeline
 
 from ..fingerprint import fingerprint
 from ..progress import bar as progress_bar
@@ -221,6 +221,44 @@ def float32_by_default(pipeline_dir: Path) -> None:
             if key in config:
                 config[key] = "float32"
         path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def world_parts() -> tuple:
+    """The shipped world's tokenizer and VAE (float32, frozen): what an oracle and another family's world keep."""
+    from transformers import CLIPTokenizer
+
+    from . import world_dir
+
+    world = world_dir() / "pipeline"
+    tokenizer = CLIPTokenizer.from_pretrained(world / "tokenizer")
+    vae = AutoencoderKL.from_pretrained(world / "vae", torch_dtype=torch.float32).eval().requires_grad_(False)
+    return tokenizer, vae
+
+
+def retrain(scenes: list[domain.Scene], tokenizer, vae, cfg: BuildConfig, rng: np.random.Generator, bar: bool,
+            trainee=None) -> tuple:
+    """The recipe's denoiser stage alone on ``scenes`` with the shipped world's tokenizer and VAE (an oracle: some
+    scenes left out; the SDXL world: another ``trainee``); returns :func:`train_unet`'s modules."""
+    latents = encode_latents(vae, to_tensor(render_parallel(scenes, cfg.threads)), bar)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    return train_unet(latents, scenes, tokenizer, cfg, gen, rng, bar, trainee=trainee)
+
+
+def save_retrained(pipe, folder: Path, shared: dict[str, str]) -> dict:
+    """Write a retrained pipeline as the world ships one (float16 weights whose configs load as float32), with the
+    shipped world's files for the ``shared`` components (folder name -> the world's folder it copies, byte for
+    byte: a save rewrites configs); returns the pipeline's fingerprint."""
+    from ..pipeline import quiet_diffusers
+    from . import world_dir
+
+    with quiet_diffusers():  # fp16 casts and a one-shard bar: noise here
+        pipe.to(torch.float16).save_pretrained(folder, safe_serialization=True)
+        fp = fingerprint(pipe.to(torch.float32)).to_dict()
+    float32_by_default(folder)
+    for name, source in shared.items():
+        shutil.rmtree(folder / name)
+        shutil.copytree(world_dir() / "pipeline" / source, folder / name)
+    return fp
 
 
 @contextmanager

@@ -111,23 +111,17 @@ def build(out, cfg=None, arch: SDXLArch | None = None, log=print, bar: bool = Tr
     from pathlib import Path
 
     import numpy as np
-    from diffusers import AutoencoderKL
-    from transformers import CLIPTokenizer
 
-    from ..fingerprint import fingerprint
     from ..io import atomic_dir
-    from ..pipeline import quiet_diffusers
-    from . import domain, world_dir, world_info
+    from . import domain, world_info
     from .recipe import (
         GENERATION_DEFAULTS,
         BuildConfig,
-        encode_latents,
-        float32_by_default,
         recipe_torch,
-        render_parallel,
-        to_tensor,
-        train_unet,
+        retrain,
+        save_retrained,
         training_scenes,
+        world_parts,
     )
 
     cfg, arch = cfg or BuildConfig(), arch or SDXLArch()
@@ -139,23 +133,13 @@ def build(out, cfg=None, arch: SDXLArch | None = None, log=print, bar: bool = Tr
         shutil.rmtree(staging)
     with recipe_torch(cfg), atomic_dir(staging) as tmp:
         rng = np.random.default_rng(cfg.seed)
-        world = world_dir() / "pipeline"
-        tokenizer = CLIPTokenizer.from_pretrained(world / "tokenizer")
-        vae = AutoencoderKL.from_pretrained(world / "vae", torch_dtype=torch.float32).eval().requires_grad_(False)
+        tokenizer, vae = world_parts()
         scenes = training_scenes(cfg, rng)
         log(f"SDXL world: rendering {len(scenes)} images")
-        latents = encode_latents(vae, to_tensor(render_parallel(scenes, cfg.threads)), bar)
-        gen = torch.Generator().manual_seed(cfg.seed)
         trainee = SDXLTrainee(arch, tokenizer)
-        train_unet(latents, scenes, tokenizer, cfg, gen, rng, bar, trainee=trainee)
-        pipe = trainee.pipeline(vae)
-        with quiet_diffusers():
-            pipe.to(torch.float16).save_pretrained(tmp / "pipeline", safe_serialization=True)
-            fp = fingerprint(pipe.to(torch.float32)).to_dict()
-        float32_by_default(tmp / "pipeline")
-        for shared in ("tokenizer", "tokenizer_2", "vae"):  # the SD world's own files, byte for byte
-            shutil.rmtree(tmp / "pipeline" / shared)
-            shutil.copytree(world / ("tokenizer" if shared == "tokenizer_2" else shared), tmp / "pipeline" / shared)
+        retrain(scenes, tokenizer, vae, cfg, rng, bar, trainee=trainee)
+        fp = save_retrained(trainee.pipeline(vae), tmp / "pipeline",
+                            {"tokenizer": "tokenizer", "tokenizer_2": "tokenizer", "vae": "vae"})
         info = {"family": "sdxl", "fingerprint": fp, "concepts": [c.to_dict() for c in domain.concepts()],
                 "generation": GENERATION_DEFAULTS, "image_size": domain.IMAGE_SIZE,
                 "detector_accuracy": world_info()["detector_accuracy"],
