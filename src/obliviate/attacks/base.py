@@ -69,6 +69,7 @@ def _completions(pipe, probe: Probe, n: int, seed: int, sampler: Sampler) -> tup
     from PIL import Image
 
     from ..families import img2img as image_to_image
+    from ..pipeline import quiet_diffusers
 
     img2img = image_to_image(pipe)
     out, labels = [], []
@@ -76,8 +77,9 @@ def _completions(pipe, probe: Probe, n: int, seed: int, sampler: Sampler) -> tup
     for strength in probe.strengths:
         gens = [torch.Generator("cpu").manual_seed(s) for s in image_seeds(seed, n)]
         steps = max(sampler.steps, math.ceil(1 / strength))  # img2img runs int(steps * strength) of them: >= 1
-        images = img2img([probe.neutral] * n, image=starts, strength=strength, num_inference_steps=steps,
-                         guidance_scale=sampler.guidance, generator=gens, output_type="np").images
+        with quiet_diffusers():  # SDXL's img2img casts its VAE to float32 on every call and diffusers warns each time
+            images = img2img([probe.neutral] * n, image=starts, strength=strength, num_inference_steps=steps,
+                             guidance_scale=sampler.guidance, generator=gens, output_type="np").images
         out.append(np.round(np.clip(images, 0, 1) * 255).astype(np.uint8))
         labels += [f"{probe.neutral!r} from the concept noised to {strength}"] * n
     return np.concatenate(out), labels
