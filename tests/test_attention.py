@@ -27,7 +27,7 @@ def test_processor_matches_sdpa_with_and_without_capture(pipe, caplog):
         ref = unet(z, t, cond).sample
         with attn2_processors(unet):
             plain = unet(z, t, cond).sample
-            call = AttnCall(token_mask=token_positions(pipe.tokenizer, prompts, ["circle", "star"]))
+            call = AttnCall(token_mask=token_positions(pipe, prompts, ["circle", "star"]))
             captured = unet(z, t, cond, cross_attention_kwargs=kwargs(call)).sample
     assert torch.allclose(ref, plain, atol=1e-5)
     assert torch.allclose(ref, captured, atol=1e-5)
@@ -37,16 +37,16 @@ def test_processor_matches_sdpa_with_and_without_capture(pipe, caplog):
 
 def test_capture_is_per_batch_element(pipe):
     """Batch of two prompts with the concept at different positions == each prompt alone."""
-    unet, tok = pipe.unet, pipe.tokenizer
+    unet = pipe.unet
     prompts = ["a photo of a circle", "a big shiny circle drawing"]
     z, t, cond = _inputs(pipe, prompts)
     with torch.no_grad(), attn2_processors(unet):
-        call = AttnCall(token_mask=token_positions(tok, prompts, ["circle"]))
+        call = AttnCall(token_mask=token_positions(pipe, prompts, ["circle"]))
         unet(z, t, cond, cross_attention_kwargs=kwargs(call))
         both = call.collected()
         singles = []
         for i, p in enumerate(prompts):
-            one = AttnCall(token_mask=token_positions(tok, [p], ["circle"]))
+            one = AttnCall(token_mask=token_positions(pipe, [p], ["circle"]))
             unet(z[i:i + 1], t[i:i + 1], cond[i:i + 1], cross_attention_kwargs=kwargs(one))
             singles.append(one.collected())
     # the batched capture holds exactly the single captures' values (grouped by layer, not by prompt)
@@ -57,7 +57,7 @@ def test_capture_is_per_batch_element(pipe):
 
 def test_eot_means_the_first_end_of_text_not_the_pads(pipe):
     tok = pipe.tokenizer
-    mask = token_positions(tok, ["a photo of a circle"], ["circle"], include_eot=True)
+    mask = token_positions(pipe, ["a photo of a circle"], ["circle"], include_eot=True)
     ids = tok(["a photo of a circle"], padding="max_length", max_length=tok.model_max_length).input_ids[0]
     assert tok.pad_token_id == tok.eos_token_id  # SD 1.x convention: pads are end-of-text tokens
     assert mask.sum() == 2
@@ -66,7 +66,7 @@ def test_eot_means_the_first_end_of_text_not_the_pads(pipe):
 
 def test_missing_concept_word_is_a_clear_error(pipe):
     with pytest.raises(ObliviateError, match="cannot find"):
-        token_positions(pipe.tokenizer, ["a photo of a square"], ["circle"])
+        token_positions(pipe, ["a photo of a square"], ["circle"])
 
 
 def test_empty_capture_is_an_error():

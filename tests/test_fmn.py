@@ -110,4 +110,4 @@ def test_cli_erase_json(tmp_path, capsys):
 
 def test_token_positions_refuse_a_prompt_without_the_concept(pipe):
     with pytest.raises(ObliviateError, match="cannot find"):
-        token_positions(pipe.tokenizer, ["a photo of a dog"], ["church"])
+        token_positions(pipe, ["a photo of a dog"], ["church"])

@@ -4,17 +4,15 @@ are refused on the other in one line, and a LoRA patch loads with diffusers' own
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from tiny_sd import make_tiny_sdxl
+from tiny_sd import check_lora_round_trip, make_tiny_sdxl
 
 import obliviate
 from obliviate.bench import Bench, Concept, Sampler
 from obliviate.errors import ObliviateError
 from obliviate.families import encode, family_of, token_embeddings
 from obliviate.inversion import LearnedTokens, installed
-from obliviate.patch import Patch
 
 BENCH = Bench("tiny", [Concept("church", "object", ("a photo of the church", "church")),
                        Concept("tench", "object", ("a photo of the tench",))],
@@ -89,25 +87,12 @@ def test_cli_refuses_a_patch_of_another_family_before_loading(xl, folder, tmp_pa
 
 
 def test_a_lora_patch_on_unet_and_both_encoders_loads_with_diffusers(xl, folder, tmp_path):
-    gen = torch.Generator().manual_seed(0)
-    tensors = {}
-    for component, name in [("unet", "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k"),
-                             ("unet", "up_blocks.0.attentions.1.transformer_blocks.1.attn2.to_v"),
-                             ("text_encoder", "encoder.layers.1.self_attn.q_proj"),
-                             ("text_encoder_2", "text_model.encoder.layers.2.self_attn.v_proj")]:
-        out_f, in_f = getattr(xl, component).get_submodule(name).weight.shape
-        tensors[f"lora_down.{component}.{name}"] = torch.randn(2, in_f, generator=gen) * 0.5
-        tensors[f"lora_up.{component}.{name}"] = torch.randn(out_f, 2, generator=gen) * 0.5
-    patch = Patch(tensors, {"method": "test", "concepts": ["church"], "lora_scale": 0.7})
-    ours = obliviate.generate(xl, "a photo of the church", n=2, patch=patch, bench=BENCH, progress=False)
-    base = obliviate.generate(xl, "a photo of the church", n=2, bench=BENCH, progress=False)
-    assert np.abs(ours.astype(int) - base.astype(int)).max() > 2  # the patch does change the images
-    lora = patch.save_diffusers_lora(tmp_path / "pytorch_lora_weights.safetensors")
-    fresh = obliviate.load_pipeline(str(folder))
-    fresh.load_lora_weights(str(tmp_path), weight_name=lora.name)
-    theirs = obliviate.generate(fresh, "a photo of the church", n=2, bench=BENCH, progress=False)
-    assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 2
-
+    check_lora_round_trip(xl, obliviate.load_pipeline(str(folder)),
+                          [("unet", "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k"),
+                           ("unet", "up_blocks.0.attentions.1.transformer_blocks.1.attn2.to_v"),
+                           ("text_encoder", "encoder.layers.1.self_attn.q_proj"),
+                           ("text_encoder_2", "text_model.encoder.layers.2.self_attn.v_proj")], BENCH, tmp_path,
+                          scale=0.5)
 
 def test_uce_edits_only_the_pooled_columns_of_the_added_embedding(xl):
     patch = obliviate.erase(xl, "church", "uce", bench=BENCH, progress=False)

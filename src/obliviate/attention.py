@@ -1,4 +1,7 @@
-"""Cross-attention (attn2) processors: capture attention to chosen tokens, append learnable prompt tokens.
+"""Attention processors where text enters: capture attention to chosen tokens, append learnable prompt tokens.
+
+On a UNet that is cross-attention (attn2, :class:`Attn2Processor`); on an MMDiT (SD3) the joint attention,
+where the text stream's keys and values sit beside the image's (:class:`JointProcessor`).
 
 The diffusers *processor* is the extension point: :func:`attn2_processors` swaps ours in for a ``with`` block
 and puts the layers' own back afterwards, so the model class is untouched. What changes from one forward to
@@ -113,21 +116,8 @@ class Attn2Processor:
         if attention_mask is not None:
             attention_mask = attn.prepare_attention_mask(attention_mask, key.shape[2], batch)
             attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
-        if token_mask is not None:
-            scores = (query @ key.transpose(-1, -2)) * attn.scale
-            if attention_mask is not None:
-                scores = scores + attention_mask
-            probs = scores.float().softmax(-1)  # (B, heads, Q, L[+m])
-            mask = token_mask.to(probs.device)
-            if mask.shape != (batch, text_len):
-                raise ObliviateError(f"token mask has shape {tuple(mask.shape)}, attention has batch {batch} "
-                                     f"and {text_len} text tokens")
-            # (B, heads, Q, L) -> for each batch element, only its own concept positions
-            obliviate.captured.append(probs[..., :text_len].permute(0, 3, 1, 2)[mask])  # (n_selected, heads, Q)
-            out = probs.to(value.dtype) @ value
-        else:
-            out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0,
-                                                 is_causal=False)
+        out = _attend(query, key, value, attn.scale, attention_mask, obliviate, token_mask, slice(None),
+                      slice(0, text_len))
         out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
         out = attn.to_out[1](attn.to_out[0](out))
         if input_ndim == 4:
@@ -135,6 +125,87 @@ class Attn2Processor:
         if attn.residual_connection:
             out = out + residual
         return out / attn.rescale_output_factor
+
+
+def _attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float,
+            attention_mask: torch.Tensor | None, call: AttnCall | None, token_mask: torch.Tensor | None,
+            queries: slice, text: slice) -> torch.Tensor:
+    """Softmax attention (B, heads, Q, d): PyTorch's SDPA, or with ``token_mask`` an explicit softmax (SDPA
+    cannot return it) whose probabilities from the ``queries`` (the image's) onto the masked ``text`` positions
+    are recorded in ``call.captured``, each batch element onto its own positions."""
+    if token_mask is None:
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0,
+                                              is_causal=False)
+    scores = (query @ key.transpose(-1, -2)) * scale
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    probs = scores.float().softmax(-1)  # (B, heads, Q, K)
+    mask = token_mask.to(probs.device)
+    text_len = text.stop - text.start
+    if mask.shape != (len(query), text_len):
+        raise ObliviateError(f"token mask has shape {tuple(mask.shape)}, attention has batch {len(query)} "
+                             f"and {text_len} text tokens")
+    # (B, heads, Q, L) -> (B, L, heads, Q), then each batch element's concept positions: (n_selected, heads, Q)
+    call.captured.append(probs[:, :, queries, text].permute(0, 3, 1, 2)[mask])
+    return probs.to(value.dtype) @ value
+
+
+class JointProcessor:
+    """Joint attention as diffusers computes it for an MMDiT (image and text tokens in one softmax, each stream
+    with its own projections and q/k norms): SD3's ``JointAttnProcessor2_0`` (image tokens first) and Flux's
+    double-stream ``FluxAttnProcessor`` (text first, rotary positions on every token). With an optional prompt
+    memory appended to the text stream's keys and values (rows in the text stream's width, through
+    ``add_k_proj`` / ``add_v_proj`` as a prompt's tokens are; unrotated, i.e. at Flux's text position 0) and an
+    optional capture of the image queries' attention onto masked text positions."""
+
+    def __init__(self, memory: PromptMemory | None = None, memory_here: bool = True, text_first: bool = False) -> None:
+        self.memory = memory
+        self.memory_here = memory_here
+        self.text_first = text_first
+
+    def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
+                 attention_mask: torch.Tensor | None = None, image_rotary_emb=None, obliviate: AttnCall | None = None,
+                 **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        if encoder_hidden_states is None:
+            raise ObliviateError("JointProcessor installed on an attention layer without a text stream")
+        memory = (obliviate.memory if obliviate is not None else self.memory) if self.memory_here else None
+        token_mask = obliviate.token_mask if obliviate is not None else None
+        if memory is not None and attention_mask is not None:
+            raise ObliviateError("a prompt memory cannot be appended where the joint attention has a mask")
+        batch, n_image, n_text = len(hidden_states), hidden_states.shape[1], encoder_hidden_states.shape[1]
+        head_dim = attn.to_k.out_features // attn.heads
+
+        def heads(x: torch.Tensor, norm=None) -> torch.Tensor:  # (B, S, H, D)
+            x = x.unflatten(-1, (-1, head_dim))
+            return x if norm is None else norm(x)
+
+        image = (heads(attn.to_q(hidden_states), attn.norm_q), heads(attn.to_k(hidden_states), attn.norm_k),
+                 heads(attn.to_v(hidden_states)))
+        context = encoder_hidden_states
+        text = (heads(attn.add_q_proj(context), attn.norm_added_q), heads(attn.add_k_proj(context), attn.norm_added_k),
+                heads(attn.add_v_proj(context)))
+        first, second = (text, image) if self.text_first else (image, text)
+        query, key, value = (torch.cat([a, b], 1) for a, b in zip(first, second, strict=True))
+        if image_rotary_emb is not None:
+            from diffusers.models.embeddings import apply_rotary_emb
+
+            query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
+            key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
+        if memory is not None:
+            def rows(m: torch.Tensor) -> torch.Tensor:
+                return m.to(context).unsqueeze(0).expand(batch, -1, -1)
+
+            key = torch.cat([key, heads(attn.add_k_proj(rows(memory.keys)), attn.norm_added_k)], 1)
+            value = torch.cat([value, heads(attn.add_v_proj(rows(memory.values)))], 1)
+        images, texts = (slice(n_text, n_text + n_image), slice(0, n_text)) if self.text_first else \
+            (slice(0, n_image), slice(n_image, n_image + n_text))
+        out = _attend(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), head_dim ** -0.5,
+                      attention_mask, obliviate, token_mask, images, texts)
+        out = out.transpose(1, 2).flatten(2, 3).to(query.dtype)
+        image_out, text_out = out[:, images], out[:, texts]
+        if not attn.context_pre_only:
+            text_out = attn.to_add_out(text_out.contiguous())
+        return attn.to_out[1](attn.to_out[0](image_out.contiguous())), text_out
 
 
 class _Passthrough:
@@ -145,8 +216,12 @@ class _Passthrough:
 
     def __call__(self, attn: Attention, hidden_states: torch.Tensor,
                  encoder_hidden_states: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                 temb: torch.Tensor | None = None, obliviate: AttnCall | None = None, **kwargs) -> torch.Tensor:
-        return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
+                 *args, temb: torch.Tensor | None = None, image_rotary_emb=None, obliviate: AttnCall | None = None,
+                 **kwargs) -> torch.Tensor:
+        # a layer passes on only the keywords this signature names (temb: a UNet's; rotary: Flux's, which passes
+        # it by position too), so each is named here and handed on as it came
+        given = {k: v for k, v in (("temb", temb), ("image_rotary_emb", image_rotary_emb)) if v is not None}
+        return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **given, **kwargs)
 
 
 BLOCK_PLACEMENTS = PLACEMENTS
@@ -164,6 +239,35 @@ def attn2_names(unet, placement: str = "all") -> list[str]:
     if not names:
         raise ObliviateError(f"the UNet has no cross-attention layers in placement {placement!r}")
     return names
+
+
+def joint_names(model, placement: str = "all") -> list[str]:
+    """Processor names of an MMDiT's joint attention layers in ``placement``: ``all`` blocks, the ``mid`` one,
+    or ``mid+up`` (from the middle block on), the UNet placements' counterparts along the depth."""
+    if placement not in BLOCK_PLACEMENTS:
+        raise ObliviateError(f"unknown placement {placement!r} (choose from {', '.join(BLOCK_PLACEMENTS)})")
+    names = [n for n in model.attn_processors if n.endswith(".attn.processor")
+             and getattr(model.get_submodule(n[:-len(".processor")]), "add_k_proj", None) is not None]
+    if not names:
+        raise ObliviateError("the transformer has no joint attention layers")
+    middle = len(names) // 2
+    return {"all": names, "mid": names[middle:middle + 1], "mid+up": names[middle:]}[placement]
+
+
+@contextmanager
+def joint_processors(model, memory: PromptMemory | None = None, placement: str = "all",
+                     text_first: bool = False) -> Iterator[list[str]]:
+    """Install :class:`JointProcessor` on every joint attention layer (with a text stream of its own) for the
+    ``with`` block (``memory`` in ``placement``), then restore the layers' own processors. Yields the names of
+    the memory's layers."""
+    before = model.attn_processors
+    every, names = joint_names(model), joint_names(model, placement)
+    model.set_attn_processor({n: JointProcessor(memory, n in names, text_first) if n in every else _Passthrough(p)
+                              for n, p in before.items()})
+    try:
+        yield names
+    finally:
+        model.set_attn_processor(before)
 
 
 @contextmanager

@@ -21,7 +21,7 @@ import torch
 
 from .bench import Concept
 from .catalog import Catalog
-from .diffusion import generator, images_to_latents, randn, seed_stream, training_scheduler
+from .diffusion import generator, images_to_latents, randn, seed_stream, timestep_at, training_scheduler
 from .errors import ObliviateError
 from .families import Conditioning, encode, predict
 from .generation import generate, image_seeds
@@ -45,8 +45,7 @@ def prompt_contrast(pipe, concept: Concept, catalog: Catalog, *, level: float = 
     sides = [images_to_latents(pipe, generate(pipe, drawn, seeds, steps, guidance, progress=False))
              for drawn in (prompts, anchors)]
     sched, gen = training_scheduler(pipe), generator(seed, f"decided/{concept.name}/noise")
-    t = torch.full((n,), int(level * sched.config.num_train_timesteps) - 1, dtype=torch.long,
-                   device=sides[0].device)
+    t = torch.full((n,), timestep_at(sched, level), dtype=torch.long, device=sides[0].device)
     y = Conditioning.cat([encode(pipe, prompts), encode(pipe, anchors)])
     effect = [0.0, 0.0]
     for _ in range(draws):

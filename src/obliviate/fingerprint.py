@@ -59,7 +59,8 @@ def _modules(pipe) -> list[tuple[str, torch.nn.Module]]:
     from .families import family_of
 
     family = family_of(pipe)
-    return [(name, getattr(pipe, name)) for name in (family.denoiser, *family.text_encoders)]
+    names = (family.denoiser, *family.text_encoders, *family.other_encoders)
+    return [(name, getattr(pipe, name)) for name in names if getattr(pipe, name, None) is not None]
 
 
 def _base_state(module, keep_vars: bool = False) -> Iterator[tuple[str, torch.Tensor]]:

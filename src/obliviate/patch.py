@@ -27,7 +27,7 @@ from .files import PATCH_FORMAT, patch_metadata
 from .fingerprint import Fingerprint, fingerprint
 from .io import write_atomic
 
-COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
+COMPONENTS = ("unet", "transformer", "text_encoder", "text_encoder_2", "text_encoder_3")
 
 
 def _canonical(meta: dict) -> str:

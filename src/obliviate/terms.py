@@ -40,7 +40,7 @@ from .diffusion import (
     training_target,
 )
 from .errors import ObliviateError
-from .families import Conditioning, encode
+from .families import Conditioning, encode, segments
 
 # ------------------------------------------------------------------------------------------------------ prompts
 
@@ -79,19 +79,31 @@ def category_prompt(phrasing: dict[str, str], concept: Concept, phrase: str) -> 
     return f"a photo in the style of {phrase}" if concept.category == "style" else f"a photo of {phrase}"
 
 
-def token_positions(tokenizer, prompts: list[str], words: list[str], include_eot: bool = False) -> torch.Tensor:
-    """(B, L) bool mask of the tokens spelling any of ``words`` in each padded prompt.
+def token_positions(pipe, prompts: list[str], words: list[str], include_eot: bool = False) -> torch.Tensor:
+    """(B, L) bool mask, over the conditioning's text positions, of the tokens spelling any of ``words`` in each
+    prompt: in every tokenizer's segment (SD3: CLIP's and T5's).
 
     ``include_eot`` adds the *first* end-of-text token of each prompt; pads are never selected, even when
     the tokenizer pads with end-of-text as SD 1.x's does.
     """
-    enc = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True)
-    mask = torch.zeros(len(prompts), tokenizer.model_max_length, dtype=torch.bool)
+    parts = segments(pipe)
+    mask = torch.zeros(len(prompts), parts[-1].start + parts[-1].length, dtype=torch.bool)
+    for part in parts:
+        if part.tokenizer is not None:
+            mask[:, part.start:part.start + part.length] = _positions(part.tokenizer, part.length, prompts, words,
+                                                                      include_eot)
+    return mask
+
+
+def _positions(tokenizer, length: int, prompts: list[str], words: list[str], include_eot: bool) -> torch.Tensor:
+    enc = tokenizer(prompts, padding="max_length", max_length=length, truncation=True)
+    mask = torch.zeros(len(prompts), length, dtype=torch.bool)
     phrases = [tokenizer(w, add_special_tokens=False).input_ids for w in words]
     for b, ids in enumerate(enc.input_ids):
+        first = int(tokenizer.bos_token_id is not None and ids[0] == tokenizer.bos_token_id)  # CLIP's start token
         for phrase in phrases:
             n = len(phrase)
-            for i in range(1, len(ids) - n + 1):
+            for i in range(first, len(ids) - n + 1):
                 if n and ids[i:i + n] == phrase:
                     mask[b, i:i + n] = True
         if not mask[b].any():

@@ -11,10 +11,12 @@ from ..lazy import lazy_attributes
 FAMILIES: dict[str, tuple[str, tuple[str, ...], str]] = {
     "sd": ("Stable Diffusion 1.x / 2.x", ("StableDiffusionPipeline",), "sd"),
     "sdxl": ("Stable Diffusion XL", ("StableDiffusionXLPipeline",), "sdxl"),
+    "sd3": ("Stable Diffusion 3", ("StableDiffusion3Pipeline",), "sd3"),
+    "flux": ("Flux", ("FluxPipeline",), "flux"),
 }
 PIPELINE_CLASSES = tuple(c for _, classes, _ in FAMILIES.values() for c in classes)
-_SEAM = ("Conditioning", "Family", "attention", "component_weights", "denoiser", "encode", "encode_ids",
-         "family_of", "img2img", "pooled_layers", "predict", "text_encoders", "text_layers", "text_width",
+_SEAM = ("Conditioning", "Family", "Segment", "attention", "component_weights", "denoiser", "encode", "encode_ids",
+         "family_of", "img2img", "pooled_layers", "predict", "segments", "text_encoders", "text_layers", "text_width",
          "token_embeddings", "token_ids", "trainable_names")
 
 __all__ = ["FAMILIES", "PIPELINE_CLASSES", "family_name", "family_of_class", "supported", *_SEAM]

@@ -12,18 +12,43 @@ from torch.func import functional_call
 from ..attention import AttnCall, attn2_processors, kwargs
 from ..errors import ObliviateError
 from . import FAMILIES
-from .seam import Conditioning, component_weights
+from .seam import Conditioning, Segment, component_weights
 
 LORA_TARGETS = ("attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0")
 LORA_KV_TARGETS = ("attn2.to_k", "attn2.to_v")  # the projections of the prompt: a LoRA there acts per prompt
+
+
+def wrapped_weights(names: list[str], targets: tuple[str, ...]) -> list[str]:
+    """The weights of the linear layers named by ``targets`` (the ones a LoRA wraps), among ``names``."""
+    return [n for n in names if n.endswith(".weight") and any(f".{t}.weight" in f".{n}" for t in targets)]
+
+
+def select(module, which: str, sets: Callable[[list[str]], dict[str, list[str]]]) -> list[str]:
+    """The parameter names of ``module`` that the set ``which`` names, among a family's denoiser ``sets`` (a
+    function of the module's names) or ``text-encoder`` (a text encoder's layers: its token and position tables
+    stay, so a patch does not carry the vocabulary); one-line errors for an unknown or empty set, or a set
+    named for the other kind of module."""
+    if (which == "text-encoder") != hasattr(module, "get_input_embeddings"):
+        raise ObliviateError(f"trainable set {which!r} does not name parameters of a {type(module).__name__}")
+    names = [n for n, _ in module.named_parameters()]
+    tables = ("embeddings.", "embed_tokens", "shared.")  # CLIP's token and position tables; T5's shared one
+    chosen = [n for n in names if not any(t in n for t in tables)] if which == "text-encoder" \
+        else sets(names).get(which)
+    if chosen is None:
+        raise ObliviateError(f"unknown trainable set {which!r}")
+    if not chosen:
+        raise ObliviateError(f"the model has no parameters in set {which!r}")
+    return chosen
 
 
 class StableDiffusion:
     key = "sd"
     name, pipeline_classes, _ = FAMILIES[key]
     denoiser = "unet"
+    objective = "denoising"  # DDPM's noising; the scheduler config says epsilon, v or sample prediction
     text_encoders = ("text_encoder",)
     tokenizers = ("tokenizer",)
+    other_encoders: tuple[str, ...] = ()
 
     def accepts(self, pipe) -> bool:
         """``pipe`` is one of the family's pipeline classes (or a subclass): an image-to-image or inpainting
@@ -43,6 +68,9 @@ class StableDiffusion:
         return tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
                    return_tensors="pt").input_ids
 
+    def segments(self, pipe) -> list[Segment]:
+        return [Segment(0, pipe.tokenizer.model_max_length, pipe.tokenizer)]
+
     def encode_ids(self, pipe, ids: torch.Tensor, weights: dict[str, torch.Tensor] | None = None) -> Conditioning:
         encoder = pipe.text_encoder
         ids, mine = ids.to(encoder.device), component_weights(weights, "text_encoder")
@@ -58,6 +86,17 @@ class StableDiffusion:
         """What the UNet reads besides the text states (SD: nothing)."""
         return {}
 
+    def latent_shape(self, pipe, batch: int) -> tuple[int, int, int, int]:
+        cfg = pipe.unet.config
+        size = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
+        return batch, cfg.in_channels, size, size
+
+    def sampler_options(self, pipe, steps: int) -> dict:
+        return {}
+
+    def text_width(self, model) -> int:
+        return int(model.config.cross_attention_dim)
+
     def text_layers(self, model) -> list[str]:
         names = [n for n, _ in model.named_parameters() if ".attn2.to_k." in n or ".attn2.to_v." in n]
         if not names:
@@ -70,30 +109,16 @@ class StableDiffusion:
     def trainable_names(self, module, which: str) -> list[str]:
         """``attn2`` (cross-attention), its ``-kv`` / ``-qk`` projections, ``non-attn2`` (everything else,
         ESD-u), ``unet`` (all), ``lora`` (the attn2 projection weights a LoRA wraps), ``lora-kv`` (its to_k/to_v
-        weights only) of a UNet; ``text-encoder``: a text encoder's transformer layers (its token and position
-        tables stay, so a patch does not carry the vocabulary)."""
-        if (which == "text-encoder") != hasattr(module, "get_input_embeddings"):
-            raise ObliviateError(f"trainable set {which!r} does not name parameters of a {type(module).__name__}")
-        names = [n for n, _ in module.named_parameters()]
-
-        def wraps(n: str, targets: tuple[str, ...]) -> bool:
-            return n.endswith(".weight") and any(f".{t}.weight" in f".{n}" for t in targets)
-
-        chosen = {
+        weights only) of a UNet; ``text-encoder``: a text encoder's transformer layers."""
+        return select(module, which, lambda names: {
             "attn2": [n for n in names if ".attn2." in n],
             "attn2-kv": [n for n in names if ".attn2.to_k." in n or ".attn2.to_v." in n],
             "attn2-qk": [n for n in names if ".attn2.to_q." in n or ".attn2.to_k." in n],
             "non-attn2": [n for n in names if ".attn2." not in n],
             "unet": names,
-            "lora": [n for n in names if wraps(n, LORA_TARGETS)],
-            "lora-kv": [n for n in names if wraps(n, LORA_KV_TARGETS)],
-            "text-encoder": [n for n in names if "embeddings." not in n],
-        }.get(which)
-        if chosen is None:
-            raise ObliviateError(f"unknown trainable set {which!r}")
-        if not chosen:
-            raise ObliviateError(f"the model has no parameters in set {which!r}")
-        return chosen
+            "lora": wrapped_weights(names, LORA_TARGETS),
+            "lora-kv": wrapped_weights(names, LORA_KV_TARGETS),
+        })
 
     def attention(self, model, memory: Any = None, placement: str = "all") -> Any:
         return attn2_processors(model, memory, placement)

@@ -21,6 +21,15 @@ from .sd import StableDiffusion
 from .seam import Conditioning, component_weights
 
 
+def second_ids(pipe, ids: torch.Tensor) -> torch.Tensor:
+    """The second CLIP tokenizer's ids for the same prompts: the same tokens, its own padding after the first
+    end-of-text token (SDXL's and SD3's second tokenizer pads with "!" where the first repeats end-of-text)."""
+    eos, pad = pipe.tokenizer.eos_token_id, pipe.tokenizer_2.pad_token_id
+    first_eos = (ids == eos).int().cumsum(1)
+    after = (first_eos > 1) | ((first_eos == 1) & (ids != eos))
+    return torch.where(after, torch.full_like(ids, pad), ids)
+
+
 class StableDiffusionXL(StableDiffusion):
     key = "sdxl"
     name, pipeline_classes, _ = FAMILIES[key]
@@ -42,7 +51,7 @@ class StableDiffusionXL(StableDiffusion):
     def encode_ids(self, pipe, ids: torch.Tensor, weights: dict[str, torch.Tensor] | None = None) -> Conditioning:
         unet = pipe.unet
         states, pooled = [], None
-        for component, these in zip(self.text_encoders, (ids, self._second_ids(pipe, ids)), strict=True):
+        for component, these in zip(self.text_encoders, (ids, second_ids(pipe, ids)), strict=True):
             encoder = getattr(pipe, component)
             mine = component_weights(weights, component)
             these = these.to(encoder.device)
@@ -59,15 +68,6 @@ class StableDiffusionXL(StableDiffusion):
                 zero = Conditioning(torch.zeros_like(cond.states), torch.zeros_like(cond.pooled), cond.extra)
                 cond = Conditioning.where(empty, zero, cond)
         return cond
-
-    @staticmethod
-    def _second_ids(pipe, ids: torch.Tensor) -> torch.Tensor:
-        """The second tokenizer's ids for the same prompts: the same tokens, its own padding after the first
-        end-of-text token (SDXL's second tokenizer pads with "!" where the first repeats end-of-text)."""
-        eos, pad = pipe.tokenizer.eos_token_id, pipe.tokenizer_2.pad_token_id
-        first_eos = (ids == eos).int().cumsum(1)
-        after = (first_eos > 1) | ((first_eos == 1) & (ids != eos))
-        return torch.where(after, torch.full_like(ids, pad), ids)
 
     @staticmethod
     def _empty(pipe, ids: torch.Tensor) -> torch.Tensor:

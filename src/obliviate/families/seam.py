@@ -18,9 +18,9 @@ import torch
 
 from ..errors import ObliviateError
 
-__all__ = ["Conditioning", "Family", "component_weights", "denoiser", "encode", "encode_ids", "family_of",
-           "pooled_layers", "predict", "text_encoders", "text_layers", "text_width", "token_embeddings", "token_ids",
-           "trainable_names"]
+__all__ = ["Conditioning", "Family", "Segment", "component_weights", "denoiser", "encode", "encode_ids", "family_of",
+           "pooled_layers", "predict", "segments", "text_encoders", "text_layers", "text_width", "token_embeddings",
+           "token_ids", "trainable_names"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,16 @@ class Conditioning:
         return replace(self, states=states)
 
 
+@dataclass(frozen=True)
+class Segment:
+    """A run of the conditioning's text positions one tokenizer spells: SD's one CLIP segment; SD3's CLIP
+    segment then T5's (``tokenizer`` None where the pipeline has no T5 and the positions are zeros)."""
+
+    start: int
+    length: int
+    tokenizer: Any
+
+
 class Family(Protocol):
     """One model family: the pipelines it serves and the seam's functions for them."""
 
@@ -91,8 +101,10 @@ class Family(Protocol):
     name: str
     pipeline_classes: tuple[str, ...]
     denoiser: str  # the pipeline component that denoises ("unet", "transformer")
-    text_encoders: tuple[str, ...]  # the pipeline's text encoders, in the order their states are concatenated
+    objective: str  # "denoising" (DDPM noising) or "flow" (flow matching): see obliviate.diffusion
+    text_encoders: tuple[str, ...]  # the text encoders that read the family's token ids, in state order
     tokenizers: tuple[str, ...]  # their tokenizers; the first one's ids are the family's token ids
+    other_encoders: tuple[str, ...]  # encoders with a vocabulary of their own (SD3's T5), optional in a pipeline
 
     def accepts(self, pipe) -> bool: ...
 
@@ -100,10 +112,18 @@ class Family(Protocol):
 
     def token_ids(self, pipe, prompts: list[str]) -> torch.Tensor: ...
 
+    def segments(self, pipe) -> list[Segment]: ...
+
     def encode_ids(self, pipe, ids: torch.Tensor, weights: dict[str, torch.Tensor] | None = None) -> Conditioning: ...
 
     def predict(self, forward: Callable, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning,
                 attention: Any = None) -> torch.Tensor: ...
+
+    def latent_shape(self, pipe, batch: int) -> tuple[int, int, int, int]: ...
+
+    def sampler_options(self, pipe, steps: int) -> dict: ...
+
+    def text_width(self, model) -> int: ...
 
     def text_layers(self, model) -> list[str]: ...
 
@@ -149,6 +169,11 @@ def token_ids(pipe, prompts: list[str]) -> torch.Tensor:
     return family_of(pipe).token_ids(pipe, prompts)
 
 
+def segments(pipe) -> list[Segment]:
+    """The conditioning's text positions, per tokenizer that spells them (where a word's tokens sit)."""
+    return family_of(pipe).segments(pipe)
+
+
 def encode_ids(pipe, ids: torch.Tensor, weights: dict[str, torch.Tensor] | None = None) -> Conditioning:
     """The conditioning of token ids; ``weights`` overrides text-encoder parameters for this call (learned
     token rows, an edit of the encoder; named ``<component>.<parameter>``, e.g. ``text_encoder_2.…``), so
@@ -175,8 +200,10 @@ def token_embeddings(pipe) -> torch.Tensor:
 
 
 def text_width(pipe) -> int:
-    """The width of the text states the denoiser attends to (where a prompt memory's rows live)."""
-    return int(denoiser(pipe).config.cross_attention_dim)
+    """The width of the text the denoiser attends to, where a prompt memory's rows live: the text states on a UNet
+    (cross_attention_dim), the text stream inside the joint blocks on an MMDiT."""
+    family = family_of(pipe)
+    return family.text_width(getattr(pipe, family.denoiser))
 
 
 def encode(pipe, prompts: list[str]) -> Conditioning:

@@ -22,7 +22,7 @@ import torch
 
 from ..bench import Concept
 from ..catalog import Catalog
-from ..diffusion import ddim_scheduler, generator, predict_each, randint, training_scheduler
+from ..diffusion import generator, partial_sampler, predict_each, randint, training_scheduler
 from ..families import Conditioning, encode, predict, text_encoders, token_embeddings
 from ..inversion import LearnedTokens, TokenRows, installed
 from ..patch import Patch
@@ -40,7 +40,7 @@ def fit(pipe, concepts: list[Concept], cfg: AdvUnlearnConfig, catalog: Catalog) 
     pairs = [(c, p) for c in concepts for p in training_prompts(c, cfg.train_on)]
     conds = encode(pipe, [p for _, p in pairs])
     uncond = encode(pipe, [""]).expand(cfg.batch_size)
-    sampler, sched = ddim_scheduler(pipe, cfg.ddim_steps), training_scheduler(pipe)
+    sampler, sched = partial_sampler(pipe, cfg.ddim_steps), training_scheduler(pipe)
     bank = keep_bank(pipe, catalog, concepts, cfg.preserve, cfg.seed) if cfg.preserve_weight else None
     table = token_embeddings(pipe)
     names = [f"<advunlearn_{i}>" for i in range(cfg.attack.tokens)]

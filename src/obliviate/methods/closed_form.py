@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from ..bench import Concept
-from ..families import denoiser, encode, family_of, pooled_layers, text_layers
+from ..families import denoiser, encode, family_of, pooled_layers, segments, text_layers
 from ..terms import swap, token_positions
 
 
@@ -22,32 +22,37 @@ def _states(pipe, prompts: list[str]) -> torch.Tensor:
 
 
 def concept_pairs(pipe, concept: Concept, guide: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(c_i, c_i^guide) row pairs over the concept's prompts, aligned from the end of the sequence."""
-    tok = pipe.tokenizer
+    """(c_i, c_i^guide) row pairs over the concept's prompts, aligned from the end of each tokenizer's segment."""
     prompts = list(concept.prompts)
     guides = [swap(p, concept, guide) for p in prompts]
     concept_states, guide_states = _states(pipe, prompts), _states(pipe, guides)
-    mask = token_positions(tok, prompts, list(concept.words))
+    mask = token_positions(pipe, prompts, list(concept.words))
     src, dst = [], []
-    length = concept_states.shape[1]
-    for b in range(len(prompts)):
-        start = int(mask[b].nonzero()[0])
-        shift = len(tok(prompts[b]).input_ids) - len(tok(guides[b]).input_ids)  # tokens the concept added
-        lower = start if guide else start - 1  # an empty guide maps the concept's tokens onto the one before
-        for pos in range(start, length):
-            src.append(concept_states[b, pos])
-            dst.append(guide_states[b, min(max(pos - shift, lower), length - 1)])
+    for part in segments(pipe):
+        if part.tokenizer is None:
+            continue
+        tok, end = part.tokenizer, part.start + part.length
+        for b in range(len(prompts)):
+            start = part.start + int(mask[b, part.start:end].nonzero()[0])
+            shift = len(tok(prompts[b]).input_ids) - len(tok(guides[b]).input_ids)  # tokens the concept added
+            lower = start if guide else max(start - 1, part.start)  # an empty guide: onto the token before
+            for pos in range(start, end):
+                src.append(concept_states[b, pos])
+                dst.append(guide_states[b, min(max(pos - shift, lower), end - 1)])
     return torch.stack(src), torch.stack(dst)
 
 
 def keep_vectors(pipe, kept: list[Concept]) -> torch.Tensor | None:
-    """The kept concepts' text vectors (from each concept's first token on)."""
+    """The kept concepts' text vectors (from each concept's first token on, in every tokenizer's segment)."""
     rows = []
     for keep in kept:
         states = _states(pipe, list(keep.prompts))
-        mask = token_positions(pipe.tokenizer, list(keep.prompts), list(keep.words))
-        for b in range(len(keep.prompts)):
-            rows.append(states[b, int(mask[b].nonzero()[0]):])
+        mask = token_positions(pipe, list(keep.prompts), list(keep.words))
+        for part in segments(pipe):
+            end = part.start + part.length
+            for b in range(len(keep.prompts)):
+                if part.tokenizer is not None:
+                    rows.append(states[b, part.start + int(mask[b, part.start:end].nonzero()[0]):end])
     return torch.cat(rows) if rows else None
 
 

@@ -16,7 +16,7 @@ import torch
 
 from ..bench import Concept
 from ..catalog import Catalog
-from ..diffusion import ddim_scheduler, generator, randint
+from ..diffusion import generator, partial_sampler, randint
 from ..families import encode
 from ..patch import Patch
 from ..terms import distance, esd_point, esd_target, training_prompts
@@ -33,7 +33,7 @@ def fit(pipe, concepts: list[Concept], cfg: ESDConfig, catalog: Catalog, method:
     prompts = [p for c in concepts for p in training_prompts(c, cfg.train_on)]
     conds = encode(pipe, prompts)
     uncond = encode(pipe, [""]).expand(cfg.batch_size)
-    sampler = ddim_scheduler(pipe, cfg.ddim_steps)
+    sampler = partial_sampler(pipe, cfg.ddim_steps)
     edit = Edit(pipe, cfg.trainable, seed=cfg.seed)
     draw = edit.edited if cfg.x_t_from == "edited" else edit.frozen
 

@@ -60,7 +60,7 @@ def _job(pipe, catalog: Catalog, concept: Concept, cfg: FMNConfig, stack: ExitSt
                          init_words=[concept.name])
         phrase, words = stack.enter_context(installed(pipe, learned)), learned.tokens
     prompt = [category_prompt(catalog.bench.phrasing, concept, phrase)]
-    mask = token_positions(pipe.tokenizer, prompt, words, cfg.include_eot)
+    mask = token_positions(pipe, prompt, words, cfg.include_eot)
     return _Job(images_to_latents(pipe, images), encode(pipe, prompt), from_first(mask)
                 if cfg.include_context else mask)
 

@@ -37,6 +37,7 @@ from ..diffusion import (
     randint,
     randn,
     seed_stream,
+    timesteps_in,
     training_scheduler,
 )
 from ..families import Conditioning, encode
@@ -71,10 +72,7 @@ class Forget:
     def rows(self, i: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Images ``i`` noised to random levels in the forget range, with their target: each denoised toward
         anchor ``a``."""
-        total = self.sched.config.num_train_timesteps
-        first = int(self.t_range[0] * total)
-        last = max(first + 1, int(self.t_range[1] * total))
-        t = (first + randint(last - first, len(i), self.gen, i.device)).long()
+        t = timesteps_in(self.sched, *self.t_range, len(i), self.gen, i.device)
         x_t = self.sched.add_noise(self.latents[i], randn(tuple(self.latents[i].shape), self.gen, self.latents), t)
         return x_t, t, denoising_to(self.sched, self.anchors[a], x_t, t)
 

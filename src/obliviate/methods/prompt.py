@@ -24,7 +24,7 @@ import torch
 from ..attention import AttnCall, PromptMemory, random_memory
 from ..bench import Concept
 from ..catalog import Catalog
-from ..diffusion import ddim_scheduler, generator, predicted_x0, randint, training_scheduler
+from ..diffusion import generator, partial_sampler, predicted_x0, randint, training_scheduler
 from ..families import Conditioning, attention, encode, text_width, token_embeddings
 from ..patch import Patch
 from ..terms import distance, esd_point, esd_target
@@ -39,7 +39,7 @@ class MemoryTrainer:
 
     def __init__(self, pipe, concepts: list[Concept], cfg: MemoryTraining) -> None:
         self.pipe, self.concepts, self.cfg = pipe, concepts, cfg
-        self.sched, self.sampler = training_scheduler(pipe), ddim_scheduler(pipe, cfg.ddim_steps)
+        self.sched, self.sampler = training_scheduler(pipe), partial_sampler(pipe, cfg.ddim_steps)
         # The seed itself, not a named stream: it reproduces the draws of the figures in docs/benchmarks.md, and
         # hiding's results depend on the draws (docs/benchmarks-v1.md, "Hiding depends on the random stream").
         self.gen = generator(cfg.seed)

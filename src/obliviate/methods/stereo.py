@@ -26,7 +26,7 @@ import torch
 
 from ..bench import Concept
 from ..catalog import Catalog
-from ..diffusion import ddim_scheduler, generator, latent_shape, randint, randn, seed_stream, training_scheduler
+from ..diffusion import generator, latent_shape, partial_sampler, randint, randn, seed_stream, training_scheduler
 from ..families import Conditioning, encode
 from ..inversion import InversionConfig, invert
 from ..patch import Patch
@@ -45,7 +45,7 @@ def fit(pipe, concepts: list[Concept], cfg: STEREOConfig, catalog: Catalog) -> P
     prompts = encode(pipe, [p for _, p in pairs])
     anchors = encode(pipe, [swap(p, c, cfg.anchor) for c, p in pairs])
     uncond = encode(pipe, [""]).expand(cfg.batch_size)
-    sampler = ddim_scheduler(pipe, cfg.ddim_steps)
+    sampler = partial_sampler(pipe, cfg.ddim_steps)
     images = {c.name: catalog.images(pipe, c, cfg.inversion_images, seed_stream(cfg.seed, f"stereo/{c.name}"))
               for c in concepts}
 
