@@ -11,6 +11,7 @@ from PIL import Image
 
 from .diffusion import image_size
 from .errors import ObliviateError
+from .families import call_options
 from .io import write_atomic
 from .progress import bar
 
@@ -33,6 +34,7 @@ def generate(pipe, prompts: list[str], seeds: list[int], steps: int, guidance: f
     if any(not p.strip() for p in prompts):
         raise ObliviateError("empty prompt")
     out, size = [], image_size(pipe)  # the family's default size, said outright (Flux's pipeline has no config of it)
+    options = call_options(pipe)
     with bar(total=len(prompts), desc=desc, unit="img", enabled=progress, whole=True) as images_bar:
         for start in range(0, len(prompts), batch_size):
             chunk = slice(start, start + batch_size)
@@ -44,7 +46,7 @@ def generate(pipe, prompts: list[str], seeds: list[int], steps: int, guidance: f
 
             gens = [torch.Generator("cpu").manual_seed(s) for s in seeds[chunk]]
             images = pipe(prompts[chunk], generator=gens, num_inference_steps=steps, guidance_scale=guidance,
-                          height=size, width=size, output_type="np",
+                          height=size, width=size, output_type="np", **options,
                           callback_on_step_end=advance if progress else None).images
             images_bar.update(min(start + batch_size, len(prompts)) - images_bar.n)  # whole images, no drift
             out.append(np.round(np.clip(images, 0, 1) * 255).astype(np.uint8))

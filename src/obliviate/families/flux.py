@@ -25,7 +25,7 @@ from . import FAMILIES
 from .sd3 import StableDiffusion3
 from .seam import Conditioning, Segment, component_weights
 
-T5_LENGTH = 512  # the Flux pipeline's default max_sequence_length
+T5_LENGTH = 512  # the Flux pipeline's default max_sequence_length (a T5 tokenizer that declares less: its own)
 GUIDANCE = 3.5  # the Flux pipeline's default guidance_scale: an input of a guidance-distilled transformer
 
 
@@ -52,12 +52,14 @@ class Flux(StableDiffusion3):
     def _t5(self, pipe) -> bool:
         return True  # Flux's text tokens are T5's: it cannot run without it
 
-    def _t5_ids(self, pipe, prompts: list[str]) -> torch.Tensor:
-        return pipe.tokenizer_2(prompts, padding="max_length", max_length=T5_LENGTH, truncation=True,
-                                return_tensors="pt").input_ids
+    def _t5_tokenizer(self, pipe):
+        return pipe.tokenizer_2
+
+    def t5_length(self, pipe) -> int:
+        return min(T5_LENGTH, pipe.tokenizer_2.model_max_length)
 
     def segments(self, pipe) -> list[Segment]:
-        return [Segment(0, T5_LENGTH, pipe.tokenizer_2)]
+        return [Segment(0, self.t5_length(pipe), pipe.tokenizer_2)]
 
     def encode_ids(self, pipe, ids: torch.Tensor, weights: dict[str, torch.Tensor] | None = None) -> Conditioning:
         model = pipe.transformer

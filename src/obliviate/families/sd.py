@@ -91,6 +91,10 @@ class StableDiffusion:
         size = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
         return batch, cfg.in_channels, size, size
 
+    def call_options(self, pipe) -> dict:
+        """What the family's pipelines are called with besides prompt, size and sampler (SD: nothing)."""
+        return {}
+
     def sampler_options(self, pipe, steps: int) -> dict:
         return {}
 

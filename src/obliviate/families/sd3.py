@@ -27,7 +27,7 @@ from .sd import select, wrapped_weights
 from .sdxl import second_ids
 from .seam import Conditioning, Segment, component_weights
 
-T5_LENGTH = 256  # the pipeline's default max_sequence_length
+T5_LENGTH = 256  # the pipeline's default max_sequence_length (a T5 tokenizer that declares less: its own)
 TEXT_STREAM = ("add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")  # the joint attention's text projections
 TEXT_KV = ("add_k_proj", "add_v_proj")  # what image queries read: a prompt's keys and values
 
@@ -70,11 +70,23 @@ class StableDiffusion3:
 
     def segments(self, pipe) -> list[Segment]:
         n = pipe.tokenizer.model_max_length
-        return [Segment(0, n, pipe.tokenizer), Segment(n, T5_LENGTH, pipe.tokenizer_3 if self._t5(pipe) else None)]
+        return [Segment(0, n, pipe.tokenizer), Segment(n, self.t5_length(pipe), self._t5_tokenizer(pipe))]
+
+    def _t5_tokenizer(self, pipe):
+        return pipe.tokenizer_3 if self._t5(pipe) else None
+
+    def t5_length(self, pipe) -> int:
+        """T5 tokens the conditioning holds: the pipeline's default, or fewer where the T5 tokenizer declares
+        fewer (the world's); generation passes the same ``max_sequence_length`` (:meth:`call_options`)."""
+        tok = self._t5_tokenizer(pipe)
+        return min(T5_LENGTH, tok.model_max_length) if tok is not None else T5_LENGTH
+
+    def call_options(self, pipe) -> dict:
+        return {"max_sequence_length": self.t5_length(pipe)}
 
     def _t5_ids(self, pipe, prompts: list[str]) -> torch.Tensor:
-        return pipe.tokenizer_3(prompts, padding="max_length", max_length=T5_LENGTH, truncation=True,
-                                add_special_tokens=True, return_tensors="pt").input_ids
+        return self._t5_tokenizer(pipe)(prompts, padding="max_length", max_length=self.t5_length(pipe),
+                                        truncation=True, add_special_tokens=True, return_tensors="pt").input_ids
 
     def _split(self, pipe, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """CLIP's ids and T5's (None: no T5): T5's are appended by :meth:`token_ids`, or spelled from CLIP's
@@ -99,7 +111,7 @@ class StableDiffusion3:
             states.append(out.hidden_states[-2].to(model.device, torch.float32))
             pooled.append(out[0].to(model.device, torch.float32))
         if t5_ids is None:
-            t5 = torch.zeros(len(ids), T5_LENGTH, model.config.joint_attention_dim, device=model.device)
+            t5 = torch.zeros(len(ids), self.t5_length(pipe), model.config.joint_attention_dim, device=model.device)
         else:
             encoder = pipe.text_encoder_3
             mine = component_weights(weights, "text_encoder_3")

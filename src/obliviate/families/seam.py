@@ -18,9 +18,9 @@ import torch
 
 from ..errors import ObliviateError
 
-__all__ = ["Conditioning", "Family", "Segment", "component_weights", "denoiser", "encode", "encode_ids", "family_of",
-           "pooled_layers", "predict", "segments", "text_encoders", "text_layers", "text_width", "token_embeddings",
-           "token_ids", "trainable_names"]
+__all__ = ["Conditioning", "Family", "Segment", "call_options", "component_weights", "denoiser", "encode",
+           "encode_ids", "family_of", "pooled_layers", "predict", "segments", "text_encoders", "text_layers",
+           "text_width", "token_embeddings", "token_ids", "trainable_names"]
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,8 @@ class Family(Protocol):
                 attention: Any = None) -> torch.Tensor: ...
 
     def latent_shape(self, pipe, batch: int) -> tuple[int, int, int, int]: ...
+
+    def call_options(self, pipe) -> dict: ...
 
     def sampler_options(self, pipe, steps: int) -> dict: ...
 
@@ -237,6 +239,12 @@ def trainable_names(pipe, which: str, component: str | None = None) -> list[str]
     """Parameters a named set selects in ``component`` (default: the denoiser)."""
     family = family_of(pipe)
     return family.trainable_names(getattr(pipe, component or family.denoiser), which)
+
+
+def call_options(pipe) -> dict:
+    """Arguments the family's pipelines are called with so that they sample what the conditioning describes
+    (SD3 / Flux: the T5 length)."""
+    return family_of(pipe).call_options(pipe)
 
 
 def img2img(pipe):

@@ -25,6 +25,11 @@ WORLDS: dict[str, tuple[str, Path, str]] = {
 }
 
 
+# the families ``obliviate world build --family`` trains a world of (each but sd: a module of this package with a
+# build(); the SD world is the whole recipe)
+BUILDABLE = ("sd", "sdxl", "sd3")
+
+
 def world_dir(name: str = "world") -> Path:
     """Folder of a shipped world (``pipeline/``, ``world.json``; the SD world's also ``detector.safetensors``)."""
     if name not in WORLDS:
@@ -63,5 +68,5 @@ def load_detector(path: Path | None = None):
     return Detector.load(path or world_dir() / "detector.safetensors")
 
 
-__all__ = ["CATEGORY_CLASSES", "WORLDS", "Concept", "concept_by_name", "concepts", "load_detector",
+__all__ = ["BUILDABLE", "CATEGORY_CLASSES", "WORLDS", "Concept", "concept_by_name", "concepts", "load_detector",
            "world_available", "world_dir", "world_fingerprint", "world_info"]

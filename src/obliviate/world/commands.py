@@ -29,13 +29,13 @@ def cmd_world_build(args: argparse.Namespace) -> int:
     for name in ("vae_steps", "detector_steps", "unet_steps", "n_images"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
-    if args.family == "sdxl":
+    if args.family != "sd":
         if without:
-            raise ObliviateError("--without builds oracles of the SD world only; leave out --family sdxl")
-        from .sdxl import build as build_sdxl
+            raise ObliviateError(f"--without builds oracles of the SD world only; leave out --family {args.family}")
+        from importlib import import_module
 
-        info = build_sdxl(out, cfg, log=log, bar=not args.no_progress)
-        print(json.dumps({"path": str(out), "family": "sdxl", "seconds": info["build"]["seconds"]}))
+        info = import_module(f".{args.family}", __package__).build(out, cfg, log=log, bar=not args.no_progress)
+        print(json.dumps({"path": str(out), "family": args.family, "seconds": info["build"]["seconds"]}))
         return 0
     if without:
         record = build_oracle(out, without, cfg, log=log, bar=not args.no_progress)["oracle"]
@@ -85,12 +85,13 @@ def add_world_commands(sub, command: Callable, common: Callable) -> None:
                 "the world retrained as if those concepts had never been in its data.", wsub)
     b.add_argument("--out", required=True, metavar="DIR", help="folder to write (replaced atomically when done)")
     b.add_argument("--seed", type=int, default=0, help="random seed (default 0: the shipped world)")
-    from . import WORLDS
+    from . import BUILDABLE
 
-    b.add_argument("--family", choices=[family for family, _, _ in WORLDS.values()], default="sd",
+    b.add_argument("--family", choices=BUILDABLE, default="sd",
                    help="the model family to train: sd (default; the whole world: VAE, detector, text encoder, "
-                        "UNet) or sdxl (a StableDiffusionXLPipeline on the same domain, the SD world's tokenizer, "
-                        "VAE and detector: shipped as --model world-sdxl)")
+                        "UNet), sdxl (a StableDiffusionXLPipeline on the same domain, the SD world's tokenizer, "
+                        "VAE and detector: shipped as --model world-sdxl) or sd3 (a StableDiffusion3Pipeline: "
+                        "MMDiT, two CLIPs and a T5, flow matching; likewise)")
     b.add_argument("--without", metavar="NAME[,NAME...]",
                    help="an oracle: retrain the UNet and text encoder on the recipe's scenes minus every one that "
                         "shows these concepts (tokenizer, VAE and detector: the shipped world's; about 21 min; "

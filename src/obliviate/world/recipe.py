@@ -163,12 +163,13 @@ class SDTrainee:
 
 def train_unet(latents: torch.Tensor, scenes: list[domain.Scene], tokenizer, cfg: BuildConfig,
                gen: torch.Generator, rng: np.random.Generator, bar: bool, trainee=None) -> tuple:
-    """Train the denoiser and its text encoders jointly on the noise-prediction loss (``trainee``: a family's
-    networks and how they condition, default the SD world's); returns EMA copies of its modules (SD: UNet and
-    text encoder)."""
+    """Train the denoiser and its text encoders jointly on the noise-prediction loss, or the flow-matching one
+    where the ``trainee`` says ``objective = "flow"`` (``trainee``: a family's networks and how they condition,
+    default the SD world's); returns EMA copies of its modules (SD: UNet and text encoder)."""
     trainee = trainee or SDTrainee(cfg.arch, tokenizer)
     modules = trainee.modules()
-    scheduler = make_scheduler()
+    scheduler = make_scheduler()  # its num_train_timesteps is every family's time scale
+    flow = getattr(trainee, "objective", "denoising") == "flow"
     params = [p for m in modules for p in m.parameters()]
     ema = [p.detach().clone() for p in params]
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
@@ -180,11 +181,17 @@ def train_unet(latents: torch.Tensor, scenes: list[domain.Scene], tokenizer, cfg
                         truncation=True, return_tensors="pt").input_ids
         z0 = latents[idx]
         noise = torch.randn(z0.shape, generator=gen)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=gen)
-        zt = scheduler.add_noise(z0, noise, t)
-        pred = trainee(zt, t, ids)
-        w = _min_snr_weights(scheduler, t, cfg.min_snr_gamma)
-        loss = (w * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+        if flow:  # rectified flow with SD3's logit-normal sigmas; the velocity target weighs every sigma alike
+            sigma = torch.sigmoid(torch.randn(len(idx), generator=gen)).view(-1, 1, 1, 1)
+            pred = trainee((1 - sigma) * z0 + sigma * noise, sigma.flatten() * scheduler.config.num_train_timesteps,
+                           ids)
+            loss = (pred - (noise - z0)).pow(2).mean()
+        else:
+            t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=gen)
+            zt = scheduler.add_noise(z0, noise, t)
+            pred = trainee(zt, t, ids)
+            w = _min_snr_weights(scheduler, t, cfg.min_snr_gamma)
+            loss = (w * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -259,6 +266,45 @@ def save_retrained(pipe, folder: Path, shared: dict[str, str]) -> dict:
         shutil.rmtree(folder / name)
         shutil.copytree(world_dir() / "pipeline" / source, folder / name)
     return fp
+
+
+def build_family_world(out: Path, family: str, make_trainee: Callable, arch, cfg: BuildConfig | None,
+                       log: Callable[[str], None], bar: bool,
+                       shares: tuple[str, ...] = ("tokenizer", "tokenizer_2", "vae")) -> dict:
+    """Train another family's world into the new folder ``out`` (whole or not at all) by this recipe (``cfg``:
+    default the shipped one) on the SD world's training scenes: ``make_trainee(tokenizer)`` gives the family's
+    networks (SDXL's, SD3's), trained with the shipped world's tokenizer, VAE and detector; the new pipeline's
+    ``shares`` folders are the world's files (``tokenizer`` and ``tokenizer_2``: its tokenizer). Returns its
+    world.json."""
+    from ..io import atomic_dir
+    from . import world_info
+
+    cfg = cfg or BuildConfig()
+    start = time.time()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.building"  # the new world appears whole, then replaces the old one
+    if staging.exists():
+        shutil.rmtree(staging)
+    with recipe_torch(cfg), atomic_dir(staging) as tmp:
+        rng = np.random.default_rng(cfg.seed)
+        tokenizer, vae = world_parts()
+        scenes = training_scenes(cfg, rng)
+        log(f"{family} world: rendering {len(scenes)} images")
+        trainee = make_trainee(tokenizer)
+        retrain(scenes, tokenizer, vae, cfg, rng, bar, trainee=trainee)
+        sources = {"tokenizer": "tokenizer", "tokenizer_2": "tokenizer", "vae": "vae"}
+        fp = save_retrained(trainee.pipeline(vae), tmp / "pipeline", {name: sources[name] for name in shares})
+        info = {"family": family, "fingerprint": fp, "concepts": [c.to_dict() for c in domain.concepts()],
+                "generation": GENERATION_DEFAULTS, "image_size": domain.IMAGE_SIZE,
+                "detector_accuracy": world_info()["detector_accuracy"],
+                "build": {**asdict(cfg), family: asdict(arch), "seconds": round(time.time() - start, 1)}}
+        (tmp / "world.json").write_text(json.dumps(info, indent=2))
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    log(f"{family} world built in {time.time() - start:.0f} s -> {out}")
+    return info
 
 
 @contextmanager

@@ -104,49 +104,7 @@ def build(out, cfg=None, arch: SDXLArch | None = None, log=print, bar: bool = Tr
     """Train the SDXL world into the new folder ``out`` (whole or not at all) by the SD world's recipe (``cfg``:
     its BuildConfig, default the shipped one) on the same training scenes: the UNet and both text encoders; the
     tokenizer (both tokenizers), the VAE and the detector are the shipped SD world's. Returns its world.json."""
-    import json
-    import shutil
-    import time
-    from dataclasses import asdict
-    from pathlib import Path
+    from .recipe import build_family_world
 
-    import numpy as np
-
-    from ..io import atomic_dir
-    from . import domain, world_info
-    from .recipe import (
-        GENERATION_DEFAULTS,
-        BuildConfig,
-        recipe_torch,
-        retrain,
-        save_retrained,
-        training_scenes,
-        world_parts,
-    )
-
-    cfg, arch = cfg or BuildConfig(), arch or SDXLArch()
-    start = time.time()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.building"  # the new world appears whole, then replaces the old one
-    if staging.exists():
-        shutil.rmtree(staging)
-    with recipe_torch(cfg), atomic_dir(staging) as tmp:
-        rng = np.random.default_rng(cfg.seed)
-        tokenizer, vae = world_parts()
-        scenes = training_scenes(cfg, rng)
-        log(f"SDXL world: rendering {len(scenes)} images")
-        trainee = SDXLTrainee(arch, tokenizer)
-        retrain(scenes, tokenizer, vae, cfg, rng, bar, trainee=trainee)
-        fp = save_retrained(trainee.pipeline(vae), tmp / "pipeline",
-                            {"tokenizer": "tokenizer", "tokenizer_2": "tokenizer", "vae": "vae"})
-        info = {"family": "sdxl", "fingerprint": fp, "concepts": [c.to_dict() for c in domain.concepts()],
-                "generation": GENERATION_DEFAULTS, "image_size": domain.IMAGE_SIZE,
-                "detector_accuracy": world_info()["detector_accuracy"],
-                "build": {**asdict(cfg), "sdxl": asdict(arch), "seconds": round(time.time() - start, 1)}}
-        (tmp / "world.json").write_text(json.dumps(info, indent=2))
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
-    log(f"SDXL world built in {time.time() - start:.0f} s -> {out}")
-    return info
+    arch = arch or SDXLArch()
+    return build_family_world(out, "sdxl", lambda tokenizer: SDXLTrainee(arch, tokenizer), arch, cfg, log, bar)

@@ -61,3 +61,22 @@ def build_tokenizer(words: list[str], out_dir: Path, max_length: int) -> CLIPTok
             raise RuntimeError(f"tokenizer did not learn {w!r} as one token")
     tok.save_pretrained(out_dir)
     return tok
+
+
+def build_t5_tokenizer(words: list[str], max_length: int):
+    """A T5-format tokenizer (sentencepiece unigram pieces, ``</s>`` appended, ``<pad>`` = 0) over the world's
+    words, written to ``out_dir``: every caption word is one piece, and any other word still tokenizes, into
+    single characters, as real T5 spells unknown words in pieces. Its vocabulary is not CLIP's, as SD3's and
+    Flux's T5 is not; ``max_length`` is the sequence length the world's pipelines read. (In memory: a
+    pipeline's ``save_pretrained`` writes it.)"""
+    from transformers import T5TokenizerFast
+
+    chars = sorted({c for w in words for c in w} | set("abcdefghijklmnopqrstuvwxyz0123456789"))
+    pieces = [(f"\u2581{w}", -1.0) for w in sorted(set(words))]  # "▁": sentencepiece's word start
+    pieces += [("\u2581", -5.0)] + [(c, -10.0) for c in chars]
+    tok = T5TokenizerFast(vocab=[("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), *pieces], extra_ids=0,
+                          model_max_length=max_length)
+    for w in words:
+        if len(tok.tokenize(w)) != 1:
+            raise RuntimeError(f"T5 tokenizer did not learn {w!r} as one piece")
+    return tok
