@@ -186,3 +186,25 @@ def test_world_build_smoke(tmp_path):
     assert json.loads((tmp_path / "w" / "world.json").read_text())["build"]["unet_steps"] == 2
     assert set(info["detector_accuracy"]) == set(domain.CATEGORY_CLASSES)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".world-")]  # no temporary left behind
+
+
+@pytest.mark.slow  # the recipe's stages with a handful of steps
+@pytest.mark.parametrize("family", ["sdxl", "sd3"])
+def test_a_family_world_build_smoke_replaces_its_folder_and_loads_in_plain_diffusers(tmp_path, family):
+    from importlib import import_module
+
+    from diffusers import DiffusionPipeline
+
+    from obliviate.world.recipe import BuildConfig
+
+    out = tmp_path / family
+    out.mkdir()
+    (out / "old").write_text("x")
+    build = import_module(f"obliviate.world.{family}").build
+    info = build(out, BuildConfig(n_images=512, unet_steps=2), log=lambda _: None, bar=False)
+    assert info["family"] == family and not (out / "old").exists()
+    assert (out / "pipeline" / "tokenizer_2" / "vocab.json").is_file() and (out / "world.json").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == [family]  # nothing temporary left behind
+    pipe = DiffusionPipeline.from_pretrained(out / "pipeline")
+    assert type(pipe).__name__ == {"sdxl": "StableDiffusionXLPipeline", "sd3": "StableDiffusion3Pipeline"}[family]
+    assert pipe("a red circle", num_inference_steps=2, output_type="np").images.shape == (1, 32, 32, 3)

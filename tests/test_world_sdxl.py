@@ -103,17 +103,3 @@ def test_a_style_reaches_the_sdxl_unet_through_the_pooled_embedding(xl, detector
 
     assert m(obliviate.erase(xl, "striped", "uce", pooled=False, progress=False)) >= 0.9
     assert m(obliviate.erase(xl, "striped", "uce", progress=False)) <= 0.1
-
-
-@pytest.mark.slow  # the recipe's stages with a handful of steps
-def test_sdxl_world_build_smoke_replaces_its_folder(tmp_path):
-    from obliviate.world.recipe import BuildConfig
-    from obliviate.world.sdxl import build
-
-    out = tmp_path / "xl"
-    out.mkdir()
-    (out / "old").write_text("x")
-    info = build(out, BuildConfig(n_images=512, unet_steps=2), log=lambda _: None, bar=False)
-    assert info["family"] == "sdxl" and not (out / "old").exists()
-    assert (out / "pipeline" / "tokenizer_2" / "vocab.json").is_file() and (out / "world.json").is_file()
-    assert [p.name for p in tmp_path.iterdir()] == ["xl"]  # nothing temporary left behind
