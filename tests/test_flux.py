@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_sd import check_lora_round_trip, load_tiny_flux, make_tiny_flux, make_tiny_sd3
+from tiny_sd import check_lora_round_trip, load_mmdit, make_tiny_flux, make_tiny_sd3
 
 import obliviate
 from obliviate.attention import AttnCall, PromptMemory, joint_names
@@ -31,7 +31,7 @@ def folders(tmp_path_factory):
 
 @pytest.fixture(scope="module", params=["schnell", "dev"])
 def flux(request, folders):
-    pipe = load_tiny_flux(folders[request.param])
+    pipe = load_mmdit(folders[request.param])
     pipe._variant = request.param
     return pipe
 
@@ -109,7 +109,7 @@ def test_a_patch_of_one_family_is_refused_on_the_other(flux, tmp_path):
 
 
 def test_a_lora_patch_loads_with_diffusers(flux, folders, tmp_path):
-    check_lora_round_trip(flux, load_tiny_flux(folders[flux._variant]),
+    check_lora_round_trip(flux, load_mmdit(folders[flux._variant]),
                           [("transformer", "transformer_blocks.0.attn.add_k_proj"),
                            ("transformer", "transformer_blocks.0.attn.add_v_proj"),
                            ("transformer", "single_transformer_blocks.0.attn.to_q")], BENCH, tmp_path)

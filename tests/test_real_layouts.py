@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
-from tiny_sd import make_tiny_flux, make_tiny_sd, make_tiny_sd3, make_tiny_sdxl
+from tiny_sd import load_mmdit, make_tiny_flux, make_tiny_sd, make_tiny_sd3, make_tiny_sdxl
 
 import obliviate
 from obliviate.attacks import ATTACKS
@@ -102,9 +102,8 @@ def folders(tmp_path_factory):
 @pytest.fixture(scope="module", params=VARIANTS, ids=lambda v: "-".join(v))
 def tiny(request, folders):
     layout, device, dtype = request.param
-    pipe = obliviate.load_pipeline(str(folders(layout)), device=device, dtype=dtype)
-    if layout == "flux":
-        pipe.default_sample_size = 16  # 16 px (8 x 8 packed tokens), not Flux's 1024 px
+    pipe = load_mmdit(folders(layout), device=device, dtype=dtype) if layout in MMDIT else \
+        obliviate.load_pipeline(str(folders(layout)), device=device, dtype=dtype)
     model = denoiser(pipe)
     assert model.dtype == getattr(torch, dtype) and model.device.type == device
     names = joint_names(model) if layout in MMDIT else attn2_names(model)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_sd import check_lora_round_trip, make_tiny_sd3
+from tiny_sd import check_lora_round_trip, load_mmdit, make_tiny_sd3
 
 import obliviate
 from obliviate.attention import AttnCall, PromptMemory, joint_names, joint_processors
@@ -41,7 +41,7 @@ def folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sd3(folder):
-    return obliviate.load_pipeline(str(folder))
+    return load_mmdit(folder)
 
 
 def test_the_conditioning_is_the_pipelines_own(sd3):
@@ -144,7 +144,7 @@ def test_a_patch_of_one_family_is_refused_on_the_other(sd3):
 
 
 def test_a_lora_patch_on_the_text_stream_loads_with_diffusers(sd3, folder, tmp_path):
-    check_lora_round_trip(sd3, obliviate.load_pipeline(str(folder)),
+    check_lora_round_trip(sd3, load_mmdit(folder),
                           [("transformer", "transformer_blocks.0.attn.add_k_proj"),
                            ("transformer", "transformer_blocks.0.attn.add_v_proj"),
                            ("text_encoder", "text_model.encoder.layers.1.self_attn.q_proj")], BENCH, tmp_path)

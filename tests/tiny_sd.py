@@ -194,7 +194,7 @@ def make_tiny_flux(folder: Path, seed: int = 0, guidance_embeds: bool = False) -
     for the pooled embedding, a small T5 for the text tokens (config and tokenizer in code), a one-block VAE
     with one latent channel (four once packed) and Flux's shift and scale, and the scheduler Flux ships
     (flow-matching Euler with the resolution-dependent shift). ``guidance_embeds``: Flux-dev's distilled
-    guidance input. Load it with :func:`load_tiny_flux` (the pipeline's default size is not in its files)."""
+    guidance input. Load it with :func:`load_mmdit` (the pipeline's default size is not in its files)."""
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 
     torch.manual_seed(seed)
@@ -222,8 +222,9 @@ def make_tiny_flux(folder: Path, seed: int = 0, guidance_embeds: bool = False) -
     return out
 
 
-def load_tiny_flux(folder: Path, **options):
-    """The tiny Flux through obliviate, sampling 16 px images (8 x 8 packed tokens; Flux's default is 1024 px)."""
+def load_mmdit(folder: Path, **options):
+    """A tiny SD3 or Flux through obliviate, sampling 16 x 16 latents (SD3: 256 image tokens where its test
+    layout's ``sample_size`` 32 makes 1024; Flux: 64 once packed, where its pipeline samples 1024 px)."""
     import obliviate
 
     pipe = obliviate.load_pipeline(str(folder), **options)

@@ -131,8 +131,9 @@ class StableDiffusion3:
     # ---------------------------------------------------------------------------------------------- layers
 
     def latent_shape(self, pipe, batch: int) -> tuple[int, int, int, int]:
-        cfg = pipe.transformer.config
-        return batch, cfg.in_channels, cfg.sample_size, cfg.sample_size
+        """At the pipeline's default size (its ``default_sample_size``: the transformer's ``sample_size``)."""
+        size = pipe.default_sample_size
+        return batch, pipe.transformer.config.in_channels, size, size
 
     def sampler_options(self, pipe, steps: int) -> dict:
         return {}
