@@ -6,6 +6,7 @@ patches of another family are refused in one line, and a LoRA patch loads with d
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from tiny_sd import check_lora_round_trip, load_mmdit, make_tiny_flux, make_tiny_sd3
@@ -113,3 +114,11 @@ def test_a_lora_patch_loads_with_diffusers(flux, folders, tmp_path):
                           [("transformer", "transformer_blocks.0.attn.add_k_proj"),
                            ("transformer", "transformer_blocks.0.attn.add_v_proj"),
                            ("transformer", "single_transformer_blocks.0.attn.to_q")], BENCH, tmp_path)
+
+
+def test_a_merged_model_draws_what_the_patch_does(flux, folders, tmp_path):
+    patch = obliviate.erase(flux, "church", "uce", bench=BENCH, progress=False)
+    patched = obliviate.generate(flux, "a photo of the church", n=2, patch=patch, bench=BENCH, progress=False)
+    merged = load_mmdit(obliviate.save_merged(load_mmdit(folders[flux._variant]), [patch], tmp_path / "merged"))
+    assert np.array_equal(obliviate.generate(merged, "a photo of the church", n=2, bench=BENCH, progress=False),
+                          patched)

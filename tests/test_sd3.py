@@ -6,6 +6,7 @@ diffusers' own SD3 loader."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from tiny_sd import check_lora_round_trip, load_mmdit, make_tiny_sd3
@@ -159,3 +160,18 @@ def test_the_text_stream_is_what_attn2_names(sd3):
     assert all(".attn.add_" in n or ".attn.to_add_out." in n for n in stream)
     with pytest.raises(ObliviateError, match="does not name parameters"):
         trainable_names(sd3, "text-encoder")
+
+
+def test_the_fingerprint_covers_t5_and_a_merged_model_draws_what_the_patch_does(sd3, folder, tmp_path):
+    from obliviate.fingerprint import fingerprint
+
+    patch = obliviate.erase(sd3, "church", "uce", bench=BENCH, progress=False)
+    patched = obliviate.generate(sd3, "a photo of the church", n=2, patch=patch, bench=BENCH, progress=False)
+    out = obliviate.save_merged(load_mmdit(folder), [patch], tmp_path / "merged")
+    merged = load_mmdit(out)
+    assert np.array_equal(obliviate.generate(merged, "a photo of the church", n=2, bench=BENCH, progress=False),
+                          patched)
+    before = fingerprint(merged)
+    with torch.no_grad():
+        merged.text_encoder_3.encoder.block[0].layer[0].SelfAttention.q.weight.add_(0.5)
+    assert not fingerprint(merged).matches(before)
