@@ -89,12 +89,13 @@ def test_the_joint_processor_is_diffusers_own_until_it_remembers(flux):
             call = AttnCall(token_mask=token_positions(flux, ["a photo of the church",
                                                               "the church in the style of van gogh"], ["church"]))
             watched = predict(flux, x, t, cond, attention=call)
-            memory = PromptMemory(torch.randn(3, 32) * 10, torch.randn(3, 32) * 10)
+            gen = torch.Generator().manual_seed(2)
+            memory = PromptMemory(torch.randn(3, 32, generator=gen) * 10, torch.randn(3, 32, generator=gen) * 10)
             remembered = predict(flux, x, t, cond, attention=AttnCall(memory=memory))
     assert names == joint_names(model) == ["transformer_blocks.0.attn.processor"]  # the double-stream block
     torch.testing.assert_close(watched, ref, atol=1e-5, rtol=0)
     assert call.collected().numel() == 2 * 2 * 64  # 2 prompts x 2 heads x 8 x 8 image queries, one T5 token each
-    assert (remembered - ref).abs().max() > 1e-2
+    assert (remembered - ref).abs().max() > 1e-3  # Flux normalises keys (RMSNorm): the memory's scale is not its pull
     assert type(model.attn_processors[names[0]]).__name__ == "FluxAttnProcessor"  # restored
 
 
@@ -122,3 +123,13 @@ def test_a_merged_model_draws_what_the_patch_does(flux, folders, tmp_path):
     merged = load_mmdit(obliviate.save_merged(load_mmdit(folders[flux._variant]), [patch], tmp_path / "merged"))
     assert np.array_equal(obliviate.generate(merged, "a photo of the church", n=2, bench=BENCH, progress=False),
                           patched)
+
+
+def test_a_learned_token_has_a_row_in_clip_and_t5(flux):
+    from obliviate.inversion import LearnedTokens, installed, row_width
+
+    assert row_width(flux) == 32 + 32  # CLIP's (the pooled embedding), T5's (the text tokens)
+    plain = encode(flux, ["a photo of the church"])
+    with installed(flux, LearnedTokens(["<t0>"], torch.randn(1, 64) * 3)) as phrase:
+        learned = encode(flux, [f"a photo of the {phrase}"])
+    assert (learned.states - plain.states).abs().max() > 0 and (learned.pooled - plain.pooled).abs().max() > 0

@@ -123,7 +123,8 @@ def test_the_joint_processor_is_diffusers_own_until_it_captures_or_remembers(sd3
             call = AttnCall(token_mask=token_positions(sd3, ["a photo of the church",
                                                              "the church in the style of van gogh"], ["church"]))
             watched = predict(sd3, x, t, cond, attention=call)
-            memory = PromptMemory(torch.randn(3, 32) * 10, torch.randn(3, 32) * 10)
+            gen = torch.Generator().manual_seed(2)
+            memory = PromptMemory(torch.randn(3, 32, generator=gen) * 10, torch.randn(3, 32, generator=gen) * 10)
             remembered = predict(sd3, x, t, cond, attention=AttnCall(memory=memory))
     assert names == joint_names(model) and len(names) == 1
     torch.testing.assert_close(watched, ref, atol=1e-5, rtol=0)
@@ -175,3 +176,22 @@ def test_the_fingerprint_covers_t5_and_a_merged_model_draws_what_the_patch_does(
     with torch.no_grad():
         merged.text_encoder_3.encoder.block[0].layer[0].SelfAttention.q.weight.add_(0.5)
     assert not fingerprint(merged).matches(before)
+
+
+def test_a_learned_token_has_a_row_in_both_clips_and_t5(sd3):
+    from obliviate.inversion import InversionConfig, LearnedTokens, installed, invert, row_width
+
+    assert row_width(sd3) == 32 + 32 + 32 and row_width(sd3, own=False) == 64
+    rows = torch.randn(1, 96) * 3
+    plain = encode(sd3, ["a photo of the church"]).states
+    with installed(sd3, LearnedTokens(["<t0>"], rows)) as phrase:
+        t5_id = sd3.tokenizer_3.convert_tokens_to_ids("<t0>")
+        assert t5_id != sd3.tokenizer_3.unk_token_id
+        assert sd3.text_encoder_3.get_input_embeddings().weight[t5_id].tolist() == rows[0, 64:].tolist()
+        learned = encode(sd3, [f"a photo of the {phrase}"]).states
+    assert (learned[:, :77] - plain[:, :77]).abs().max() > 0 and (learned[:, 77:] - plain[:, 77:]).abs().max() > 0
+    found = invert(sd3, np.zeros((2, 16, 16, 3), np.uint8), InversionConfig(n_tokens=2, steps=1, batch_size=1,
+                                                                             progress=False), ["church"])
+    assert found.embeddings.shape == (2, 96)
+    with installed(sd3, LearnedTokens(["<t1>"], torch.randn(1, 64))) as phrase:  # CLIP rows only: T5 spells it
+        assert "<t1>" not in sd3.tokenizer_3.get_vocab() and encode(sd3, [f"a {phrase}"]).states.isfinite().all()

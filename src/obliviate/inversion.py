@@ -18,7 +18,7 @@ import torch
 
 from .diffusion import generator, images_to_latents, randn, training_scheduler
 from .errors import ObliviateError
-from .families import Conditioning, encode_ids, family_of, predict, text_encoders, token_embeddings, token_ids
+from .families import Conditioning, encode_ids, family_of, predict, token_embeddings, token_ids
 from .progress import bar
 from .terms import denoising_loss
 
@@ -54,29 +54,59 @@ def _token_names(tokenizer, n: int) -> list[str]:
     return [f"<inv{k}_{i}>" for i in range(n)]
 
 
+def _tables(pipe, own: bool) -> list[tuple[str, str]]:
+    """(text encoder, tokenizer) pairs whose embedding tables a learned token enters, in the order of a learned
+    row's parts: the encoders that read the family's token ids, then (``own``) those with a vocabulary of their
+    own that the pipeline has (SD3's and Flux's T5)."""
+    family = family_of(pipe)
+    pairs = list(zip(family.text_encoders, family.tokenizers, strict=True))
+    if own:
+        pairs += [(e, t) for e, t in zip(family.other_encoders, family.other_tokenizers, strict=True)
+                  if getattr(pipe, e, None) is not None]
+    return pairs
+
+
+def _widths(pipe, pairs: list[tuple[str, str]]) -> list[int]:
+    return [getattr(pipe, e).get_input_embeddings().weight.shape[1] for e, _ in pairs]
+
+
+def row_width(pipe, own: bool = True) -> int:
+    """The width of a learned token's row: every table it enters side by side (``own``: T5's too)."""
+    return sum(_widths(pipe, _tables(pipe, own)))
+
+
 @contextmanager
 def installed(pipe, learned: LearnedTokens) -> Iterator[str]:
     """Swap in tokenizers and text encoders that know ``learned``; yields the phrase to put in prompts.
 
-    Every text encoder of the family learns the tokens (a row of ``learned.embeddings`` is the encoders'
-    rows side by side). The copies keep the pipeline itself unchanged (its fingerprint, its vocabulary)
-    outside the block.
+    Every text encoder that reads the family's token ids learns the tokens (a row of ``learned.embeddings`` is
+    the encoders' rows side by side); rows as wide as :func:`row_width` also carry a part for each encoder with
+    a vocabulary of its own (T5), whose tokenizer learns the tokens too; narrower rows leave T5 to spell the
+    placeholder in its own pieces. The copies keep the pipeline itself unchanged (its fingerprint, its
+    vocabulary) outside the block.
     """
+    shared = _tables(pipe, own=False)
+    pairs = _tables(pipe, own=learned.embeddings.shape[1] != sum(_widths(pipe, shared)))
+    widths = _widths(pipe, pairs)
+    if learned.embeddings.shape[1] != sum(widths):
+        raise ObliviateError(f"learned token rows are {learned.embeddings.shape[1]} wide; this model's text encoders "
+                             f"take {sum(_widths(pipe, shared))} (or {row_width(pipe)} with T5)")
     family = family_of(pipe)
-    old = {name: getattr(pipe, name) for name in (*family.tokenizers, *family.text_encoders)}
-    rows = learned.embeddings.split(_widths(pipe), -1)
-    for name in family.tokenizers:
+    tokenizers = {t for _, t in pairs} | set(family.tokenizers)
+    old = {name: getattr(pipe, name) for name in (*tokenizers, *(e for e, _ in pairs))}
+    for name in tokenizers:
         tok = copy.deepcopy(old[name])
         tok.add_tokens(learned.tokens)
         setattr(pipe, name, tok)
-    ids = pipe.tokenizer.convert_tokens_to_ids(learned.tokens)
-    for name, part in zip(family.text_encoders, rows, strict=True):
-        te = copy.deepcopy(old[name])
-        te.resize_token_embeddings(len(pipe.tokenizer))
+    for (encoder, tokenizer), part in zip(pairs, learned.embeddings.split(widths, -1), strict=True):
+        tok, te = getattr(pipe, tokenizer), copy.deepcopy(old[encoder])
+        ids = tok.convert_tokens_to_ids(learned.tokens)
+        rows = te.get_input_embeddings().weight.shape[0]
+        te.resize_token_embeddings(max(len(tok), rows))  # T5 pads its table past its vocabulary: keep those rows
         with torch.no_grad():
             weight = te.get_input_embeddings().weight
             weight[ids] = part.to(weight.device, weight.dtype)
-        setattr(pipe, name, te)
+        setattr(pipe, encoder, te)
     try:
         yield learned.phrase
     finally:
@@ -84,25 +114,24 @@ def installed(pipe, learned: LearnedTokens) -> Iterator[str]:
             setattr(pipe, name, part)
 
 
-def _widths(pipe) -> list[int]:
-    return [getattr(pipe, c).get_input_embeddings().weight.shape[1] for c in text_encoders(pipe)]
-
-
 class TokenRows:
     """Encodes prompts with the embedding rows of ``names`` (tokens :func:`installed` added) given as a tensor,
-    so gradients reach the rows and nothing else; the text encoders run functionally, their weights untouched."""
+    so gradients reach the rows and nothing else; the text encoders run functionally, their weights untouched.
+    ``own``: the rows carry T5's part too (as wide as :func:`row_width`)."""
 
-    def __init__(self, pipe, names: list[str]) -> None:
+    def __init__(self, pipe, names: list[str], own: bool = False) -> None:
         self.pipe = pipe
         self.tables: dict[str, torch.Tensor] = {}
-        for component in text_encoders(pipe):
+        self.ids: list[torch.Tensor] = []
+        pairs = _tables(pipe, own)
+        for component, tokenizer in pairs:
             encoder = getattr(pipe, component)
             table = encoder.get_input_embeddings().weight
             name = next(n for n, p in encoder.named_parameters() if p is table)
             self.tables[f"{component}.{name}"] = table.detach()
-        self.widths = _widths(pipe)
+            self.ids.append(torch.tensor(getattr(pipe, tokenizer).convert_tokens_to_ids(names), device=table.device))
+        self.widths = _widths(pipe, pairs)
         self.device = next(iter(self.tables.values())).device
-        self.ids = torch.tensor(pipe.tokenizer.convert_tokens_to_ids(names), device=self.device)
 
     def token_ids(self, prompts: list[str]) -> torch.Tensor:
         return token_ids(self.pipe, prompts).to(self.device)
@@ -111,8 +140,9 @@ class TokenRows:
             -> Conditioning:
         """The conditioning of ``ids`` (batch, length) with the new rows set to ``rows`` (and ``weights``: more
         text-encoder parameters to substitute, e.g. an edit of the encoder)."""
-        tables = {name: table.index_put((self.ids.to(table.device),), part.to(table.device, table.dtype))
-                  for (name, table), part in zip(self.tables.items(), rows.split(self.widths, -1), strict=True)}
+        tables = {name: table.index_put((at,), part.to(table.device, table.dtype))
+                  for (name, table), at, part in zip(self.tables.items(), self.ids, rows.split(self.widths, -1),
+                                                     strict=True)}
         return encode_ids(self.pipe, ids, {**(weights or {}), **tables})
 
 
@@ -132,9 +162,16 @@ def invert(pipe, images: np.ndarray, cfg: InversionConfig, init_words: list[str]
     init = emb.mean(0, keepdim=True).repeat(cfg.n_tokens, 1) + randn((cfg.n_tokens, emb.shape[1]), gen, emb) * emb.std()
     for j, tid in enumerate(init_ids[:cfg.n_tokens // 2 or 1]):
         init[j] = emb[tid]
+    for encoder, tokenizer in _tables(pipe, own=True)[len(_tables(pipe, own=False)):]:  # T5's part, drawn after
+        own = getattr(pipe, encoder).get_input_embeddings().weight.detach().float()[:len(getattr(pipe, tokenizer))]
+        part = own.mean(0, keepdim=True) + randn((cfg.n_tokens, own.shape[1]), gen, own) * own.std()
+        words = [i for w in (init_words or []) for i in getattr(pipe, tokenizer)(w, add_special_tokens=False).input_ids]
+        for j, tid in enumerate(words[:cfg.n_tokens // 2 or 1]):
+            part[j] = own[tid]
+        init = torch.cat([init, part.to(init.device)], -1)
     learned = LearnedTokens(names, init.clone())
     with installed(pipe, learned) as phrase:
-        rows_encoder = TokenRows(pipe, names)
+        rows_encoder = TokenRows(pipe, names, own=True)
         rows = init.clone().to(rows_encoder.device).requires_grad_(True)
         opt = torch.optim.Adam([rows], lr=cfg.lr)
         ids = rows_encoder.token_ids([cfg.template.format(phrase)])

@@ -40,6 +40,7 @@ class Flux(StableDiffusion3):
     text_encoders = ("text_encoder",)
     tokenizers = ("tokenizer",)
     other_encoders = ("text_encoder_2",)
+    other_tokenizers = ("tokenizer_2",)
 
     def check(self, pipe) -> None:
         for part in ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "vae", "scheduler"):

@@ -49,6 +49,7 @@ class StableDiffusion:
     text_encoders = ("text_encoder",)
     tokenizers = ("tokenizer",)
     other_encoders: tuple[str, ...] = ()
+    other_tokenizers: tuple[str, ...] = ()
 
     def accepts(self, pipe) -> bool:
         """``pipe`` is one of the family's pipeline classes (or a subclass): an image-to-image or inpainting

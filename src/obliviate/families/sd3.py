@@ -40,6 +40,7 @@ class StableDiffusion3:
     text_encoders = ("text_encoder", "text_encoder_2")
     tokenizers = ("tokenizer", "tokenizer_2")
     other_encoders = ("text_encoder_3",)
+    other_tokenizers = ("tokenizer_3",)
 
     def accepts(self, pipe) -> bool:
         import diffusers

@@ -105,6 +105,7 @@ class Family(Protocol):
     text_encoders: tuple[str, ...]  # the text encoders that read the family's token ids, in state order
     tokenizers: tuple[str, ...]  # their tokenizers; the first one's ids are the family's token ids
     other_encoders: tuple[str, ...]  # encoders with a vocabulary of their own (SD3's T5), optional in a pipeline
+    other_tokenizers: tuple[str, ...]  # their tokenizers
 
     def accepts(self, pipe) -> bool: ...
 
