@@ -101,3 +101,16 @@ def test_uce_edits_only_the_pooled_columns_of_the_added_embedding(xl):
     assert delta[:, :pooled].abs().max() > 0 and not delta[:, pooled:].any()  # the time ids' columns untouched
     without = obliviate.erase(xl, "church", "uce", bench=BENCH, pooled=False, progress=False)
     assert "delta.unet.add_embedding.linear_1.weight" not in without.tensors
+
+
+def test_the_empty_prompt_reaches_the_pipeline_as_its_zero_conditioning(xl):
+    """SDXL's pipeline encodes a positive "" through both encoders; the seam means its zero conditioning (what
+    the completion probe's neutral prompt must be: the unconditional branch SDXL samples with)."""
+    from obliviate.families import prompt_call
+
+    call = prompt_call(xl, ["", "a photo of the church"])
+    assert not call["prompt_embeds"][0].any() and not call["pooled_prompt_embeds"][0].any()
+    torch.testing.assert_close(call["prompt_embeds"][1:], encode(xl, ["a photo of the church"]).states)
+    assert not call["negative_prompt_embeds"].any()
+    positive, *_ = xl.encode_prompt([""], device="cpu", do_classifier_free_guidance=False)
+    assert positive.abs().max() > 0  # what the string "" would have been

@@ -68,7 +68,7 @@ def _completions(pipe, probe: Probe, n: int, seed: int, sampler: Sampler) -> tup
     import torch
     from PIL import Image
 
-    from ..families import call_options
+    from ..families import call_options, prompt_call
     from ..families import img2img as image_to_image
     from ..pipeline import quiet_diffusers
 
@@ -79,9 +79,9 @@ def _completions(pipe, probe: Probe, n: int, seed: int, sampler: Sampler) -> tup
         gens = [torch.Generator("cpu").manual_seed(s) for s in image_seeds(seed, n)]
         steps = max(sampler.steps, math.ceil(1 / strength))  # img2img runs int(steps * strength) of them: >= 1
         with quiet_diffusers():  # SDXL's img2img casts its VAE to float32 on every call and diffusers warns each time
-            images = img2img([probe.neutral] * n, image=starts, strength=strength, num_inference_steps=steps,
-                             guidance_scale=sampler.guidance, generator=gens, output_type="np",
-                             **call_options(pipe)).images
+            images = img2img(**prompt_call(pipe, [probe.neutral] * n), image=starts, strength=strength,
+                             num_inference_steps=steps, guidance_scale=sampler.guidance, generator=gens,
+                             output_type="np", **call_options(pipe)).images
         out.append(np.round(np.clip(images, 0, 1) * 255).astype(np.uint8))
         labels += [f"{probe.neutral!r} from the concept noised to {strength}"] * n
     return np.concatenate(out), labels

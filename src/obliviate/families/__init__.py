@@ -16,8 +16,8 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...], str]] = {
 }
 PIPELINE_CLASSES = tuple(c for _, classes, _ in FAMILIES.values() for c in classes)
 _SEAM = ("Conditioning", "Family", "Segment", "attention", "call_options", "component_weights", "denoiser",
-         "encode", "encode_ids", "family_of", "img2img", "pooled_layers", "predict", "segments", "text_encoders",
-         "text_layers", "text_width", "token_embeddings", "token_ids", "trainable_names")
+         "encode", "encode_ids", "family_of", "img2img", "pooled_layers", "predict", "prompt_call", "segments",
+         "text_encoders", "text_layers", "text_width", "token_embeddings", "token_ids", "trainable_names")
 
 __all__ = ["FAMILIES", "PIPELINE_CLASSES", "family_name", "family_of_class", "supported", *_SEAM]
 

@@ -92,6 +92,11 @@ class StableDiffusion:
         size = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
         return batch, cfg.in_channels, size, size
 
+    def prompt_call(self, pipe, prompts: list[str]) -> dict:
+        """How the family's pipelines are given ``prompts`` so that they sample what :meth:`encode_ids` means by
+        them (SD: the prompts themselves; the pipeline encodes them as the family does)."""
+        return {"prompt": prompts}
+
     def call_options(self, pipe) -> dict:
         """What the family's pipelines are called with besides prompt, size and sampler (SD: nothing)."""
         return {}

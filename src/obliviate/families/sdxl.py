@@ -92,6 +92,16 @@ class StableDiffusionXL(StableDiffusion):
         """The pooled embedding and the time ids, through the UNet's added time embedding."""
         return {"added_cond_kwargs": {"text_embeds": cond.pooled, "time_ids": cond.extra["time_ids"]}}
 
+    def prompt_call(self, pipe, prompts: list[str]) -> dict:
+        """The family's conditioning as embeddings: SDXL's pipeline encodes a *positive* empty prompt through
+        both encoders, while the empty prompt means its zero conditioning (the unconditional branch it was
+        trained and samples with), so "" reaches the pipeline as zeros; the negative branch is the pipeline's
+        own (zeros)."""
+        cond = self.encode_ids(pipe, self.token_ids(pipe, prompts))
+        empty = self.encode_ids(pipe, self.token_ids(pipe, [""])).expand(len(prompts))
+        return {"prompt_embeds": cond.states, "pooled_prompt_embeds": cond.pooled,
+                "negative_prompt_embeds": empty.states, "negative_pooled_prompt_embeds": empty.pooled}
+
     def img2img(self, pipe) -> Any:
         from diffusers import StableDiffusionXLImg2ImgPipeline
 

@@ -19,8 +19,8 @@ import torch
 from ..errors import ObliviateError
 
 __all__ = ["Conditioning", "Family", "Segment", "call_options", "component_weights", "denoiser", "encode",
-           "encode_ids", "family_of", "pooled_layers", "predict", "segments", "text_encoders", "text_layers",
-           "text_width", "token_embeddings", "token_ids", "trainable_names"]
+           "encode_ids", "family_of", "pooled_layers", "predict", "prompt_call", "segments", "text_encoders",
+           "text_layers", "text_width", "token_embeddings", "token_ids", "trainable_names"]
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,8 @@ class Family(Protocol):
                 attention: Any = None) -> torch.Tensor: ...
 
     def latent_shape(self, pipe, batch: int) -> tuple[int, int, int, int]: ...
+
+    def prompt_call(self, pipe, prompts: list[str]) -> dict: ...
 
     def call_options(self, pipe) -> dict: ...
 
@@ -240,6 +242,13 @@ def trainable_names(pipe, which: str, component: str | None = None) -> list[str]
     """Parameters a named set selects in ``component`` (default: the denoiser)."""
     family = family_of(pipe)
     return family.trainable_names(getattr(pipe, component or family.denoiser), which)
+
+
+def prompt_call(pipe, prompts: list[str]) -> dict:
+    """The pipeline-call arguments that give the family's pipelines ``prompts`` as the seam means them (SDXL's
+    empty prompt: its zero conditioning, which a pipeline given the string would not use)."""
+    with torch.no_grad():
+        return family_of(pipe).prompt_call(pipe, prompts)
 
 
 def call_options(pipe) -> dict:
