@@ -30,7 +30,7 @@ def folders(tmp_path_factory):
     return {"schnell": make_tiny_flux(root), "dev": make_tiny_flux(root, guidance_embeds=True)}
 
 
-@pytest.fixture(scope="module", params=["schnell", "dev"])
+@pytest.fixture(scope="module", params=["schnell", pytest.param("dev", marks=pytest.mark.slow)])  # dev: full suite
 def flux(request, folders):
     pipe = load_mmdit(folders[request.param])
     pipe._variant = request.param
