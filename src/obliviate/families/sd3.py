@@ -82,6 +82,10 @@ class StableDiffusion3:
         tok = self._t5_tokenizer(pipe)
         return min(T5_LENGTH, tok.model_max_length) if tok is not None else T5_LENGTH
 
+    def prompt_call(self, pipe, prompts: list[str]) -> dict:
+        """The prompts themselves: the pipeline encodes them (the empty one too) as :meth:`encode_ids` does."""
+        return {"prompt": prompts}
+
     def call_options(self, pipe) -> dict:
         return {"max_sequence_length": self.t5_length(pipe)}
 
