@@ -23,7 +23,7 @@ from torch.func import functional_call
 from ..attention import joint_processors, kwargs
 from ..errors import ObliviateError
 from . import FAMILIES
-from .sd import select, wrapped_weights
+from .sd import StableDiffusion, select, wrapped_weights
 from .sdxl import second_ids
 from .seam import Conditioning, Segment, component_weights
 
@@ -42,10 +42,7 @@ class StableDiffusion3:
     other_encoders = ("text_encoder_3",)
     other_tokenizers = ("tokenizer_3",)
 
-    def accepts(self, pipe) -> bool:
-        import diffusers
-
-        return isinstance(pipe, tuple(getattr(diffusers, c) for c in self.pipeline_classes))
+    accepts = StableDiffusion.accepts  # one of the family's pipeline classes (not an img2img pipeline)
 
     def check(self, pipe) -> None:
         for part in (*self.text_encoders, *self.tokenizers, "vae", "scheduler"):

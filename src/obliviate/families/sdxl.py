@@ -97,8 +97,8 @@ class StableDiffusionXL(StableDiffusion):
         both encoders, while the empty prompt means its zero conditioning (the unconditional branch it was
         trained and samples with), so "" reaches the pipeline as zeros; the negative branch is the pipeline's
         own (zeros)."""
-        cond = self.encode_ids(pipe, self.token_ids(pipe, prompts))
-        empty = self.encode_ids(pipe, self.token_ids(pipe, [""])).expand(len(prompts))
+        both = self.encode_ids(pipe, self.token_ids(pipe, [*prompts, ""]))  # one encoder pass for both branches
+        cond, empty = both[:-1], both[-1:].expand(len(prompts))
         return {"prompt_embeds": cond.states, "pooled_prompt_embeds": cond.pooled,
                 "negative_prompt_embeds": empty.states, "negative_pooled_prompt_embeds": empty.pooled}
 
