@@ -146,6 +146,17 @@ class TokenRows:
         return encode_ids(self.pipe, ids, {**(weights or {}), **tables})
 
 
+def _start_rows(table: torch.Tensor, tokenizer, init_words: list[str] | None, n: int,
+                gen: torch.Generator) -> torch.Tensor:
+    """FMN's start: ``n`` rows at the table's mean plus noise of its spread, the first half replaced by the rows
+    of the init words' tokens (their meaning is where the search begins)."""
+    rows = table.mean(0, keepdim=True).repeat(n, 1) + randn((n, table.shape[1]), gen, table) * table.std()
+    ids = [i for w in (init_words or []) for i in tokenizer(w, add_special_tokens=False).input_ids]
+    for j, tid in enumerate(ids[:n // 2 or 1]):
+        rows[j] = table[tid]
+    return rows
+
+
 def invert(pipe, images: np.ndarray, cfg: InversionConfig, init_words: list[str] | None = None) -> LearnedTokens:
     """Learn ``cfg.n_tokens`` embeddings on ``images`` with the ordinary denoising loss of the model under test.
 
@@ -157,18 +168,12 @@ def invert(pipe, images: np.ndarray, cfg: InversionConfig, init_words: list[str]
     sched = training_scheduler(pipe)
     latents = images_to_latents(pipe, images)
     names = _token_names(pipe.tokenizer, cfg.n_tokens)
-    emb = token_embeddings(pipe)
-    init_ids = [i for w in (init_words or []) for i in pipe.tokenizer(w, add_special_tokens=False).input_ids]
-    init = emb.mean(0, keepdim=True).repeat(cfg.n_tokens, 1) + randn((cfg.n_tokens, emb.shape[1]), gen, emb) * emb.std()
-    for j, tid in enumerate(init_ids[:cfg.n_tokens // 2 or 1]):
-        init[j] = emb[tid]
+    parts = [_start_rows(token_embeddings(pipe), pipe.tokenizer, init_words, cfg.n_tokens, gen)]
     for encoder, tokenizer in _tables(pipe, own=True)[len(_tables(pipe, own=False)):]:  # T5's part, drawn after
-        own = getattr(pipe, encoder).get_input_embeddings().weight.detach().float()[:len(getattr(pipe, tokenizer))]
-        part = own.mean(0, keepdim=True) + randn((cfg.n_tokens, own.shape[1]), gen, own) * own.std()
-        words = [i for w in (init_words or []) for i in getattr(pipe, tokenizer)(w, add_special_tokens=False).input_ids]
-        for j, tid in enumerate(words[:cfg.n_tokens // 2 or 1]):
-            part[j] = own[tid]
-        init = torch.cat([init, part.to(init.device)], -1)
+        tok = getattr(pipe, tokenizer)
+        table = getattr(pipe, encoder).get_input_embeddings().weight.detach().float()[:len(tok)]
+        parts.append(_start_rows(table, tok, init_words, cfg.n_tokens, gen).to(parts[0].device))
+    init = torch.cat(parts, -1)
     learned = LearnedTokens(names, init.clone())
     with installed(pipe, learned) as phrase:
         rows_encoder = TokenRows(pipe, names, own=True)
