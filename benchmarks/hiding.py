@@ -85,7 +85,7 @@ def directions(model, detector, patch, concept: str, tries: int, seed: int) -> d
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--model", default="world", help="the world to measure on (world, world-sdxl)")
+    ap.add_argument("--model", default="world", help="the world to measure on (world, world-sdxl, world-sd3)")
     ap.add_argument("--design", choices=["lethe", "paper"], default="lethe")
     ap.add_argument("--images-per-concept", type=int, default=16)
     ap.add_argument("--attack-images", type=int, default=16)

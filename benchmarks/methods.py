@@ -33,7 +33,7 @@ HEADER = ("| method | concept | category | seconds | efficacy | preservation | n
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--model", default="world", help="the world to measure on (world, world-sdxl)")
+    ap.add_argument("--model", default="world", help="the world to measure on (world, world-sdxl, world-sd3)")
     ap.add_argument("--images-per-concept", type=int, default=32)
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--concepts", default=",".join(CONCEPTS))

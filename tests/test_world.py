@@ -67,7 +67,8 @@ def test_tokenizer_knows_every_caption_word(pipe):
     assert tok.pad_token == tok.eos_token == "<|endoftext|>"  # SD 1.x padding convention
 
 
-WORLDS = {"world": "StableDiffusionPipeline", "world-sdxl": "StableDiffusionXLPipeline"}
+WORLDS = {"world": "StableDiffusionPipeline", "world-sdxl": "StableDiffusionXLPipeline",
+          "world-sd3": "StableDiffusion3Pipeline"}
 
 
 @functools.cache
@@ -101,7 +102,7 @@ def test_loads_with_plain_diffusers_and_no_obliviate(world):
     assert out.stdout.strip().endswith("ok")
 
 
-@pytest.mark.parametrize("world, megabytes", [("world", 25), ("world-sdxl", 10)])
+@pytest.mark.parametrize("world, megabytes", [("world", 25), ("world-sdxl", 10), ("world-sd3", 10)])
 def test_shipped_weights_are_small_fp16_safetensors(world, megabytes):
     files = [p for p in world_dir(world).rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in files) <= megabytes * 2**20

@@ -42,7 +42,8 @@ def check_model(model: str) -> str:
     if model.startswith((".", "/", "~")) or (os.sep in model and not hub_id):
         raise ObliviateError(f"--model {model}: no such folder")
     if not hub_id or os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise ObliviateError(f"unknown model {model!r}: use 'world', a diffusers folder, or a hub id (online)")
+        raise ObliviateError(f"unknown model {model!r}: use a shipped world ({', '.join(WORLDS)}), a diffusers "
+                             "folder, or a hub id (online)")
     return model
 
 

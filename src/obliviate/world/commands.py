@@ -91,7 +91,8 @@ def add_world_commands(sub, command: Callable, common: Callable) -> None:
                    help="the model family to train: sd (default; the whole world: VAE, detector, text encoder, "
                         "UNet), sdxl (a StableDiffusionXLPipeline on the same domain, the SD world's tokenizer, "
                         "VAE and detector: shipped as --model world-sdxl) or sd3 (a StableDiffusion3Pipeline: "
-                        "MMDiT, two CLIPs and a T5, flow matching; the same shared parts; not shipped yet)")
+                        "MMDiT, two CLIPs and a T5, flow matching; the same shared parts: shipped as --model "
+                        "world-sd3)")
     b.add_argument("--without", metavar="NAME[,NAME...]",
                    help="an oracle: retrain the UNet and text encoder on the recipe's scenes minus every one that "
                         "shows these concepts (tokenizer, VAE and detector: the shipped world's; about 21 min; "
