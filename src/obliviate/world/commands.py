@@ -26,7 +26,7 @@ def cmd_world_build(args: argparse.Namespace) -> int:
     cfg = BuildConfig(seed=args.seed)
     if args.quick:  # a smoke run: every stage, a handful of steps
         cfg.n_images, cfg.vae_steps, cfg.detector_steps, cfg.unet_steps, cfg.n_heldout = 512, 3, 3, 3, 64
-    for name in ("vae_steps", "detector_steps", "unet_steps", "n_images"):
+    for name in ("vae_steps", "detector_steps", "unet_steps", "n_images", "threads"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     if args.family != "sd":
@@ -101,6 +101,8 @@ def add_world_commands(sub, command: Callable, common: Callable) -> None:
     for stage in ("vae", "detector", "unet"):
         b.add_argument(f"--{stage}-steps", type=count, help=f"the {stage}'s training steps (default: the recipe's)")
     b.add_argument("--n-images", type=count, help="rendered training images (default: the recipe's)")
+    b.add_argument("--threads", type=count, help="torch threads (default: the recipe's; a world is reproduced "
+                   "bit for bit at the thread count it was built with, which its world.json records)")
     b.add_argument("--no-progress", action="store_true", help="no progress bars")
     info = command("info", cmd_world_info, "where the shipped world is and which concepts it knows",
                    "Print the shipped worlds' pipeline folders (one per model family), concepts and oracles.", wsub)
