@@ -192,18 +192,18 @@ def test_world_build_smoke(tmp_path):
 @pytest.mark.slow  # the recipe's stages with a handful of steps
 @pytest.mark.parametrize("family", ["sdxl", "sd3"])
 def test_a_family_world_build_smoke_replaces_its_folder_and_loads_in_plain_diffusers(tmp_path, family):
-    from importlib import import_module
-
     from diffusers import DiffusionPipeline
 
-    from obliviate.world.recipe import BuildConfig
+    from obliviate.cli import main
 
     out = tmp_path / family
     out.mkdir()
     (out / "old").write_text("x")
-    build = import_module(f"obliviate.world.{family}").build
-    info = build(out, BuildConfig(n_images=512, unet_steps=2), log=lambda _: None, bar=False)
+    assert main(["world", "build", "--family", family, "--out", str(out), "--quick", "--threads", "1",
+                 "--no-progress"]) == 0
+    info = json.loads((out / "world.json").read_text())
     assert info["family"] == family and not (out / "old").exists()
+    assert info["build"]["threads"] == 1 and info["build"]["unet_steps"] == 3  # --quick's
     assert (out / "pipeline" / "tokenizer_2" / "vocab.json").is_file() and (out / "world.json").is_file()
     assert [p.name for p in tmp_path.iterdir()] == [family]  # nothing temporary left behind
     pipe = DiffusionPipeline.from_pretrained(out / "pipeline")
