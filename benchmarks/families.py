@@ -1,7 +1,7 @@
-"""Each erasure method's seconds and peak memory per model family: the SD world beside the SDXL world (and, on a
-GPU, random SD- and SDXL-sized layouts); one process per cell, so a peak is that method's alone.
+"""Each erasure method's seconds and peak memory per model family: the SD world beside the SDXL and SD3 worlds
+(and, on a GPU, random SD- and SDXL-sized layouts); one process per cell, so a peak is that method's alone.
 
-    python benchmarks/families.py [--models world,world-sdxl] [--methods ...] [--concept circle] [--threads 2]
+    python benchmarks/families.py [--models world,world-sdxl,world-sd3] [--methods ...] [--concept circle] [--threads 2]
     python benchmarks/families.py --device cuda --models sd-size,sdxl-size --dtype float16   # a GPU, when lent
 
 Memory: on the CPU, the process's peak resident set during the erasure minus its size once the model is
@@ -59,7 +59,7 @@ def one(model: str, method: str, concept: str, device: str, dtype: str, threads:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="world,world-sdxl", help="worlds, folders, or (GPU) sd-size / sdxl-size")
+    ap.add_argument("--models", default="world,world-sdxl,world-sd3", help="worlds, folders, or (GPU) sd-size / sdxl-size")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--concept", default="circle")
     ap.add_argument("--device", default="cpu")
