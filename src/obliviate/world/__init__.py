@@ -29,7 +29,7 @@ WORLDS: dict[str, tuple[str, Path, str]] = {
 
 # the families ``obliviate world build --family`` trains a world of (each but sd: a module of this package with a
 # build(); the SD world is the whole recipe)
-BUILDABLE = ("sd", "sdxl", "sd3")
+BUILDABLE = ("sd", "sdxl", "sd3", "flux")
 
 
 def world_dir(name: str = "world") -> Path:

@@ -92,7 +92,8 @@ def add_world_commands(sub, command: Callable, common: Callable) -> None:
                         "UNet), sdxl (a StableDiffusionXLPipeline on the same domain, the SD world's tokenizer, "
                         "VAE and detector: shipped as --model world-sdxl) or sd3 (a StableDiffusion3Pipeline: "
                         "MMDiT, two CLIPs and a T5, flow matching; the same shared parts: shipped as --model "
-                        "world-sd3)")
+                        "world-sd3) or flux (a FluxPipeline: double- and single-stream blocks, T5 text tokens, "
+                        "flow matching, then guidance distillation; not shipped)")
     b.add_argument("--without", metavar="NAME[,NAME...]",
                    help="an oracle: retrain the UNet and text encoder on the recipe's scenes minus every one that "
                         "shows these concepts (tokenizer, VAE and detector: the shipped world's; about 21 min; "

@@ -203,6 +203,8 @@ def train_unet(latents: torch.Tensor, scenes: list[domain.Scene], tokenizer, cfg
     with torch.no_grad():
         for p, e in zip(params, ema, strict=True):
             p.copy_(e)
+    if hasattr(trainee, "distill"):  # a stage of the family's own after this one (Flux: guidance distillation)
+        trainee.distill(latents, scenes, cfg, gen, rng, bar)
     return tuple(m.eval() for m in modules)
 
 
