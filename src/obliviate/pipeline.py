@@ -98,8 +98,9 @@ def _pipeline_class(model: str, source: Path | str):
 
 def load_pipeline(model: str = "world", device: str | torch.device | None = None,
                   dtype: str | torch.dtype | None = None):
-    """A plain diffusers pipeline of a supported family (``StableDiffusionPipeline``,
-    ``StableDiffusionXLPipeline``): ``world``, ``world-sdxl``, a diffusers folder or a hub id.
+    """A plain diffusers pipeline of a supported family (``StableDiffusionPipeline``, ``StableDiffusionXLPipeline``,
+    ``StableDiffusion3Pipeline``, ``FluxPipeline``): a shipped world (``world``, ``world-sdxl``, ...), a diffusers
+    folder or a hub id.
 
     All components share ``dtype`` (default float32) and sit on ``device`` (default cpu); weights are frozen
     (``requires_grad`` off, eval mode) and diffusers' progress bars are off. The fingerprint that patches are
@@ -192,7 +193,8 @@ def save_merged(pipe, patches: list, out: str | Path, force: bool = False) -> Pa
 
 
 def model_name(pipe) -> str:
-    """'world' / 'world-sdxl' for a shipped world, else the folder or hub id the pipeline was loaded from."""
+    """A shipped world's name ('world', 'world-sdxl', ...), else the folder or hub id the pipeline was loaded
+    from."""
     from .preflight import world_of
 
     world = world_of(pipe)

@@ -81,7 +81,7 @@ def check_device(device: str) -> str:
 
 
 def world_of(model: Any) -> str | None:
-    """The shipped world ``model`` is or was merged from ('world', 'world-sdxl'; None: no world): its bench,
+    """The shipped world ``model`` is or was merged from ('world', 'world-sdxl', ...; None: no world): its bench,
     renderings and detector apply. ``model`` is a pipeline (judged by its weights' fingerprint, or by the base
     its folder names and its layout) or, before loading, a ``--model`` name."""
     from .world import WORLDS
