@@ -23,7 +23,7 @@ RETIRED_WORLDS = {"c4b63148-bd9eb27d": "the embedded world v1 (replaced by v2: o
 WORLDS: dict[str, tuple[str, Path, str]] = {
     "world": ("sd", WEIGHTS, f"obliviate world build --out {WEIGHTS} --seed 0"),
     "world-sdxl": ("sdxl", WEIGHTS_SDXL, f"obliviate world build --family sdxl --out {WEIGHTS_SDXL} --seed 0"),
-    "world-sd3": ("sd3", WEIGHTS_SD3, f"obliviate world build --family sd3 --out {WEIGHTS_SD3} --seed 0"),
+    "world-sd3": ("sd3", WEIGHTS_SD3, f"obliviate world build --family sd3 --out {WEIGHTS_SD3} --seed 0 --threads 1"),
 }
 
 
