@@ -211,3 +211,31 @@ def test_a_family_world_build_smoke_replaces_its_folder_and_loads_in_plain_diffu
                                    "flux": "FluxPipeline"}[family]
     size = {"height": 32, "width": 32} if family == "flux" else {}  # Flux's pipeline defaults to 1024 px, always
     assert pipe("a red circle", num_inference_steps=2, output_type="np", **size).images.shape == (1, 32, 32, 3)
+
+
+def test_world_info_names_every_shipped_world(capsys):
+    from obliviate.cli import main
+
+    assert main(["world", "info", "--json", "-"]) == 0
+    assert set(json.loads(capsys.readouterr().out)["worlds"]) == set(WORLDS)
+
+
+@pytest.mark.parametrize("world", [w for w in WORLDS if w != "world"])  # the SD world's: tests/test_hide.py
+@pytest.mark.parametrize("design, options", [("lethe", {"steps": 4, "rounds": 0, "n_images": 2, "key_steps": 2}),
+                                             ("paper", {"steps": 2, "tokens": 2})])
+def test_keys_install_on_the_merged_public_model_of_each_family_world(world, world_pipe, tmp_path, capsys, design,
+                                                                       options):
+    from obliviate.cli import main
+
+    hidden = obliviate.hide(world_pipe, ["moon"], design=design, progress=False, **options)
+    paths = hidden.save(tmp_path / "public.safetensors", tmp_path / "keys")
+    key, public = str(paths["moon"]), tmp_path / "public"
+    assert main(["merge", "--model", world, "--patch", str(tmp_path / "public.safetensors"), "--out", str(public)]) == 0
+    assert json.loads((public / "obliviate.json").read_text())["base_model"] == world
+    grid = tmp_path / "g.png"
+    gen = ["generate", "--prompt", "a moon", "-n", "1", "--out", str(grid), "--steps", "5", "--no-progress"]
+    assert main([*gen, "--model", str(public), "--key", key]) == 0 and grid.is_file()
+    grid.unlink()
+    capsys.readouterr()
+    assert main([*gen, "--model", world, "--key", key]) == 2 and not grid.exists()  # the base model: no patch
+    assert "belongs to another model" in capsys.readouterr().err

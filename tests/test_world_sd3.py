@@ -4,8 +4,6 @@ loading and quality bars are the SD world's tests, run on every world (test_worl
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
@@ -60,30 +58,3 @@ def test_cli_refuses_an_sdxl_patch_on_world_sd3_before_loading(tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "world-sd3 is a Stable Diffusion 3 model" in err, err
     assert not out.exists()
-
-
-def test_world_info_names_world_sd3(capsys):
-    from obliviate.cli import main
-
-    assert main(["world", "info", "--json", "-"]) == 0
-    assert "world-sd3" in json.loads(capsys.readouterr().out)["worlds"]
-
-
-@pytest.mark.parametrize("design, options", [("lethe", {"steps": 4, "rounds": 0, "n_images": 2, "key_steps": 2}),
-                                             ("paper", {"steps": 2, "tokens": 2})])
-def test_keys_install_on_the_merged_public_sd3_model(sd3, tmp_path, capsys, design, options):
-    from obliviate.cli import main
-
-    hidden = obliviate.hide(sd3, ["moon"], design=design, progress=False, **options)
-    paths = hidden.save(tmp_path / "public.safetensors", tmp_path / "keys")
-    key, public = str(paths["moon"]), tmp_path / "public"
-    assert main(["merge", "--model", "world-sd3", "--patch", str(tmp_path / "public.safetensors"),
-                 "--out", str(public)]) == 0
-    assert json.loads((public / "obliviate.json").read_text())["base_model"] == "world-sd3"
-    grid = tmp_path / "g.png"
-    gen = ["generate", "--prompt", "a moon", "-n", "1", "--out", str(grid), "--steps", "5", "--no-progress"]
-    assert main([*gen, "--model", str(public), "--key", key]) == 0 and grid.is_file()
-    grid.unlink()
-    capsys.readouterr()
-    assert main([*gen, "--model", "world-sd3", "--key", key]) == 2 and not grid.exists()  # base model, no patch
-    assert "belongs to another model" in capsys.readouterr().err

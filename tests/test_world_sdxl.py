@@ -4,8 +4,6 @@ world's tests, run on both worlds (test_world.py)."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
@@ -58,33 +56,6 @@ def test_cli_refuses_an_sd_patch_on_world_sdxl_before_loading(pipe, tmp_path, ca
     assert len(err.splitlines()) == 1 and "made for a Stable Diffusion 1.x / 2.x model; world-sdxl is a Stable " \
                                             "Diffusion XL model" in err
     assert not out.exists()
-
-
-def test_world_info_names_world_sdxl(capsys):
-    from obliviate.cli import main
-
-    assert main(["world", "info", "--json", "-"]) == 0
-    assert "world-sdxl" in json.loads(capsys.readouterr().out)["worlds"]
-
-
-@pytest.mark.parametrize("design, options", [("lethe", {"steps": 4, "rounds": 0, "n_images": 2, "key_steps": 2}),
-                                             ("paper", {"steps": 2, "tokens": 2})])
-def test_keys_install_on_the_merged_public_sdxl_model(xl, tmp_path, capsys, design, options):
-    from obliviate.cli import main
-
-    hidden = obliviate.hide(xl, ["moon"], design=design, progress=False, **options)
-    paths = hidden.save(tmp_path / "public.safetensors", tmp_path / "keys")
-    key, public = str(paths["moon"]), tmp_path / "public"
-    assert main(["merge", "--model", "world-sdxl", "--patch", str(tmp_path / "public.safetensors"),
-                 "--out", str(public)]) == 0
-    assert json.loads((public / "obliviate.json").read_text())["base_model"] == "world-sdxl"
-    grid = tmp_path / "g.png"
-    gen = ["generate", "--prompt", "a moon", "-n", "1", "--out", str(grid), "--steps", "5", "--no-progress"]
-    assert main([*gen, "--model", str(public), "--key", key]) == 0 and grid.is_file()
-    grid.unlink()
-    capsys.readouterr()
-    assert main([*gen, "--model", "world-sdxl", "--key", key]) == 2 and not grid.exists()  # base model, no patch
-    assert "belongs to another model" in capsys.readouterr().err
 
 
 def test_a_style_reaches_the_sdxl_unet_through_the_pooled_embedding(xl, detector):
