@@ -239,3 +239,16 @@ def test_keys_install_on_the_merged_public_model_of_each_family_world(world, wor
     capsys.readouterr()
     assert main([*gen, "--model", world, "--key", key]) == 2 and not grid.exists()  # the base model: no patch
     assert "belongs to another model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("world", WORLDS)
+def test_each_world_is_recognised_as_a_world_and_draws_deterministically(world, world_pipe):
+    from obliviate.catalog import WorldCatalog
+    from obliviate.pipeline import model_name
+    from obliviate.preflight import world_of
+
+    assert world_of(world_pipe) == world and model_name(world_pipe) == world
+    assert isinstance(obliviate.catalog_for(world_pipe), WorldCatalog)
+    a = obliviate.generate(world_pipe, "a blue star", n=3, seed=1, progress=False)
+    b = obliviate.generate(world_pipe, "a blue star", n=3, seed=1, progress=False)
+    assert np.array_equal(a, b) and a.shape == (3, 32, 32, 3)
