@@ -256,10 +256,7 @@ def _bench_defaults() -> dict[str, str]:
 
 
 def _model(p: argparse.ArgumentParser, patches: bool = False, bench: bool = False, oracle: bool = False) -> None:
-    from .world import WORLDS
-
-    shipped = ", ".join(f"'{name}'" for name in WORLDS if name != "world")
-    p.add_argument("--model", default="world", help=f"'world' (default), {shipped}, a diffusers folder or a hub id")
+    p.add_argument("--model", default="world", help=pf.model_help())
     if oracle:
         p.add_argument("--oracle", nargs="?", const=True, metavar="DIR", help="beside each figure, the oracle's: the "
                        "world retrained without the erased concepts (the shipped or cached one, or DIR; default: none)")

@@ -47,6 +47,14 @@ def check_model(model: str) -> str:
     return model
 
 
+def model_help() -> str:
+    """``--model``'s help: the shipped worlds by name."""
+    from .world import WORLDS
+
+    others = ", ".join(repr(name) for name in WORLDS if name != "world")
+    return f"'world' (default), {others}, a diffusers folder or a hub id"
+
+
 def model_family(model: str) -> str | None:
     """The family key of a ``--model`` known before loading ('world' or a folder; None for a hub id)."""
     from .families import family_of_class
