@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import cell, machine_line, parse_set, seed_list  # noqa: E402
+from common import add_world_option, cell, machine_line, parse_set, seed_list  # noqa: E402
 
 import obliviate  # noqa: E402
 from obliviate.attacks import ATTACKS, LEARNING  # noqa: E402
@@ -77,7 +77,7 @@ def main() -> None:
                     help="default: all but the fine-tuning attacks (relearn, memory: their cells are steps to 0.9, "
                          "not an ASR)")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--model", default="world", help="the world to measure on (world, world-sdxl, world-sd3)")
+    add_world_option(ap)
     ap.add_argument("--n-images", type=int, default=16)
     ap.add_argument("--skip-ceiling", action="store_true", help="no base-model rows (adding methods to a table)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (1 each when running two side by side)")

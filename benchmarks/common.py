@@ -15,6 +15,13 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # as the CLI: no "torc
 import obliviate
 
 
+def add_world_option(ap) -> None:
+    """``--model``: the shipped world a benchmark measures on (any of them by name)."""
+    from obliviate.world import WORLDS
+
+    ap.add_argument("--model", default="world", help=f"the world to measure on ({', '.join(WORLDS)})")
+
+
 def fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 

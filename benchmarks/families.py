@@ -59,8 +59,9 @@ def one(model: str, method: str, concept: str, device: str, dtype: str, threads:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="world,world-sdxl,world-sd3",
-                    help="worlds, folders, or (GPU) sd-size / sdxl-size")
+    from obliviate.world import WORLDS
+
+    ap.add_argument("--models", default=",".join(WORLDS), help="worlds, folders, or (GPU) sd-size / sdxl-size")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--concept", default="circle")
     ap.add_argument("--device", default="cpu")

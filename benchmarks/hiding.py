@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import machine_line, parse_set  # noqa: E402
+from common import add_world_option, machine_line, parse_set  # noqa: E402
 
 import obliviate  # noqa: E402
 from obliviate.attacks.base import Probe, probe_images  # noqa: E402
@@ -85,7 +85,7 @@ def directions(model, detector, patch, concept: str, tries: int, seed: int) -> d
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--model", default="world", help="the world to measure on (world, world-sdxl, world-sd3)")
+    add_world_option(ap)
     ap.add_argument("--design", choices=["lethe", "paper"], default="lethe")
     ap.add_argument("--images-per-concept", type=int, default=16)
     ap.add_argument("--attack-images", type=int, default=16)

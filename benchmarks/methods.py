@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import cell, erase_and_eval, machine_line, seed_list  # noqa: E402
+from common import add_world_option, cell, erase_and_eval, machine_line, seed_list  # noqa: E402
 
 import obliviate  # noqa: E402
 from obliviate.eval.detectors import WorldDetector  # noqa: E402
@@ -33,7 +33,7 @@ HEADER = ("| method | concept | category | seconds | efficacy | preservation | n
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--model", default="world", help="the world to measure on (world, world-sdxl, world-sd3)")
+    add_world_option(ap)
     ap.add_argument("--images-per-concept", type=int, default=32)
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--concepts", default=",".join(CONCEPTS))
