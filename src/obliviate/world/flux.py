@@ -113,13 +113,16 @@ class FluxTrainee:
         """Guidance distillation: the transformer at scale ``g`` learns the velocity the frozen flow-matching
         model gives under classifier-free guidance at ``g``, ``v(x, empty) + g (v(x, c) - v(x, empty))``; the text
         encoders stay as trained (the teacher's conditioning is the student's)."""
+        from .recipe import flow_noised
+        from .recipe import make_scheduler as recipe_scheduler
+
+        scale = recipe_scheduler().config.num_train_timesteps  # the recipe's time scale
         teacher = copy.deepcopy(self.transformer).requires_grad_(False)
         for encoder in (self.text_encoder, self.text_encoder_2):
             encoder.requires_grad_(False)
         low, high = self.arch.guidance_range
         params = list(self.transformer.parameters())
         opt = torch.optim.AdamW(params, lr=cfg.unet_lr / 3, weight_decay=0.01)
-        scale = 1000  # the recipe's time scale
         steps = max(1, round(cfg.unet_steps * self.arch.distill_share))
         for _ in progress_bar(range(steps), desc="guidance distillation", unit="step",
                               enabled=bar, leave=True):
@@ -129,9 +132,7 @@ class FluxTrainee:
                                  max_length=self.tokenizer.model_max_length, truncation=True,
                                  return_tensors="pt").input_ids
             z0 = latents[idx]
-            noise = torch.randn(z0.shape, generator=gen)
-            sigma = torch.sigmoid(torch.randn(len(idx), generator=gen)).view(-1, 1, 1, 1)
-            zt, t = (1 - sigma) * z0 + sigma * noise, sigma.flatten() * scale
+            zt, t = flow_noised(z0, torch.randn(z0.shape, generator=gen), gen, scale)
             g = low + (high - low) * torch.rand(len(idx), generator=gen)
             with torch.no_grad():
                 cond = self._conditioning(ids, torch.ones(2 * len(idx)))

@@ -161,6 +161,14 @@ class SDTrainee:
         return self.unet(zt, t, self.text_encoder(ids).last_hidden_state).sample
 
 
+def flow_noised(z0: torch.Tensor, noise: torch.Tensor, gen: torch.Generator, scale: int) \
+        -> tuple[torch.Tensor, torch.Tensor]:
+    """Rectified flow's training input with SD3's logit-normal sigmas: ``x_t = (1 - sigma) z0 + sigma noise`` and
+    the timestep the denoiser reads, ``sigma`` on the time ``scale`` (the recipe's: its scheduler's steps)."""
+    sigma = torch.sigmoid(torch.randn(len(z0), generator=gen)).view(-1, 1, 1, 1)
+    return (1 - sigma) * z0 + sigma * noise, sigma.flatten() * scale
+
+
 def train_unet(latents: torch.Tensor, scenes: list[domain.Scene], tokenizer, cfg: BuildConfig,
                gen: torch.Generator, rng: np.random.Generator, bar: bool, trainee=None) -> tuple:
     """Train the denoiser and its text encoders jointly on the noise-prediction loss, or the flow-matching one
@@ -182,9 +190,7 @@ def train_unet(latents: torch.Tensor, scenes: list[domain.Scene], tokenizer, cfg
         z0 = latents[idx]
         noise = torch.randn(z0.shape, generator=gen)
         if flow:  # rectified flow with SD3's logit-normal sigmas; the velocity target weighs every sigma alike
-            sigma = torch.sigmoid(torch.randn(len(idx), generator=gen)).view(-1, 1, 1, 1)
-            pred = trainee((1 - sigma) * z0 + sigma * noise, sigma.flatten() * scheduler.config.num_train_timesteps,
-                           ids)
+            pred = trainee(*flow_noised(z0, noise, gen, scheduler.config.num_train_timesteps), ids)
             loss = (pred - (noise - z0)).pow(2).mean()
         else:
             t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=gen)
