@@ -66,6 +66,16 @@ def _tables(pipe, own: bool) -> list[tuple[str, str]]:
     return pairs
 
 
+def own_vocabulary_tables(pipe) -> list[tuple[str, str, torch.Tensor]]:
+    """(encoder, tokenizer, embedding table in float32, cut to the tokenizer's vocabulary) of each encoder with a
+    vocabulary of its own that the pipeline has (SD3's and Flux's T5): the part of a row after the shared one."""
+    out = []
+    for encoder, tokenizer in _tables(pipe, own=True)[len(_tables(pipe, own=False)):]:
+        table = getattr(pipe, encoder).get_input_embeddings().weight.detach().float()
+        out.append((encoder, tokenizer, table[:len(getattr(pipe, tokenizer))]))
+    return out
+
+
 def _widths(pipe, pairs: list[tuple[str, str]]) -> list[int]:
     return [getattr(pipe, e).get_input_embeddings().weight.shape[1] for e, _ in pairs]
 
@@ -169,10 +179,8 @@ def invert(pipe, images: np.ndarray, cfg: InversionConfig, init_words: list[str]
     latents = images_to_latents(pipe, images)
     names = _token_names(pipe.tokenizer, cfg.n_tokens)
     parts = [_start_rows(token_embeddings(pipe), pipe.tokenizer, init_words, cfg.n_tokens, gen)]
-    for encoder, tokenizer in _tables(pipe, own=True)[len(_tables(pipe, own=False)):]:  # T5's part, drawn after
-        tok = getattr(pipe, tokenizer)
-        table = getattr(pipe, encoder).get_input_embeddings().weight.detach().float()[:len(tok)]
-        parts.append(_start_rows(table, tok, init_words, cfg.n_tokens, gen).to(parts[0].device))
+    for _, tokenizer, table in own_vocabulary_tables(pipe):  # T5's part, drawn after
+        parts.append(_start_rows(table, getattr(pipe, tokenizer), init_words, cfg.n_tokens, gen).to(parts[0].device))
     init = torch.cat(parts, -1)
     learned = LearnedTokens(names, init.clone())
     with installed(pipe, learned) as phrase:

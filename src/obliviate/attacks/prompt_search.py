@@ -10,13 +10,14 @@ the vocabulary, so the search ends with a plain text prompt that anyone can type
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from ..diffusion import generator, randint, randn
 from ..families import Conditioning, token_embeddings
-from ..inversion import LearnedTokens, TokenRows, installed
+from ..inversion import LearnedTokens, TokenRows, installed, own_vocabulary_tables
 from ..progress import bar
 
 # loss(cond, gen): ``cond`` holds one encoded prompt per template (its placeholder filled with the projected
@@ -45,6 +46,34 @@ def tokens_text(tokenizer, ids: list[int]) -> str:
     return " ".join(tokenizer.decode([i]).strip() for i in ids)
 
 
+class SearchSpace(NamedTuple):
+    ids: torch.Tensor  # the words the search may pick, as ids of the family's tokenizer
+    rows: torch.Tensor  # their rows, (words, width)
+    spread: torch.Tensor  # the tables' spread per column, (width,): the scale of the start's noise
+    own: bool  # the rows carry a part for an encoder with a vocabulary of its own (T5)
+
+
+def search_space(pipe) -> SearchSpace:
+    """The words a hard prompt may be spelled with, and their rows.
+
+    A row is the word's row in every table a prompt's tokens enter: the family's encoders side by side and, where
+    the pipeline has an encoder with a vocabulary of its own (SD3's and Flux's T5), that encoder's row of the same
+    word, so the search conditions T5 as the prompt it ends with will (words T5 does not spell as one token are
+    left out; without this T5 read the placeholders' pieces during the search and the words only afterwards)."""
+    table = token_embeddings(pipe)
+    vocab = word_vocabulary(pipe.tokenizer).to(table.device)
+    rows, spread = [table[vocab]], [table.std().expand(table.shape[1])]
+    keep = torch.ones(len(vocab), dtype=torch.bool, device=table.device)
+    own_tables = own_vocabulary_tables(pipe)
+    texts = [pipe.tokenizer.decode([i]).strip() for i in vocab.tolist()] if own_tables else []
+    for _, tokenizer, own in own_tables:
+        pieces = getattr(pipe, tokenizer)(texts, add_special_tokens=False).input_ids
+        keep &= torch.tensor([len(p) == 1 for p in pieces], device=table.device)
+        rows.append(own.to(table.device)[torch.tensor([p[0] if p else 0 for p in pieces], device=table.device)])
+        spread.append(own.std().to(table.device).expand(own.shape[1]))
+    return SearchSpace(vocab[keep], torch.cat(rows, -1)[keep], torch.cat(spread), bool(own_tables))
+
+
 def search_prompt(pipe, templates: list[str], n_tokens: int, objective: Objective, steps: int, lr: float,
                   seed: int, check_every: int = 10, score_draws: int = 4, progress: bool = True,
                   desc: str = "prompt search") -> str:
@@ -54,21 +83,20 @@ def search_prompt(pipe, templates: list[str], n_tokens: int, objective: Objectiv
     training loss is too noisy to pick, and so is a single draw (it let filler words that drown the concept's
     own word win)."""
     gen = generator(seed)
-    table = token_embeddings(pipe)
-    vocab = word_vocabulary(pipe.tokenizer).to(table.device)
-    unit = F.normalize(table[vocab], dim=-1)
-    start = vocab[randint(len(vocab), n_tokens, gen, table.device)]
-    rows = (table[start] + 0.1 * table.std() * randn((n_tokens, table.shape[1]), gen, table)).requires_grad_(True)
+    vocab, table, spread, own = search_space(pipe)
+    unit = F.normalize(table, dim=-1)
+    start = randint(len(vocab), n_tokens, gen, table.device)
+    rows = (table[start] + 0.1 * spread * randn((n_tokens, table.shape[1]), gen, table)).requires_grad_(True)
     names = [f"<adv_{i}>" for i in range(n_tokens)]
-    best: tuple[float, list[int]] = (float("inf"), start.tolist())
+    best: tuple[float, list[int]] = (float("inf"), vocab[start].tolist())
     with installed(pipe, LearnedTokens(names, rows.detach().cpu())) as phrase:
-        encoder = TokenRows(pipe, names)
+        encoder = TokenRows(pipe, names, own=own)
         ids = encoder.token_ids([t.format(phrase) for t in templates])
         opt = torch.optim.AdamW([rows], lr=lr, weight_decay=0.1)
 
         def projected() -> tuple[torch.Tensor, list[int]]:
-            chosen = vocab[(F.normalize(rows.detach(), dim=-1) @ unit.T).argmax(-1)]
-            return table[chosen], chosen.tolist()
+            chosen = (F.normalize(rows.detach(), dim=-1) @ unit.T).argmax(-1)
+            return table[chosen], vocab[chosen].tolist()
 
         def score(chosen_rows: torch.Tensor) -> float:
             with torch.no_grad():

@@ -52,7 +52,7 @@ def fit(pipe, concepts: list[Concept], cfg: RECEConfig, catalog: Catalog) -> Pat
     kept = catalog.keep(concepts, cfg.preserve)
     c_keep = keep_vectors(pipe, kept)
     original = text_projections(pipe)
-    keep_targets = {name: None if c_keep is None else c_keep @ w.T for name, w in original.items()}
+    keep_targets = {name: c_keep @ w.T for name, w in original.items()}
     scales = (cfg.lam, cfg.erase_scale, cfg.preserve_scale)
 
     def erase(c_erase: torch.Tensor) -> dict[str, torch.Tensor]:
