@@ -42,3 +42,18 @@ def test_cli_refuses_an_sdxl_patch_on_world_sd3_before_loading(tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "world-sd3 is a Stable Diffusion 3 model" in err, err
     assert not out.exists()
+
+
+def test_the_closed_form_keeps_the_unconditional_prompt(sd3, detector):
+    """World-sd3 draws circle from the pooled embedding (UCE without its pooled edit leaves it); the pooled edit
+    erases it and, because the empty prompt's pooled vector is among the kept ones, leaves guidance's negative
+    branch and so the other concepts as they were (without it: maelin, red and zorvik 0.00-0.06)."""
+    from obliviate.bench import world_bench
+    from obliviate.eval.mscore import generate_concepts, m_scores
+
+    bench = world_bench()
+    names = ["circle", "maelin", "red", "zorvik"]
+    with obliviate.erase(sd3, "circle", "uce", progress=False).applied(sd3):
+        images = generate_concepts(sd3, [bench.concept(n) for n in names], 16, 0, bench.sampler, progress=False)
+    m = m_scores(detector, images)
+    assert m["circle"] <= 0.1 and min(m[n] for n in names[1:]) >= 0.9, m

@@ -45,14 +45,16 @@ def concept_pairs(pipe, concept: Concept, guide: str) -> tuple[torch.Tensor, tor
 UNCONDITIONAL = ""  # the prompt of classifier-free guidance's negative branch, which every sample subtracts
 
 
-def keep_vectors(pipe, kept: list[Concept]) -> torch.Tensor:
+def keep_vectors(pipe, kept: list[Concept], unconditional: bool = True) -> torch.Tensor | None:
     """The text vectors an edit must not move: the kept concepts' (from each concept's first token on, in every
-    tokenizer's segment) and the unconditional prompt's, at every position. Moving the unconditional conditioning
-    moves guidance for every prompt: on SD3 the edit of circle without it changed the empty prompt's pooled
-    projection by 157% and took most of the bench with circle (docs/benchmarks.md, "The SD3 world"). Where a
-    family conditions the empty prompt with zeros (SDXL) its rows are zero and change nothing."""
-    empty = _states(pipe, [UNCONDITIONAL])[0]
-    rows = [empty[part.start:part.start + part.length] for part in segments(pipe) if part.tokenizer is not None]
+    tokenizer's segment) and (``unconditional``) the empty prompt's, at every position. Moving the unconditional
+    conditioning moves guidance for every prompt: on SD3 the edit of circle without it changed the empty prompt's
+    pooled projection by 157% and took most of the bench with circle (docs/benchmarks.md, "The SD3 world"). Where
+    a family conditions the empty prompt with zeros (SDXL) its rows are zero and change nothing."""
+    rows = []
+    if unconditional:
+        empty = _states(pipe, [UNCONDITIONAL])[0]
+        rows += [empty[part.start:part.start + part.length] for part in segments(pipe) if part.tokenizer is not None]
     for keep in kept:
         states = _states(pipe, list(keep.prompts))
         mask = token_positions(pipe, list(keep.prompts), list(keep.words))
@@ -61,7 +63,7 @@ def keep_vectors(pipe, kept: list[Concept]) -> torch.Tensor:
             for b in range(len(keep.prompts)):
                 if part.tokenizer is not None:
                     rows.append(states[b, part.start + int(mask[b, part.start:end].nonzero()[0]):end])
-    return torch.cat(rows)
+    return torch.cat(rows) if rows else None
 
 
 def text_projections(pipe) -> dict[str, torch.Tensor]:
@@ -97,26 +99,26 @@ def deltas(pipe, edited: dict[str, torch.Tensor], original: dict[str, torch.Tens
     return {f"delta.{component}.{name}": (edited[name] - w).float() for name, w in original.items()}
 
 
-def pooled_deltas(pipe, concepts: list[Concept], guide: str, kept: list[Concept], scales: tuple[float, float, float]) \
-        -> dict[str, torch.Tensor]:
+def pooled_deltas(pipe, concepts: list[Concept], guide: str, kept: list[Concept], scales: tuple[float, float, float],
+                  unconditional: bool = True) -> dict[str, torch.Tensor]:
     """UCE's edit of the columns that read the pooled text embedding (none on SD): each concept prompt's pooled
-    vector maps onto its guide prompt's, every kept prompt's and the unconditional prompt's stay, as patch
-    tensors."""
+    vector maps onto its guide prompt's, every kept prompt's (and ``unconditional``, the empty prompt's) stays,
+    as patch tensors."""
     layers = pooled_layers(pipe)
     if not layers:
         return {}
     prompts = [p for c in concepts for p in c.prompts]
     guides = [swap(p, c, guide) for c in concepts for p in c.prompts]
-    kept_prompts = [p for c in kept for p in c.prompts] + [UNCONDITIONAL]
+    kept_prompts = [p for c in kept for p in c.prompts] + ([UNCONDITIONAL] if unconditional else [])
     c_erase, c_guide = encode(pipe, prompts).pooled.double().cpu(), encode(pipe, guides).pooled.double().cpu()
-    c_keep = encode(pipe, kept_prompts).pooled.double().cpu()
+    c_keep = encode(pipe, kept_prompts).pooled.double().cpu() if kept_prompts else None
     inverse = normal_inverse(c_erase, c_keep, *scales)
     model, component = denoiser(pipe), family_of(pipe).denoiser
     out = {}
     for name, columns in layers.items():
         weight = model.get_parameter(name).detach().double().cpu()
         w = weight[:, columns]
-        edited = solve(inverse, w, c_erase, c_guide @ w.T, c_keep, c_keep @ w.T, *scales)
+        edited = solve(inverse, w, c_erase, c_guide @ w.T, c_keep, None if c_keep is None else c_keep @ w.T, *scales)
         delta = torch.zeros_like(weight)
         delta[:, columns] = edited - w
         out[f"delta.{component}.{name}"] = delta.float()

@@ -107,6 +107,9 @@ class UCEConfig(Seeded):
     preserve_scale: float = option(1.0, "weight of the preserve rows", non_negative)
     pooled: bool = option(True, "also edit the projection of the pooled text embedding where a family has one "
                                 "(SDXL's add_embedding): the other way text enters the UNet; no effect on SD")
+    keep_unconditional: bool = option(True, "also keep the empty prompt's vectors, guidance's negative branch "
+                                            "(off: UCE's equation as published, the SD world's tables before "
+                                            "2026-12-07)")
 
 
 @dataclass

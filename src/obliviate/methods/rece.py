@@ -50,9 +50,9 @@ def fit(pipe, concepts: list[Concept], cfg: RECEConfig, catalog: Catalog) -> Pat
     c_concept = torch.cat([p[0] for p in pairs])
     c_guide = torch.cat([p[1] for p in pairs])
     kept = catalog.keep(concepts, cfg.preserve)
-    c_keep = keep_vectors(pipe, kept)
+    c_keep = keep_vectors(pipe, kept, cfg.keep_unconditional)
     original = text_projections(pipe)
-    keep_targets = {name: c_keep @ w.T for name, w in original.items()}
+    keep_targets = {name: None if c_keep is None else c_keep @ w.T for name, w in original.items()}
     scales = (cfg.lam, cfg.erase_scale, cfg.preserve_scale)
 
     def erase(c_erase: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -67,5 +67,5 @@ def fit(pipe, concepts: list[Concept], cfg: RECEConfig, catalog: Catalog) -> Pat
         c_adv = c_concept @ adversarial_map(edited, original, cfg.reg).T
         c_erase = torch.cat([c_erase, c_adv])
         edited = erase(c_erase)
-    pooled = pooled_deltas(pipe, concepts, cfg.guide, kept, scales) if cfg.pooled else {}
+    pooled = pooled_deltas(pipe, concepts, cfg.guide, kept, scales, cfg.keep_unconditional) if cfg.pooled else {}
     return make_patch({**deltas(pipe, edited, original), **pooled}, "rece", concepts, cfg)

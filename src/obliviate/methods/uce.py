@@ -29,11 +29,11 @@ def fit(pipe, concepts: list[Concept], cfg: UCEConfig, catalog: Catalog) -> Patc
     c_erase = torch.cat([p[0] for p in pairs])
     c_guide = torch.cat([p[1] for p in pairs])
     kept = catalog.keep(concepts, cfg.preserve)
-    c_keep = keep_vectors(pipe, kept)
+    c_keep = keep_vectors(pipe, kept, cfg.keep_unconditional)
     scales = (cfg.lam, cfg.erase_scale, cfg.preserve_scale)
     inverse = normal_inverse(c_erase, c_keep, *scales)
     original = text_projections(pipe)
-    edited = {name: solve(inverse, w, c_erase, c_guide @ w.T, c_keep, c_keep @ w.T,
+    edited = {name: solve(inverse, w, c_erase, c_guide @ w.T, c_keep, None if c_keep is None else c_keep @ w.T,
                           *scales) for name, w in original.items()}
-    pooled = pooled_deltas(pipe, concepts, cfg.guide, kept, scales) if cfg.pooled else {}
+    pooled = pooled_deltas(pipe, concepts, cfg.guide, kept, scales, cfg.keep_unconditional) if cfg.pooled else {}
     return make_patch({**deltas(pipe, edited, original), **pooled}, "uce", concepts, cfg)
