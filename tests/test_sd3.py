@@ -163,6 +163,21 @@ def test_the_text_stream_is_what_attn2_names(sd3):
         trainable_names(sd3, "text-encoder")
 
 
+def test_the_patch_direction_attack_reads_the_text_streams_keys_and_values(sd3):
+    """On an MMDiT a key's memory is read by ``add_k_proj``/``add_v_proj``: the attack takes its directions there
+    (their biases and every other tensor left out), as wide as the text stream a memory lives in."""
+    from obliviate.attacks.directions import DirectionAttackConfig, direction_memories
+    from obliviate.families import text_width, trainable_names
+    from obliviate.patch import Patch
+
+    gen = torch.Generator().manual_seed(0)
+    model = sd3.transformer
+    names = trainable_names(sd3, "attn2-kv") + ["transformer_blocks.0.attn.add_q_proj.weight"]
+    tensors = {f"delta.transformer.{n}": torch.randn(model.get_parameter(n).shape, generator=gen) for n in names}
+    memories = direction_memories(Patch(tensors, {}), 1.0, DirectionAttackConfig(rank=4, tries=3))
+    assert len(memories) == 3 and all(m.keys.shape[-1] == text_width(sd3) for m in memories)
+
+
 def test_the_fingerprint_covers_t5_and_a_merged_model_draws_what_the_patch_does(sd3, folder, tmp_path):
     from obliviate.fingerprint import fingerprint
 

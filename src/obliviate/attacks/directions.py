@@ -1,9 +1,10 @@
 """The patch-direction attack: read a public patch for where its keys might live, and try memories built there.
 
 A key acts through every attn2 layer's ``to_k``/``to_v`` (a prompt memory is read by them; a LoRA key changes
-them). If the public patch was trained together with its keys, its ``to_k``/``to_v`` deltas are largest along
-the text-space directions the keys use (issue #17's red team measured about 80% of a paper-design key's norm in
-the 8 strongest; docs/hiding.md reproduces 70-81%). The attacker stacks the deltas, takes their top right
+them; on an MMDiT the joint attention's text keys and values, ``add_k_proj``/``add_v_proj``). If the public
+patch was trained together with its keys, its ``to_k``/``to_v`` deltas are largest along the text-space
+directions the keys use (issue #17's red team measured about 80% of a paper-design key's norm in the 8
+strongest; docs/hiding.md reproduces 70-81%). The attacker stacks the deltas, takes their top right
 singular vectors V_r (text-space directions), and draws memories inside that span at the token embeddings'
 scale:
 
@@ -33,15 +34,22 @@ class DirectionAttackConfig:
     seed: int = 0
 
 
+# where a key's memory is read: the text keys and values of a UNet's cross-attention and of an MMDiT's joint
+# attention (its text stream's projections)
+TEXT_KEYS_VALUES = (".attn2.to_k.", ".attn2.to_v.", ".attn.add_k_proj.", ".attn.add_v_proj.")
+
+
 def strongest_directions(patch: Patch, rank: int) -> torch.Tensor:
-    """The ``rank`` text-space directions (rows, unit norm) along which the patch's attn2 ``to_k``/``to_v``
-    deltas act most."""
-    deltas = [t.float() for name, t in patch.tensors.items()
-              if name.startswith("delta.unet.") and (".attn2.to_k." in name or ".attn2.to_v." in name)]
+    """The ``rank`` text-space directions (rows, unit norm) along which the patch's deltas of the text keys and
+    values (attn2 ``to_k``/``to_v``; on an MMDiT ``add_k_proj``/``add_v_proj``) act most."""
+    deltas = [t.float() for name, t in patch.tensors.items()  # weights (an MMDiT's projections have biases too)
+              if name.startswith(("delta.unet.", "delta.transformer.")) and any(k in name for k in TEXT_KEYS_VALUES)
+              and t.ndim == 2]
     if not deltas:
-        raise ObliviateError("the patch changes no attn2 to_k/to_v weight: no direction to read")
+        raise ObliviateError("the patch changes no text key or value projection (attn2 to_k/to_v, add_k_proj/"
+                             "add_v_proj): no direction to read")
     if len({d.shape[1] for d in deltas}) != 1:
-        raise ObliviateError("the patch's to_k/to_v deltas have different input widths")
+        raise ObliviateError("the patch's text key/value deltas have different input widths")
     _, _, vh = torch.linalg.svd(torch.cat(deltas), full_matrices=False)
     return vh[:min(rank, len(vh))]
 
