@@ -75,7 +75,7 @@ def directions(model, detector, patch, concept: str, tries: int, seed: int) -> d
     scale = model.text_encoder.get_input_embeddings().weight.float().std().item()
     rates = []
     with patch.applied(model):
-        for memory in direction_memories(patch, scale, DirectionAttackConfig(tries=tries, seed=seed)):
+        for memory in direction_memories(model, patch, DirectionAttackConfig(tries=tries, seed=seed), scale):
             probe = Probe(list(c.prompts), key=Key.of_memory(concept, memory, "all"))
             images, _ = probe_images(model, probe, 8, seed, catalog.sampler)
             rates.append(float(np.mean(detector.hits(images, c))))

@@ -66,6 +66,29 @@ def test_ringabell_concept_vector_points_at_the_concept(pipe):
     assert torch.allclose(target, _encode(pipe, token_ids(pipe, list(zorvik.prompts))).mean(0), atol=1e-5)
 
 
+def test_the_patch_direction_attack_reads_a_lora_patchs_text_keys_and_values(pipe):
+    """A LoRA patch's directions are those of its products on attn2 to_k/to_v; its query factors are left out."""
+    import torch
+
+    from obliviate.attacks.directions import strongest_directions
+    from obliviate.patch import Patch
+
+    gen = torch.Generator().manual_seed(0)
+    unet, tensors = pipe.unet, {}
+    for name in ("down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k",
+                 "up_blocks.1.attentions.0.transformer_blocks.0.attn2.to_q"):
+        out_width, in_width = unet.get_parameter(f"{name}.weight").shape
+        tensors[f"lora_down.unet.{name}"] = torch.randn(2, in_width, generator=gen)
+        tensors[f"lora_up.unet.{name}"] = torch.randn(out_width, 2, generator=gen)
+    directions = strongest_directions(pipe, Patch(tensors, {}), 8)
+    key = "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k"
+    product = tensors[f"lora_up.unet.{key}"] @ tensors[f"lora_down.unet.{key}"]
+    # the two strongest directions span the rank-2 to_k product alone: the to_q factors add nothing
+    assert directions.shape == (8, product.shape[1])
+    kept = torch.linalg.matrix_norm(product @ directions[:2].T) / torch.linalg.matrix_norm(product)
+    assert abs(kept.item() - 1.0) < 1e-4
+
+
 @pytest.mark.slow
 def test_concept_inversion_brings_back_what_uce_erased(pipe, detector):
     """UCE hides the name, not the capacity: four learned tokens draw zorvik again."""

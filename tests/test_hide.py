@@ -70,10 +70,9 @@ def test_memories_from_the_patchs_strongest_directions_unlock_nothing(pipe, dete
     from obliviate.attacks.directions import DirectionAttackConfig, direction_memories
 
     catalog = obliviate.catalog_for(pipe)
-    scale = pipe.text_encoder.get_input_embeddings().weight.float().std().item()
     rates = {name: [] for name in HIDDEN}
     with hidden.patch.applied(pipe):
-        for memory in direction_memories(hidden.patch, scale, DirectionAttackConfig(tries=10)):
+        for memory in direction_memories(pipe, hidden.patch, DirectionAttackConfig(tries=10)):
             for name in HIDDEN:
                 probe = Probe(list(catalog.concept(name).prompts), key=Key.of_memory(name, memory, "all"))
                 images, _ = probe_images(pipe, probe, 8, 0, catalog.sampler)

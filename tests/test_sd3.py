@@ -174,8 +174,11 @@ def test_the_patch_direction_attack_reads_the_text_streams_keys_and_values(sd3):
     model = sd3.transformer
     names = trainable_names(sd3, "attn2-kv") + ["transformer_blocks.0.attn.add_q_proj.weight"]
     tensors = {f"delta.transformer.{n}": torch.randn(model.get_parameter(n).shape, generator=gen) for n in names}
-    memories = direction_memories(Patch(tensors, {}), 1.0, DirectionAttackConfig(rank=4, tries=3))
+    memories = direction_memories(sd3, Patch(tensors, {}), DirectionAttackConfig(rank=4, tries=3))
     assert len(memories) == 3 and all(m.keys.shape[-1] == text_width(sd3) for m in memories)
+    query_only = Patch({k: v for k, v in tensors.items() if "add_q_proj" in k}, {})
+    with pytest.raises(ObliviateError, match="no text key or value projection"):
+        direction_memories(sd3, query_only, DirectionAttackConfig())
 
 
 def test_the_fingerprint_covers_t5_and_a_merged_model_draws_what_the_patch_does(sd3, folder, tmp_path):

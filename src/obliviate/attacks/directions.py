@@ -1,7 +1,7 @@
 """The patch-direction attack: read a public patch for where its keys might live, and try memories built there.
 
-A key acts through every attn2 layer's ``to_k``/``to_v`` (a prompt memory is read by them; a LoRA key changes
-them; on an MMDiT the joint attention's text keys and values, ``add_k_proj``/``add_v_proj``). If the public
+A key acts through the text keys and values, the family's ``attn2-kv`` set (a UNet's attn2 ``to_k``/``to_v``,
+an MMDiT's ``add_k_proj``/``add_v_proj``): a prompt memory is read by them, a LoRA key changes them. If the public
 patch was trained together with its keys, its ``to_k``/``to_v`` deltas are largest along the text-space
 directions the keys use (issue #17's red team measured about 80% of a paper-design key's norm in the 8
 strongest; docs/hiding.md reproduces 70-81%). The attacker stacks the deltas, takes their top right
@@ -23,7 +23,8 @@ import torch
 from ..attention import PromptMemory
 from ..diffusion import generator
 from ..errors import ObliviateError
-from ..patch import Patch
+from ..families import family_of, token_embeddings, trainable_names
+from ..patch import Patch, patch_updates
 
 
 @dataclass
@@ -34,30 +35,28 @@ class DirectionAttackConfig:
     seed: int = 0
 
 
-# where a key's memory is read: the text keys and values of a UNet's cross-attention and of an MMDiT's joint
-# attention (its text stream's projections)
-TEXT_KEYS_VALUES = (".attn2.to_k.", ".attn2.to_v.", ".attn.add_k_proj.", ".attn.add_v_proj.")
-
-
-def strongest_directions(patch: Patch, rank: int) -> torch.Tensor:
-    """The ``rank`` text-space directions (rows, unit norm) along which the patch's deltas of the text keys and
-    values (attn2 ``to_k``/``to_v``; on an MMDiT ``add_k_proj``/``add_v_proj``) act most."""
-    deltas = [t.float() for name, t in patch.tensors.items()  # weights (an MMDiT's projections have biases too)
-              if name.startswith(("delta.unet.", "delta.transformer.")) and any(k in name for k in TEXT_KEYS_VALUES)
-              and t.ndim == 2]
+def strongest_directions(pipe, patch: Patch, rank: int) -> torch.Tensor:
+    """The ``rank`` text-space directions (rows, unit norm) along which ``patch``'s deltas of ``pipe``'s text
+    keys and values act most: the family's ``attn2-kv`` set (a UNet's attn2 ``to_k``/``to_v``, an MMDiT's
+    ``add_k_proj``/``add_v_proj``), weight deltas and LoRA products alike, biases left out."""
+    component = family_of(pipe).denoiser
+    text_keys_values = set(trainable_names(pipe, "attn2-kv"))
+    deltas = [delta.float() for (owner, name), delta in patch_updates(pipe, patch).items()
+              if owner == component and name in text_keys_values and delta.ndim == 2]
     if not deltas:
-        raise ObliviateError("the patch changes no text key or value projection (attn2 to_k/to_v, add_k_proj/"
-                             "add_v_proj): no direction to read")
-    if len({d.shape[1] for d in deltas}) != 1:
-        raise ObliviateError("the patch's text key/value deltas have different input widths")
+        raise ObliviateError("the patch changes no text key or value projection of the denoiser (attn2-kv): no "
+                             "direction to read")
     _, _, vh = torch.linalg.svd(torch.cat(deltas), full_matrices=False)
     return vh[:min(rank, len(vh))]
 
 
-def direction_memories(patch: Patch, scale: float, cfg: DirectionAttackConfig) -> list[PromptMemory]:
-    """``cfg.tries`` random memories inside the span of the patch's strongest directions, at ``scale`` per
-    entry (the token embeddings' standard deviation), as a random memory of the full width would be."""
-    basis = strongest_directions(patch, cfg.rank)
+def direction_memories(pipe, patch: Patch, cfg: DirectionAttackConfig, scale: float | None = None) \
+        -> list[PromptMemory]:
+    """``cfg.tries`` random memories inside the span of ``patch``'s strongest directions on ``pipe``, at
+    ``scale`` per entry (default: the token embeddings' standard deviation, as a random memory of the full
+    width would be)."""
+    basis = strongest_directions(pipe, patch, cfg.rank)
+    scale = token_embeddings(pipe).std().item() if scale is None else scale
     r, width = basis.shape
     gen = generator(cfg.seed, "direction-attack")
     gain = scale * (width / r) ** 0.5
