@@ -120,6 +120,7 @@ def load_pipeline(model: str = "world", device: str | torch.device | None = None
     except (OSError, ValueError) as exc:
         raise ObliviateError(f"cannot load model {model!r}: {str(exc).splitlines()[0]}") from None
     check_pipeline(pipe)
+    _fit_world_size(pipe, model)
     level = diffusers_logging.get_verbosity()
     diffusers_logging.set_verbosity_error()  # diffusers warns that half precision cannot run on a CPU; it can
     try:
@@ -135,6 +136,17 @@ def load_pipeline(model: str = "world", device: str | torch.device | None = None
 
     fingerprint(pipe)
     return pipe
+
+
+def _fit_world_size(pipe, model: str) -> None:
+    """A world's pipeline samples at the world's image size by default: Flux's pipeline fixes its default size
+    in code (1024 px), not in its folder, so a world's is set here from its world.json."""
+    from .preflight import world_of
+    from .world import world_info
+
+    world = world_of(model)
+    if world is not None and hasattr(pipe, "default_sample_size"):
+        pipe.default_sample_size = world_info(world)["image_size"] // pipe.vae_scale_factor
 
 
 @contextmanager

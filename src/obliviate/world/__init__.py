@@ -12,6 +12,7 @@ from .domain import CATEGORY_CLASSES, Concept, concept_by_name, concepts
 WEIGHTS = Path(__file__).parent / "weights"
 WEIGHTS_SDXL = Path(__file__).parent / "weights_sdxl"
 WEIGHTS_SD3 = Path(__file__).parent / "weights_sd3"
+WEIGHTS_FLUX = Path(__file__).parent / "weights_flux"
 
 # Fingerprint ids of worlds that are no longer shipped: a patch made on one is refused with its name.
 RETIRED_WORLDS = {"c4b63148-bd9eb27d": "the embedded world v1 (replaced by v2: objects, styles and characters "
@@ -24,6 +25,8 @@ WORLDS: dict[str, tuple[str, Path, str]] = {
     "world": ("sd", WEIGHTS, f"obliviate world build --out {WEIGHTS} --seed 0"),
     "world-sdxl": ("sdxl", WEIGHTS_SDXL, f"obliviate world build --family sdxl --out {WEIGHTS_SDXL} --seed 0"),
     "world-sd3": ("sd3", WEIGHTS_SD3, f"obliviate world build --family sd3 --out {WEIGHTS_SD3} --seed 0 --threads 1"),
+    "world-flux": ("flux", WEIGHTS_FLUX,
+                   f"obliviate world build --family flux --out {WEIGHTS_FLUX} --seed 0 --threads 1"),
 }
 
 
