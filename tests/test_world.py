@@ -245,6 +245,20 @@ def test_keys_install_on_the_merged_public_model_of_each_family_world(world, wor
     assert "belongs to another model" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("made_on, world, family", [("world-sdxl", "world-sd3", "Stable Diffusion 3"),
+                                                     ("world-sd3", "world-flux", "Flux")])
+def test_cli_refuses_a_patch_of_another_family_on_a_world_before_loading(made_on, world, family, tmp_path, capsys):
+    from obliviate.cli import main
+
+    patch = tmp_path / "other.safetensors"
+    obliviate.erase(_world(made_on), "circle", "uce", progress=False).save(patch)
+    out = tmp_path / "x.json"
+    assert main(["eval", "--model", world, "--patch", str(patch), "--json", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{world} is a {family} model" in err, err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("world", WORLDS)
 def test_each_world_is_recognised_as_a_world_and_draws_deterministically(world, world_pipe):
     from obliviate.catalog import WorldCatalog

@@ -36,16 +36,3 @@ def test_it_samples_at_the_worlds_size_by_default(flux):
 
     assert image_size(flux) == world_info("world-flux")["image_size"] == 32
     assert flux("a red circle", num_inference_steps=2, output_type="np").images.shape == (1, 32, 32, 3)
-
-
-def test_cli_refuses_an_sd3_patch_on_world_flux_before_loading(tmp_path, capsys):
-    from obliviate.cli import main
-
-    sd3 = obliviate.load_pipeline("world-sd3")
-    patch = tmp_path / "sd3.safetensors"
-    obliviate.erase(sd3, "circle", "uce", progress=False).save(patch)
-    out = tmp_path / "x.json"
-    assert main(["eval", "--model", "world-flux", "--patch", str(patch), "--json", str(out)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "world-flux is a Flux model" in err, err
-    assert not out.exists()

@@ -31,19 +31,6 @@ def test_it_is_sd3_in_layout(sd3):
     assert world_info("world-sd3")["family"] == "sd3"
 
 
-def test_cli_refuses_an_sdxl_patch_on_world_sd3_before_loading(tmp_path, capsys):
-    from obliviate.cli import main
-
-    xl = obliviate.load_pipeline("world-sdxl")
-    patch = tmp_path / "xl.safetensors"
-    obliviate.erase(xl, "circle", "uce", progress=False).save(patch)
-    out = tmp_path / "x.json"
-    assert main(["eval", "--model", "world-sd3", "--patch", str(patch), "--json", str(out)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "world-sd3 is a Stable Diffusion 3 model" in err, err
-    assert not out.exists()
-
-
 def test_the_closed_form_keeps_the_unconditional_prompt(sd3, detector):
     """World-sd3 draws circle from the pooled embedding (UCE without its pooled edit leaves it); the pooled edit
     erases it and, because the empty prompt's pooled vector is among the kept ones, leaves guidance's negative
