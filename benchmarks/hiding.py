@@ -72,6 +72,8 @@ def key_learning(model, concept: str, patch, seed: int, n: int, form: str, oracl
 def directions(model, detector, patch, concept: str, tries: int, seed: int) -> dict:
     catalog = catalog_for(model)
     c = catalog.concept(concept)
+    # the first text encoder's scale, as docs/hiding.md's figures were measured (the attack's default, every
+    # encoder's table side by side, is the same on SD and differs on SDXL/SD3/Flux)
     scale = model.text_encoder.get_input_embeddings().weight.float().std().item()
     rates = []
     with patch.applied(model):
